@@ -1,0 +1,696 @@
+//! The socketioxide adapter of one namespace: applies every operation locally and relays it to
+//! the other nodes through the cluster protocol.
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures_util::{
+    StreamExt,
+    future::BoxFuture,
+    stream::{self, BoxStream, Fuse},
+};
+use socketioxide::{AckError, adapter::Emitter};
+use socketioxide_core::{
+    Sid, Uid,
+    adapter::{
+        AckStreamItem, BroadcastFlags, BroadcastOptions, CoreAdapter, CoreLocalAdapter,
+        DefinedAdapter, RemoteSocketData, Room, RoomParam, Spawnable,
+        errors::{AdapterError, BroadcastError, SocketError},
+    },
+    packet::Packet,
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    channels::Channels,
+    cluster::{Cluster, Expect, Inner},
+    driver::Driver,
+    error::ClusterError,
+    membership::NodeEvent,
+    opts,
+    requests::Waiting,
+    socket::RemoteSocket,
+    stats::Stats,
+    value::{self, Codec},
+    wire::{
+        self, BroadcastMessage, EVENT, RequestType, WireOpts, WirePacket, WireRequest,
+        WireResponse, WireSocket,
+    },
+};
+
+/// The acks of a cluster-wide `emit_with_ack`: local ones and those relayed by other nodes.
+/// Acks from Node.js nodes carry no socket id; they come with `Sid::ZERO`.
+pub type ClusterAckStream = Fuse<BoxStream<'static, AckStreamItem<AckError>>>;
+
+/// The adapter of one namespace. socketioxide creates one per namespace from the [`Cluster`].
+pub struct ClusterAdapter<D: Driver> {
+    node: Arc<Inner<D>>,
+    local: CoreLocalAdapter<Emitter>,
+    codec: Codec,
+    channels: Channels,
+    nsp: String,
+}
+
+/// The initialization of a namespace: subscribing to its channels. Await it for a static
+/// namespace (`io.ns(...).await?`); socketioxide spawns it for dynamic ones.
+#[must_use = "the namespace is usable only once this future completed"]
+pub struct NsInit(BoxFuture<'static, Result<(), ClusterError>>);
+
+impl Future for NsInit {
+    type Output = Result<(), ClusterError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl Spawnable for NsInit {
+    fn spawn(self) {
+        tokio::spawn(async move {
+            if let Err(err) = self.await {
+                tracing::error!(%err, "could not initialize a namespace");
+            }
+        });
+    }
+}
+
+impl<D: Driver> DefinedAdapter for ClusterAdapter<D> {}
+
+impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
+    type Error = ClusterError;
+    type State = Cluster<D>;
+    type AckStream = ClusterAckStream;
+    type InitRes = NsInit;
+
+    fn new(state: &Cluster<D>, local: CoreLocalAdapter<Emitter>) -> Self {
+        let nsp = local.path().to_string();
+        Self {
+            channels: Channels::new(&state.0.config.key, &nsp),
+            node: state.0.clone(),
+            codec: Codec::of(local.parser()),
+            local,
+            nsp,
+        }
+    }
+
+    fn init(self: Arc<Self>, on_success: impl FnOnce() + Send + 'static) -> NsInit {
+        NsInit(Box::pin(async move {
+            let node = self.node.clone();
+            node.start(self.local.server_id().to_string()).await?;
+            node.register(&self.nsp, Arc::downgrade(&self));
+            let channels = vec![
+                self.channels.request.clone(),
+                self.channels.response.clone(),
+                self.channels.specific_response(node.uid()),
+            ];
+            if let Err(err) = node
+                .driver
+                .subscribe(channels, vec![self.channels.broadcast_pattern()])
+                .await
+            {
+                node.unregister(&self.nsp);
+                return Err(err.into());
+            }
+            node.send_heartbeat(false).await;
+            tracing::debug!(nsp = %self.nsp, "namespace joined the cluster");
+            on_success();
+            Ok(())
+        }))
+    }
+
+    async fn close(&self) -> Result<(), ClusterError> {
+        self.node.unregister(&self.nsp);
+        let channels = vec![
+            self.channels.request.clone(),
+            self.channels.response.clone(),
+            self.channels.specific_response(self.node.uid()),
+        ];
+        self.node
+            .driver
+            .unsubscribe(channels, vec![self.channels.broadcast_pattern()])
+            .await?;
+        Ok(())
+    }
+
+    async fn server_count(&self) -> Result<u16, ClusterError> {
+        let waiting = self
+            .node
+            .expected(&self.nsp, &self.channels, Expect::AllNodes)
+            .await?;
+        Ok(u16::try_from(1 + waiting.len()).unwrap_or(u16::MAX))
+    }
+
+    async fn broadcast(
+        &self,
+        packet: Packet,
+        opts: BroadcastOptions,
+    ) -> Result<(), BroadcastError> {
+        if !opts.is_local(self.local.server_id()) {
+            let wire_opts = opts::to_wire(&opts, None);
+            let channel = self.channels.for_broadcast(&wire_opts.rooms);
+            let packet = self.wire_packet(&packet).map_err(adapter_error)?;
+            let msg = BroadcastMessage(self.node.uid().to_string(), packet, wire_opts);
+            let bytes = wire::encode(&msg)
+                .map_err(ClusterError::from)
+                .map_err(adapter_error)?;
+            self.node
+                .publish(channel, bytes)
+                .await
+                .map_err(adapter_error)?;
+        }
+        self.deliver_locally(packet, opts)
+            .map_err(BroadcastError::Socket)
+    }
+
+    async fn broadcast_with_ack(
+        &self,
+        packet: Packet,
+        opts: BroadcastOptions,
+        timeout: Option<Duration>,
+    ) -> Result<ClusterAckStream, ClusterError> {
+        let (local, _) = self
+            .local
+            .broadcast_with_ack(packet.clone(), opts.clone(), timeout);
+        if opts.is_local(self.local.server_id()) {
+            return Ok(local.boxed().fuse());
+        }
+        let timeout = timeout.unwrap_or_else(|| self.local.ack_timeout());
+        let req = WireRequest {
+            kind: Some(RequestType::Broadcast),
+            packet: Some(self.wire_packet(&packet)?),
+            opts: Some(opts::to_wire(&opts, Some(timeout))),
+            ..Default::default()
+        };
+        let waiting = self
+            .node
+            .expected(&self.nsp, &self.channels, Expect::AllNodes)
+            .await?;
+        if waiting.is_done() {
+            return Ok(local.boxed().fuse());
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let relay = RemoteAcks {
+            node: self.node.clone(),
+            codec: self.codec,
+            waiting,
+            tx,
+        };
+        relay.start(&self.channels, req, timeout).await?;
+        let remote = stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(stream::select(local, remote).boxed().fuse())
+    }
+
+    async fn add_sockets(
+        &self,
+        opts: BroadcastOptions,
+        rooms: impl RoomParam,
+    ) -> Result<(), ClusterError> {
+        let rooms: Vec<Room> = rooms.into_room_iter().collect();
+        self.local.add_sockets(opts.clone(), rooms.clone());
+        self.relay_membership(RequestType::RemoteJoin, &opts, rooms)
+            .await
+    }
+
+    async fn del_sockets(
+        &self,
+        opts: BroadcastOptions,
+        rooms: impl RoomParam,
+    ) -> Result<(), ClusterError> {
+        let rooms: Vec<Room> = rooms.into_room_iter().collect();
+        self.local.del_sockets(opts.clone(), rooms.clone());
+        self.relay_membership(RequestType::RemoteLeave, &opts, rooms)
+            .await
+    }
+
+    async fn disconnect_socket(&self, opts: BroadcastOptions) -> Result<(), BroadcastError> {
+        if !opts.is_local(self.local.server_id()) {
+            self.relay(RequestType::RemoteDisconnect, &opts, None, Some(false))
+                .await
+                .map_err(adapter_error)?;
+        }
+        self.local
+            .disconnect_socket(opts)
+            .map_err(BroadcastError::Socket)
+    }
+
+    async fn rooms(&self, opts: BroadcastOptions) -> Result<Vec<Room>, ClusterError> {
+        let mut rooms: HashSet<Room> = self.local.rooms(opts.clone());
+        if !opts.is_local(self.local.server_id()) {
+            let req = WireRequest {
+                kind: Some(RequestType::AllRooms),
+                opts: Some(opts::to_wire(&opts, None)),
+                ..Default::default()
+            };
+            self.node
+                .ask(
+                    &self.nsp,
+                    &self.channels,
+                    req,
+                    "allRooms",
+                    Expect::AllNodes,
+                    |res| {
+                        rooms.extend(res.rooms.unwrap_or_default().into_iter().map(Room::from));
+                    },
+                )
+                .await?;
+        }
+        Ok(rooms.into_iter().collect())
+    }
+
+    async fn fetch_sockets(
+        &self,
+        opts: BroadcastOptions,
+    ) -> Result<Vec<RemoteSocketData>, ClusterError> {
+        if opts.is_local(self.local.server_id()) {
+            return Ok(self.local.fetch_sockets(opts));
+        }
+        let sockets = self
+            .fetch_remote_sockets(&opts::to_wire(&opts, None))
+            .await?;
+        Ok(sockets
+            .into_iter()
+            .filter_map(|s| {
+                Some(RemoteSocketData {
+                    id: s.id.parse().ok()?,
+                    server_id: s
+                        .node_uid
+                        .as_deref()
+                        .and_then(|uid| uid.parse().ok())
+                        .unwrap_or(Uid::ZERO),
+                    ns: self.local.path().clone(),
+                })
+            })
+            .collect())
+    }
+
+    fn get_local(&self) -> &CoreLocalAdapter<Emitter> {
+        &self.local
+    }
+}
+
+impl<D: Driver> ClusterAdapter<D> {
+    pub(crate) fn nsp(&self) -> &str {
+        &self.nsp
+    }
+
+    pub(crate) fn local_socket_count(&self) -> u64 {
+        self.local.sockets(every_socket()).len() as u64
+    }
+
+    /// Every matching socket of the cluster, this node's first.
+    pub(crate) async fn fetch_remote_sockets(
+        &self,
+        wire_opts: &WireOpts,
+    ) -> Result<Vec<RemoteSocket>, ClusterError> {
+        let mut sockets = self.describe_local(wire_opts);
+        sockets.extend(
+            self.node
+                .fetch_from_others(&self.nsp, &self.channels, wire_opts)
+                .await?,
+        );
+        Ok(sockets)
+    }
+
+    fn describe_local(&self, wire_opts: &WireOpts) -> Vec<RemoteSocket> {
+        let sids = self.local.sockets(opts::to_local(wire_opts));
+        let with_rooms = sids.into_iter().map(|sid| {
+            let rooms = self
+                .local
+                .socket_rooms(sid)
+                .into_iter()
+                .map(|r| r.to_string())
+                .collect();
+            (sid, rooms)
+        });
+        self.node.describe(&self.nsp, with_rooms)
+    }
+
+    fn wire_packet(&self, packet: &Packet) -> Result<WirePacket, ClusterError> {
+        let (data, id) = match &packet.inner {
+            socketioxide_core::packet::PacketData::Event(v, id)
+            | socketioxide_core::packet::PacketData::BinaryEvent(v, id) => (v, *id),
+            other => {
+                return Err(crate::error::WireError::Data(format!(
+                    "cannot relay packet type {}",
+                    other.index()
+                ))
+                .into());
+            }
+        };
+        Ok(WirePacket {
+            kind: EVENT,
+            data: self.codec.to_wire(data)?,
+            nsp: Some(self.nsp.clone()),
+            id,
+        })
+    }
+
+    /// Hands a packet to local sockets, counting those that could not take it.
+    fn deliver_locally(
+        &self,
+        packet: Packet,
+        opts: BroadcastOptions,
+    ) -> Result<(), Vec<SocketError>> {
+        self.local.broadcast(packet, opts).inspect_err(|errors| {
+            Stats::add(&self.node.stats.undelivered, errors.len() as u64);
+            tracing::warn!(nsp = %self.nsp, count = errors.len(), ?errors, "packets not delivered to local clients");
+        })
+    }
+
+    /// Relays a join or leave. Only this crate's nodes confirm them (Node.js never does).
+    async fn relay_membership(
+        &self,
+        kind: RequestType,
+        opts: &BroadcastOptions,
+        rooms: Vec<Room>,
+    ) -> Result<(), ClusterError> {
+        if opts.is_local(self.local.server_id()) {
+            return Ok(());
+        }
+        self.relay(
+            kind,
+            opts,
+            Some(rooms.iter().map(|r| r.to_string()).collect()),
+            None,
+        )
+        .await
+    }
+
+    async fn relay(
+        &self,
+        kind: RequestType,
+        opts: &BroadcastOptions,
+        rooms: Option<Vec<String>>,
+        close: Option<bool>,
+    ) -> Result<(), ClusterError> {
+        let req = WireRequest {
+            kind: Some(kind),
+            opts: Some(opts::to_wire(opts, None)),
+            rooms,
+            close,
+            ..Default::default()
+        };
+        let name = match kind {
+            RequestType::RemoteJoin => "socketsJoin",
+            RequestType::RemoteLeave => "socketsLeave",
+            _ => "disconnectSockets",
+        };
+        self.node
+            .ask(
+                &self.nsp,
+                &self.channels,
+                req,
+                name,
+                Expect::OwnNodes,
+                |_| (),
+            )
+            .await
+    }
+
+    /// A broadcast published by another node.
+    pub(crate) fn on_broadcast(&self, payload: &[u8]) {
+        let BroadcastMessage(uid, packet, wire_opts) = match wire::decode(payload) {
+            Ok(msg) => msg,
+            Err(err) => return self.node.malformed("broadcast", &err),
+        };
+        if uid == self.node.uid() || packet.nsp.as_deref().unwrap_or("/") != self.nsp {
+            return;
+        }
+        match self.codec.from_wire(packet.data) {
+            Ok(data) => {
+                let _ = self.deliver_locally(
+                    Packet::event(self.local.path().clone(), data),
+                    opts::to_local(&wire_opts),
+                );
+            }
+            Err(err) => self.node.malformed("broadcast", &err),
+        }
+    }
+
+    /// A request from another node.
+    pub(crate) async fn on_request(&self, req: WireRequest) {
+        let Some(kind) = req.kind else {
+            return self.node.malformed("request", &"no type");
+        };
+        let local_opts = req.opts.as_ref().map(opts::to_local);
+        let response = WireResponse {
+            request_id: req.request_id.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        let reply = |res: WireResponse| async {
+            self.node
+                .respond(&self.channels, req.uid.as_deref(), res)
+                .await
+        };
+        match kind {
+            RequestType::Sockets => {
+                let mut opts = every_socket();
+                opts.rooms = req
+                    .rooms
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Room::from)
+                    .collect();
+                let sockets = self
+                    .local
+                    .sockets(opts)
+                    .into_iter()
+                    .map(|s| s.to_string().into())
+                    .collect();
+                reply(WireResponse {
+                    sockets: Some(sockets),
+                    ..response
+                })
+                .await;
+            }
+            RequestType::AllRooms => {
+                let rooms = self.local.rooms(local_opts.unwrap_or_else(every_socket));
+                let rooms = rooms.into_iter().map(|r| r.to_string()).collect();
+                reply(WireResponse {
+                    rooms: Some(rooms),
+                    ..response
+                })
+                .await;
+            }
+            RequestType::RemoteJoin | RequestType::RemoteLeave | RequestType::RemoteDisconnect => {
+                match (local_opts, &req.sid) {
+                    (Some(opts), _) => {
+                        self.apply_membership(kind, opts, req.rooms.clone().unwrap_or_default())
+                    }
+                    (None, Some(sid)) => self.apply_to_one(kind, sid, req.room.clone()),
+                    (None, None) => return self.node.malformed("request", &"no target"),
+                }
+                if req.request_id.is_some() {
+                    reply(response).await;
+                }
+            }
+            RequestType::RemoteFetch => {
+                let sockets = self
+                    .describe_local(req.opts.as_ref().unwrap_or(&WireOpts::default()))
+                    .into_iter()
+                    .filter_map(|s| rmpv::ext::to_value(to_wire_socket(s)).ok())
+                    .collect();
+                reply(WireResponse {
+                    sockets: Some(sockets),
+                    ..response
+                })
+                .await;
+            }
+            RequestType::ServerSideEmit => {
+                let ack = self.on_server_event(&req).await;
+                if let (Some(ack), Some(_)) = (ack, &req.request_id) {
+                    let res = WireResponse {
+                        kind: Some(RequestType::ServerSideEmit),
+                        data: Some(value::json_to_wire(&ack)),
+                        ..response
+                    };
+                    reply(res).await;
+                }
+            }
+            RequestType::Broadcast => self.relay_acks(&req, response).await,
+            RequestType::BroadcastClientCount | RequestType::BroadcastAck => {}
+        }
+    }
+
+    fn apply_membership(&self, kind: RequestType, opts: BroadcastOptions, rooms: Vec<String>) {
+        match kind {
+            RequestType::RemoteJoin => self.local.add_sockets(opts, rooms),
+            RequestType::RemoteLeave => self.local.del_sockets(opts, rooms),
+            _ => {
+                if let Err(errors) = self.local.disconnect_socket(opts) {
+                    tracing::debug!(?errors, "some sockets were already gone");
+                }
+            }
+        }
+    }
+
+    /// The single-socket form of join/leave/disconnect used by older Node.js adapters.
+    fn apply_to_one(&self, kind: RequestType, sid: &str, room: Option<String>) {
+        let Ok(sid) = sid.parse::<Sid>() else { return };
+        let opts = BroadcastOptions::new(sid);
+        self.apply_membership(kind, opts, room.into_iter().collect());
+    }
+
+    async fn on_server_event(&self, req: &WireRequest) -> Option<serde_json::Value> {
+        let handler = self.node.server_event_handler(&self.nsp)?;
+        let Some(Ok(serde_json::Value::Array(args))) = req.data.as_ref().map(value::wire_to_json)
+        else {
+            self.node
+                .malformed("server-side emit", &"data is not an array");
+            return None;
+        };
+        let mut args = args.into_iter();
+        let event = args.next()?.as_str()?.to_string();
+        let event = crate::cluster::ServerEvent {
+            nsp: self.nsp.clone(),
+            event,
+            args: args.collect(),
+            from: req.uid.clone(),
+        };
+        handler(event).await
+    }
+
+    /// Emits a broadcast-with-ack of another node locally and relays the acks back to it.
+    async fn relay_acks(&self, req: &WireRequest, response: WireResponse) {
+        let (Some(packet), Some(wire_opts)) = (&req.packet, &req.opts) else {
+            return self
+                .node
+                .malformed("request", &"broadcast without packet or opts");
+        };
+        let data = match self.codec.from_wire(packet.data.clone()) {
+            Ok(data) => data,
+            Err(err) => return self.node.malformed("request", &err),
+        };
+        let packet = Packet::event(self.local.path().clone(), data);
+        let (acks, count) = self.local.broadcast_with_ack(
+            packet,
+            opts::to_local(wire_opts),
+            opts::ack_timeout(wire_opts),
+        );
+        let mut acks = std::pin::pin!(acks);
+        let to = req.uid.as_deref();
+        let count_res = WireResponse {
+            kind: Some(RequestType::BroadcastClientCount),
+            client_count: Some(u64::from(count)),
+            ..response.clone()
+        };
+        self.node.respond(&self.channels, to, count_res).await;
+        while let Some((sid, ack)) = acks.next().await {
+            let Ok(ack) = ack else { continue };
+            let first = match self.codec.to_wire(&ack) {
+                Ok(rmpv::Value::Array(mut args)) if !args.is_empty() => args.swap_remove(0),
+                Ok(_) => rmpv::Value::Nil,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot relay an ack");
+                    continue;
+                }
+            };
+            let res = WireResponse {
+                kind: Some(RequestType::BroadcastAck),
+                packet: Some(first),
+                sid: Some(sid.to_string()),
+                ..response.clone()
+            };
+            self.node.respond(&self.channels, to, res).await;
+        }
+    }
+}
+
+/// Collects the acks other nodes relay for one broadcast-with-ack.
+struct RemoteAcks<D: Driver> {
+    node: Arc<Inner<D>>,
+    codec: Codec,
+    waiting: Waiting,
+    tx: mpsc::UnboundedSender<AckStreamItem<AckError>>,
+}
+
+impl<D: Driver> RemoteAcks<D> {
+    /// Publishes the request, then relays acks in the background until every node reported its
+    /// client count and every counted client acked, or the timeout.
+    async fn start(
+        self,
+        channels: &Channels,
+        mut req: WireRequest,
+        timeout: Duration,
+    ) -> Result<(), ClusterError> {
+        let mut reg = self.node.register_request();
+        let mut events = self.node.membership.events();
+        req.uid = Some(self.node.uid().to_string());
+        req.request_id = Some(reg.id.clone());
+        Stats::add(&self.node.stats.requests, 1);
+        self.node
+            .publish(channels.request.clone(), wire::encode(&req)?)
+            .await?;
+        let Self {
+            node,
+            codec,
+            mut waiting,
+            tx,
+        } = self;
+        tokio::spawn(async move {
+            let (mut expected, mut received) = (0u64, 0u64);
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            while !(waiting.is_done() && received >= expected) {
+                tokio::select! {
+                    Some(res) = reg.rx.recv() => match res.kind {
+                        Some(RequestType::BroadcastClientCount) => {
+                            waiting.answered(res.uid.as_deref());
+                            expected += res.client_count.unwrap_or(0);
+                        }
+                        Some(RequestType::BroadcastAck) => {
+                            received += 1;
+                            let sid = res.sid.and_then(|s| s.parse().ok()).unwrap_or(Sid::ZERO);
+                            let first = res.packet.unwrap_or(rmpv::Value::Nil);
+                            let item = codec.from_wire(rmpv::Value::Array(vec![first]))
+                                .map_err(|e| AckError::Decode(socketioxide_core::parser::ParserError::new(e)));
+                            let _ = tx.send((sid, item));
+                        }
+                        _ => {}
+                    },
+                    Ok(NodeEvent::Left { node: left, .. }) = events.recv() => waiting.node_down(&left.uid),
+                    () = &mut deadline => {
+                        for _ in received..expected {
+                            let _ = tx.send((Sid::ZERO, Err(AckError::Timeout)));
+                        }
+                        if !waiting.is_done() {
+                            let _ = node.timeout(&waiting, "broadcastWithAck");
+                        }
+                        break;
+                    }
+                }
+            }
+            drop(reg);
+        });
+        Ok(())
+    }
+}
+
+/// Options selecting every socket of the namespace.
+fn every_socket() -> BroadcastOptions {
+    let mut opts = BroadcastOptions::default();
+    opts.add_flag(BroadcastFlags::Broadcast);
+    opts
+}
+
+fn to_wire_socket(s: RemoteSocket) -> WireSocket {
+    WireSocket {
+        id: s.id,
+        handshake: rmpv::ext::to_value(&s.handshake).unwrap_or(rmpv::Value::Nil),
+        rooms: s.rooms,
+        data: value::json_to_wire(&s.data),
+        node: s.node,
+    }
+}
+
+fn adapter_error(err: ClusterError) -> BroadcastError {
+    BroadcastError::Adapter(AdapterError::from(err))
+}

@@ -1,0 +1,646 @@
+//! A node of the cluster: what the adapters of all its namespaces share (transport, identity,
+//! membership, requests in flight), its background tasks, and the public API for what
+//! socketioxide's adapter trait cannot express.
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::{Arc, Mutex, RwLock, Weak},
+};
+
+use futures_util::{StreamExt, future::BoxFuture};
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide_core::Sid;
+use tokio::{
+    sync::{OnceCell, broadcast},
+    task::AbortHandle,
+};
+
+use crate::{
+    adapter::ClusterAdapter,
+    channels::{self, Channels, Route},
+    config::ClusterConfig,
+    driver::{Driver, Incoming},
+    error::ClusterError,
+    membership::{Membership, NodeEvent, NodeInfo},
+    opts::Target,
+    requests::{Pending, Registration, Waiting},
+    socket::{self, RemoteSocket},
+    stats::{ClusterStats, Stats},
+    value::{json_to_wire, wire_to_json},
+    wire::{self, Heartbeat, RequestType, WireRequest, WireResponse, WireSocket},
+};
+
+/// A server-side event from another node (`serverSideEmit`).
+#[derive(Debug, Clone)]
+pub struct ServerEvent {
+    pub nsp: String,
+    pub event: String,
+    pub args: Vec<Value>,
+    /// The sending node's uid, when it is a node of this crate.
+    pub from: Option<String>,
+}
+
+/// Handles server-side events; returning `Some` acknowledges with that value when the sender
+/// asked for acks.
+pub type ServerEventHandler =
+    Arc<dyn Fn(ServerEvent) -> BoxFuture<'static, Option<Value>> + Send + Sync>;
+
+/// The handle of a cluster node, given to socketioxide as the adapter state:
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use socketio_cluster::{Cluster, ClusterAdapter, ClusterConfig, RedisDriver, RedisDriverConfig};
+/// use socketioxide::{SocketIo, extract::SocketRef};
+///
+/// let driver = RedisDriver::connect(RedisDriverConfig::new("redis://127.0.0.1:6379")).await?;
+/// let cluster = Cluster::new(driver, ClusterConfig::default());
+/// let (layer, io) = SocketIo::builder()
+///     .with_adapter::<ClusterAdapter<RedisDriver>>(cluster.clone())
+///     .build_layer();
+/// cluster.bind(&io);
+/// io.ns("/", async |socket: SocketRef<ClusterAdapter<RedisDriver>>| {
+///     socketio_cluster::track(&socket, &serde_json::json!({ "user": 1 })).ok();
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub struct Cluster<D: Driver>(pub(crate) Arc<Inner<D>>);
+
+impl<D: Driver> Clone for Cluster<D> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+pub(crate) struct Inner<D: Driver> {
+    pub config: ClusterConfig,
+    pub driver: D,
+    uid: std::sync::OnceLock<String>,
+    started: OnceCell<()>,
+    pub membership: Membership,
+    pub pending: Arc<Pending>,
+    namespaces: RwLock<HashMap<String, Weak<ClusterAdapter<D>>>>,
+    /// Namespaces this node only sends requests to (it has no socket there): their response
+    /// channel is subscribed once.
+    detached: Mutex<HashSet<String>>,
+    io: RwLock<Option<SocketIo<ClusterAdapter<D>>>>,
+    handlers: RwLock<HashMap<String, ServerEventHandler>>,
+    pub stats: Stats,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl<D: Driver> Cluster<D> {
+    /// A node over `driver`. Its tasks start with its first namespace.
+    pub fn new(driver: D, config: ClusterConfig) -> Self {
+        Self(Arc::new(Inner {
+            membership: Membership::new(config.node_timeout),
+            config,
+            driver,
+            uid: Default::default(),
+            started: OnceCell::new(),
+            pending: Default::default(),
+            namespaces: Default::default(),
+            detached: Default::default(),
+            io: Default::default(),
+            handlers: Default::default(),
+            stats: Default::default(),
+            tasks: Default::default(),
+        }))
+    }
+
+    /// Lets the node describe its sockets (data, handshake) to the others. Call once, right after
+    /// building the `SocketIo`.
+    pub fn bind(&self, io: &SocketIo<ClusterAdapter<D>>) {
+        *self.0.io.write().unwrap() = Some(io.clone());
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.0.config
+    }
+
+    /// This node's cluster id, once its first namespace exists.
+    pub fn uid(&self) -> Option<&str> {
+        self.0.uid.get().map(String::as_str)
+    }
+
+    /// This node and every live node it hears of.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let mut nodes = vec![self.0.self_info()];
+        let mut others = self.0.membership.alive();
+        others.sort_by(|a, b| a.name.cmp(&b.name));
+        nodes.extend(others);
+        nodes
+    }
+
+    /// Nodes joining and leaving (or crashing).
+    pub fn node_events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.0.membership.events()
+    }
+
+    /// Whether `uid` is a live node (this one included).
+    pub fn is_alive(&self, uid: &str) -> bool {
+        self.uid() == Some(uid) || self.0.membership.is_alive(uid)
+    }
+
+    pub fn stats(&self) -> ClusterStats {
+        self.0.stats.snapshot()
+    }
+
+    /// The transport.
+    pub fn driver(&self) -> &D {
+        &self.0.driver
+    }
+
+    /// Every matching socket of the namespace on every node, with data and handshake.
+    pub async fn fetch_sockets(
+        &self,
+        nsp: &str,
+        target: &Target,
+    ) -> Result<Vec<RemoteSocket>, ClusterError> {
+        match self.0.adapter(nsp) {
+            Some(adapter) => adapter.fetch_remote_sockets(&target.to_wire()).await,
+            None => {
+                self.0
+                    .fetch_from_others(nsp, &self.0.channels_for(nsp).await?, &target.to_wire())
+                    .await
+            }
+        }
+    }
+
+    /// Emits `event` to the server side of every other node (`serverSideEmit`).
+    pub async fn server_side_emit(
+        &self,
+        nsp: &str,
+        event: &str,
+        args: Vec<Value>,
+    ) -> Result<(), ClusterError> {
+        let channels = self.0.channels_for(nsp).await?;
+        let req = WireRequest {
+            kind: Some(RequestType::ServerSideEmit),
+            uid: Some(self.0.uid().to_string()),
+            data: Some(event_data(event, &args)),
+            ..Default::default()
+        };
+        self.0.publish(channels.request, wire::encode(&req)?).await
+    }
+
+    /// Emits `event` to every other node and collects one ack per node.
+    pub async fn server_side_emit_with_ack(
+        &self,
+        nsp: &str,
+        event: &str,
+        args: Vec<Value>,
+    ) -> Result<Vec<Value>, ClusterError> {
+        let channels = self.0.channels_for(nsp).await?;
+        let req = WireRequest {
+            kind: Some(RequestType::ServerSideEmit),
+            data: Some(event_data(event, &args)),
+            ..Default::default()
+        };
+        let mut acks = Vec::new();
+        self.0
+            .ask(
+                nsp,
+                &channels,
+                req,
+                "serverSideEmit",
+                Expect::AllNodes,
+                |res| {
+                    if let Some(data) = res.data.as_ref().and_then(|d| wire_to_json(d).ok()) {
+                        acks.push(data);
+                    }
+                },
+            )
+            .await?;
+        Ok(acks)
+    }
+
+    /// Handles server-side events of namespace `nsp` sent by other nodes.
+    pub fn on_server_event<F, Fut>(&self, nsp: &str, handler: F)
+    where
+        F: Fn(ServerEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<Value>> + Send + 'static,
+    {
+        let handler: ServerEventHandler = Arc::new(move |ev| Box::pin(handler(ev)));
+        self.0
+            .handlers
+            .write()
+            .unwrap()
+            .insert(nsp.to_string(), handler);
+    }
+
+    /// Leaves the cluster: says goodbye (nobody waits for this node any more) and stops the
+    /// background tasks. Call after `SocketIo::close`.
+    pub async fn close(&self) {
+        if self.0.uid.get().is_some() {
+            self.0.send_heartbeat(true).await;
+        }
+        for task in self.0.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+        self.0.io.write().unwrap().take();
+    }
+}
+
+/// Whom a request waits for.
+pub(crate) enum Expect {
+    /// Every other node serving the namespace, Node.js ones included (`PUBSUB NUMSUB`).
+    AllNodes,
+    /// Only this crate's nodes: Node.js nodes never answer join, leave and disconnect.
+    OwnNodes,
+}
+
+impl<D: Driver> Inner<D> {
+    pub fn uid(&self) -> &str {
+        self.uid.get().map_or("", String::as_str)
+    }
+
+    /// Starts the node's tasks, once, with the id socketioxide gave the server.
+    pub async fn start(self: &Arc<Self>, uid: String) -> Result<(), ClusterError> {
+        self.started
+            .get_or_try_init(|| async {
+                let _ = self.uid.set(uid);
+                let incoming = self.driver.incoming();
+                let key = &self.config.key;
+                self.driver
+                    .subscribe(
+                        vec![channels::heartbeat_channel(key), channels::node_channel(key, self.uid())],
+                        vec![],
+                    )
+                    .await?;
+                let receiver = tokio::spawn(receive_loop(Arc::downgrade(self), incoming));
+                let heartbeat = tokio::spawn(heartbeat_loop(Arc::downgrade(self)));
+                let mut tasks = self.tasks.lock().unwrap();
+                tasks.push(receiver.abort_handle());
+                tasks.push(heartbeat.abort_handle());
+                tracing::info!(node = %self.config.node_name, uid = %self.uid(), key = %key, "cluster node started");
+                Ok::<_, ClusterError>(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub fn register(&self, nsp: &str, adapter: Weak<ClusterAdapter<D>>) {
+        self.namespaces
+            .write()
+            .unwrap()
+            .insert(nsp.to_string(), adapter);
+    }
+
+    pub fn unregister(&self, nsp: &str) {
+        self.namespaces.write().unwrap().remove(nsp);
+    }
+
+    pub fn adapter(&self, nsp: &str) -> Option<Arc<ClusterAdapter<D>>> {
+        self.namespaces
+            .read()
+            .unwrap()
+            .get(nsp)
+            .and_then(Weak::upgrade)
+    }
+
+    fn serves(&self, nsp: &str) -> bool {
+        self.namespaces.read().unwrap().contains_key(nsp)
+    }
+
+    fn adapters(&self) -> Vec<Arc<ClusterAdapter<D>>> {
+        self.namespaces
+            .read()
+            .unwrap()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// The channels of `nsp`, subscribing to its response channel when this node does not serve
+    /// the namespace, so it can still ask the others.
+    async fn channels_for(&self, nsp: &str) -> Result<Channels, ClusterError> {
+        if self.uid.get().is_none() {
+            return Err(ClusterError::NotStarted);
+        }
+        let channels = Channels::new(&self.config.key, nsp);
+        if !self.serves(nsp) && self.detached.lock().unwrap().insert(nsp.to_string()) {
+            let response = channels.specific_response(self.uid());
+            if let Err(err) = self.driver.subscribe(vec![response], vec![]).await {
+                self.detached.lock().unwrap().remove(nsp);
+                return Err(err.into());
+            }
+        }
+        Ok(channels)
+    }
+
+    pub async fn publish(&self, channel: String, payload: Vec<u8>) -> Result<(), ClusterError> {
+        Stats::add(&self.stats.published, 1);
+        Ok(self.driver.publish(channel, payload).await?)
+    }
+
+    /// Sends a response to a request of node `to`.
+    pub async fn respond(&self, channels: &Channels, to: Option<&str>, mut res: WireResponse) {
+        res.uid = Some(self.uid().to_string());
+        let channel = match to {
+            Some(uid) if self.config.specific_response_channel => channels.specific_response(uid),
+            _ => channels.response.clone(),
+        };
+        let sent = match wire::encode(&res) {
+            Ok(bytes) => self.publish(channel, bytes).await,
+            Err(err) => Err(err.into()),
+        };
+        if let Err(err) = sent {
+            tracing::warn!(%err, request = %res.request_id, "could not send a response");
+        }
+    }
+
+    /// Who a request to namespace `nsp` must wait for.
+    pub async fn expected(
+        &self,
+        nsp: &str,
+        channels: &Channels,
+        expect: Expect,
+    ) -> Result<Waiting, ClusterError> {
+        let alive = self.membership.alive_in(nsp);
+        if let Expect::OwnNodes = expect {
+            return Ok(Waiting::new(alive, 0));
+        }
+        // A dead node still counted by NUMSUB (a frozen process keeps its connection) must not be
+        // mistaken for a Node.js node: its own channel tells whether its connection lives.
+        let dead = self.membership.dead_in(nsp);
+        let mut probe = vec![channels.request.clone()];
+        probe.extend(
+            dead.iter()
+                .map(|uid| channels::node_channel(&self.config.key, uid)),
+        );
+        let counts = self.driver.num_sub(probe).await?;
+        let mut zombies = 0;
+        for (uid, count) in dead.iter().zip(&counts[1..]) {
+            if *count > 0 {
+                zombies += 1;
+            } else {
+                self.membership.forget(uid);
+            }
+        }
+        let known = u64::from(self.serves(nsp)) + alive.len() as u64 + zombies;
+        let anonymous = counts[0].saturating_sub(known) as usize;
+        Ok(Waiting::new(alive, anonymous))
+    }
+
+    /// Publishes a request and feeds each response to `on_response` until every expected node
+    /// answered, a node it waits for dies, or the timeout.
+    pub async fn ask(
+        &self,
+        nsp: &str,
+        channels: &Channels,
+        mut req: WireRequest,
+        name: &'static str,
+        expect: Expect,
+        mut on_response: impl FnMut(WireResponse),
+    ) -> Result<(), ClusterError> {
+        let mut events = self.membership.events();
+        let publish_anyway = matches!(expect, Expect::OwnNodes);
+        let mut waiting = self.expected(nsp, channels, expect).await?;
+        if waiting.is_done() && !publish_anyway {
+            return Ok(());
+        }
+        let mut reg = self.pending.register();
+        req.uid = Some(self.uid().to_string());
+        req.request_id = Some(reg.id.clone());
+        Stats::add(&self.stats.requests, 1);
+        self.publish(channels.request.clone(), wire::encode(&req)?)
+            .await?;
+        let deadline = tokio::time::sleep(self.config.request_timeout);
+        tokio::pin!(deadline);
+        while !waiting.is_done() {
+            tokio::select! {
+                Some(res) = reg.rx.recv() => {
+                    waiting.answered(res.uid.as_deref());
+                    on_response(res);
+                }
+                Ok(NodeEvent::Left { node, .. }) = events.recv() => waiting.node_down(&node.uid),
+                () = &mut deadline => {
+                    Stats::add(&self.stats.request_timeouts, 1);
+                    return Err(self.timeout(&waiting, name));
+                }
+            }
+        }
+        drop(reg);
+        Ok(())
+    }
+
+    pub fn timeout(&self, waiting: &Waiting, name: &'static str) -> ClusterError {
+        let err = waiting.timeout(name, |uid| {
+            self.membership
+                .name_of(uid)
+                .unwrap_or_else(|| uid.to_string())
+        });
+        tracing::warn!(%err, "cluster request timed out");
+        err
+    }
+
+    /// Registers a request whose responses the caller reads itself.
+    pub fn register_request(&self) -> Registration {
+        self.pending.register()
+    }
+
+    /// REMOTE_FETCH to the other nodes.
+    pub async fn fetch_from_others(
+        &self,
+        nsp: &str,
+        channels: &Channels,
+        opts: &wire::WireOpts,
+    ) -> Result<Vec<RemoteSocket>, ClusterError> {
+        let req = WireRequest {
+            kind: Some(RequestType::RemoteFetch),
+            opts: Some(opts.clone()),
+            ..Default::default()
+        };
+        let mut sockets = Vec::new();
+        self.ask(
+            nsp,
+            channels,
+            req,
+            "fetchSockets",
+            Expect::AllNodes,
+            |res| {
+                let node = res
+                    .uid
+                    .as_deref()
+                    .and_then(|uid| self.membership.name_of(uid));
+                for raw in res.sockets.unwrap_or_default() {
+                    match rmpv::ext::from_value::<WireSocket>(raw) {
+                        Ok(s) => sockets.push(from_wire_socket(s, node.clone(), res.uid.clone())),
+                        Err(err) => {
+                            Stats::add(&self.stats.malformed, 1);
+                            tracing::warn!(%err, "ignoring a malformed socket in a fetch response");
+                        }
+                    }
+                }
+            },
+        )
+        .await?;
+        Ok(sockets)
+    }
+
+    /// Describes sockets of this node.
+    pub fn describe(
+        &self,
+        nsp: &str,
+        sids: impl IntoIterator<Item = (Sid, Vec<String>)>,
+    ) -> Vec<RemoteSocket> {
+        let io = self.io.read().unwrap().clone();
+        let ns = io.as_ref().and_then(|io| io.of(nsp));
+        sids.into_iter()
+            .map(
+                |(sid, rooms)| match ns.as_ref().and_then(|ns| ns.get_socket(sid)) {
+                    Some(s) => socket::describe(&s, rooms, &self.config.node_name, self.uid()),
+                    None => RemoteSocket {
+                        id: sid.to_string(),
+                        node: Some(self.config.node_name.clone()),
+                        node_uid: Some(self.uid().to_string()),
+                        rooms,
+                        data: Value::Null,
+                        handshake: Default::default(),
+                    },
+                },
+            )
+            .collect()
+    }
+
+    pub fn server_event_handler(&self, nsp: &str) -> Option<ServerEventHandler> {
+        self.handlers.read().unwrap().get(nsp).cloned()
+    }
+
+    fn self_info(&self) -> NodeInfo {
+        let adapters = self.adapters();
+        NodeInfo {
+            uid: self.uid().to_string(),
+            name: self.config.node_name.clone(),
+            sockets: adapters.iter().map(|a| a.local_socket_count()).sum(),
+            nsps: adapters.iter().map(|a| a.nsp().to_string()).collect(),
+            last_heartbeat_ms: socket::now_ms(),
+        }
+    }
+
+    pub async fn send_heartbeat(&self, bye: bool) {
+        let info = self.self_info();
+        let hb = Heartbeat {
+            uid: info.uid,
+            name: info.name,
+            nsps: info.nsps,
+            sockets: info.sockets,
+            ts: info.last_heartbeat_ms,
+            bye,
+        };
+        let sent = match wire::encode(&hb) {
+            Ok(bytes) => {
+                self.publish(channels::heartbeat_channel(&self.config.key), bytes)
+                    .await
+            }
+            Err(err) => Err(err.into()),
+        };
+        if let Err(err) = sent {
+            tracing::warn!(%err, "could not send heartbeat");
+        }
+    }
+
+    fn dispatch(self: &Arc<Self>, channel: &str, payload: bytes::Bytes) {
+        Stats::add(&self.stats.received, 1);
+        match channels::route(&self.config.key, channel) {
+            Route::Broadcast { nsp } => {
+                if let Some(adapter) = self.adapter(nsp) {
+                    adapter.on_broadcast(&payload);
+                }
+            }
+            Route::Request { nsp } => match wire::decode::<WireRequest>(&payload) {
+                Ok(req) if req.uid.as_deref() == Some(self.uid()) => {}
+                Ok(req) => {
+                    if let Some(adapter) = self.adapter(nsp) {
+                        tokio::spawn(async move { adapter.on_request(req).await });
+                    }
+                }
+                Err(err) => self.malformed("request", &err),
+            },
+            Route::Response { .. } => match wire::decode::<WireResponse>(&payload) {
+                Ok(res) => {
+                    if !self.pending.deliver(res) {
+                        tracing::trace!("response to an unknown or finished request");
+                    }
+                }
+                Err(err) => self.malformed("response", &err),
+            },
+            Route::Heartbeat => match wire::decode::<Heartbeat>(&payload) {
+                Ok(hb) if hb.uid == self.uid() => {}
+                Ok(hb) => {
+                    if self.membership.on_heartbeat(hb) {
+                        let this = self.clone();
+                        tokio::spawn(async move { this.send_heartbeat(false).await });
+                    }
+                }
+                Err(err) => self.malformed("heartbeat", &err),
+            },
+            Route::Other => {}
+        }
+    }
+
+    pub fn malformed(&self, what: &str, err: &dyn std::fmt::Display) {
+        Stats::add(&self.stats.malformed, 1);
+        tracing::warn!(%err, "ignoring a malformed {what} from another node");
+    }
+}
+
+async fn receive_loop<D: Driver>(
+    node: Weak<Inner<D>>,
+    mut incoming: crate::driver::IncomingStream,
+) {
+    while let Some(item) = incoming.next().await {
+        let Some(node) = node.upgrade() else { return };
+        match item {
+            Incoming::Message { channel, payload } => node.dispatch(&channel, payload),
+            Incoming::Lost(n) => {
+                Stats::add(&node.stats.lost, n);
+                tracing::error!(
+                    lost = n,
+                    "messages from other nodes were lost: they arrived faster than this node read them"
+                );
+            }
+            Incoming::Reconnected => {
+                Stats::add(&node.stats.reconnects, 1);
+                tracing::warn!("reconnected to the pub/sub server; subscriptions restored");
+                node.send_heartbeat(false).await;
+            }
+        }
+    }
+    tracing::error!("the pub/sub stream ended: this node no longer hears the cluster");
+}
+
+async fn heartbeat_loop<D: Driver>(node: Weak<Inner<D>>) {
+    let interval = match node.upgrade() {
+        Some(node) => node.config.heartbeat_interval,
+        None => return,
+    };
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        node.send_heartbeat(false).await;
+        node.membership.sweep();
+    }
+}
+
+/// `[event, ...args]` on the wire.
+fn event_data(event: &str, args: &[Value]) -> rmpv::Value {
+    let mut items = vec![rmpv::Value::from(event)];
+    items.extend(args.iter().map(json_to_wire));
+    rmpv::Value::Array(items)
+}
+
+fn from_wire_socket(s: WireSocket, node: Option<String>, uid: Option<String>) -> RemoteSocket {
+    RemoteSocket {
+        id: s.id,
+        node: s.node.or(node),
+        node_uid: uid,
+        rooms: s.rooms,
+        data: wire_to_json(&s.data).unwrap_or(Value::Null),
+        handshake: rmpv::ext::from_value(s.handshake).unwrap_or_default(),
+    }
+}

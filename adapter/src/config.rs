@@ -1,0 +1,35 @@
+//! Tunables of a cluster node.
+
+use std::time::Duration;
+
+/// How a node talks to the others. The defaults match `@socket.io/redis-adapter`.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Prefix of every channel (the Node.js adapter's `key` option).
+    pub key: String,
+    /// A human-readable node name, shown in logs, heartbeats and remote socket descriptions.
+    pub node_name: String,
+    /// How long a cluster request waits for the other nodes.
+    pub request_timeout: Duration,
+    /// How often this node announces it is alive.
+    pub heartbeat_interval: Duration,
+    /// After this long without a heartbeat, a node is dead and nobody waits for it.
+    pub node_timeout: Duration,
+    /// Answer requests on the requester's own channel (`{key}-response#{nsp}#{uid}#`) rather
+    /// than on the namespace's shared response channel. Node.js adapters from 8.1 listen on both;
+    /// turn it off only for older ones.
+    pub specific_response_channel: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            key: "socket.io".into(),
+            node_name: format!("node-{:08x}", rand::random::<u32>()),
+            request_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_millis(2500),
+            node_timeout: Duration::from_secs(10),
+            specific_response_channel: true,
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! [`Driver`] over Redis with `fred`: one client publishes and queries, one subscribes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::{
+    clients::{Client, SubscriberClient},
+    interfaces::{ClientLike, EventInterface, PubsubInterface},
+    types::{
+        Builder,
+        config::{Config, ReconnectPolicy},
+    },
+};
+use futures_util::stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{Driver, Incoming, IncomingStream};
+use crate::error::DriverError;
+
+/// Connection settings of [`RedisDriver`].
+#[derive(Debug, Clone)]
+pub struct RedisDriverConfig {
+    /// `redis://host:port[/db]`, `rediss://…`, or a `redis-cluster://…` URL.
+    pub url: String,
+    /// How many received messages may wait to be read before the oldest are lost (and counted).
+    pub receive_buffer: usize,
+    /// Delay between reconnection attempts; they go on forever.
+    pub reconnect_delay: Duration,
+}
+
+impl RedisDriverConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            receive_buffer: 1 << 16,
+            reconnect_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Redis pub/sub transport. Reconnects forever and restores subscriptions after a reconnect.
+#[derive(Clone)]
+pub struct RedisDriver {
+    publisher: Client,
+    subscriber: SubscriberClient,
+}
+
+impl RedisDriver {
+    /// Connects both clients and waits until they are ready.
+    pub async fn connect(config: RedisDriverConfig) -> Result<Self, DriverError> {
+        let redis = Config::from_url(&config.url).map_err(DriverError::new)?;
+        let mut builder = Builder::from_config(redis);
+        let delay_ms = u32::try_from(config.reconnect_delay.as_millis()).unwrap_or(u32::MAX);
+        builder
+            .set_policy(ReconnectPolicy::new_constant(0, delay_ms))
+            .with_performance_config(|perf| perf.broadcast_channel_capacity = config.receive_buffer)
+            .with_connection_config(|conn| {
+                conn.connection_timeout = Duration::from_secs(5);
+                conn.internal_command_timeout = Duration::from_secs(5);
+            });
+        let publisher = builder.build().map_err(DriverError::new)?;
+        let subscriber = builder
+            .build_subscriber_client()
+            .map_err(DriverError::new)?;
+        publisher.init().await.map_err(DriverError::new)?;
+        subscriber.init().await.map_err(DriverError::new)?;
+        subscriber.manage_subscriptions();
+        Ok(Self {
+            publisher,
+            subscriber,
+        })
+    }
+
+    /// The publishing client, for the application's own commands on the same connection.
+    pub fn client(&self) -> &Client {
+        &self.publisher
+    }
+
+    /// Whether both connections are up.
+    pub fn is_connected(&self) -> bool {
+        self.publisher.is_connected() && self.subscriber.is_connected()
+    }
+
+    /// Closes both connections.
+    pub async fn quit(&self) {
+        let _ = self.subscriber.quit().await;
+        let _ = self.publisher.quit().await;
+    }
+}
+
+impl Driver for RedisDriver {
+    async fn publish(&self, channel: String, payload: Vec<u8>) -> Result<(), DriverError> {
+        self.publisher
+            .publish::<(), _, _>(channel, Bytes::from(payload))
+            .await
+            .map_err(DriverError::new)
+    }
+
+    async fn subscribe(
+        &self,
+        channels: Vec<String>,
+        patterns: Vec<String>,
+    ) -> Result<(), DriverError> {
+        if !channels.is_empty() {
+            self.subscriber
+                .subscribe(channels)
+                .await
+                .map_err(DriverError::new)?;
+        }
+        if !patterns.is_empty() {
+            self.subscriber
+                .psubscribe(patterns)
+                .await
+                .map_err(DriverError::new)?;
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        channels: Vec<String>,
+        patterns: Vec<String>,
+    ) -> Result<(), DriverError> {
+        if !channels.is_empty() {
+            self.subscriber
+                .unsubscribe(channels)
+                .await
+                .map_err(DriverError::new)?;
+        }
+        if !patterns.is_empty() {
+            self.subscriber
+                .punsubscribe(patterns)
+                .await
+                .map_err(DriverError::new)?;
+        }
+        Ok(())
+    }
+
+    async fn num_sub(&self, channels: Vec<String>) -> Result<Vec<u64>, DriverError> {
+        let n = channels.len();
+        // NUMSUB answers [channel, count, channel, count, …].
+        let reply: Vec<fred::types::Value> = self
+            .publisher
+            .pubsub_numsub(channels)
+            .await
+            .map_err(DriverError::new)?;
+        let counts: Vec<u64> = reply
+            .chunks(2)
+            .map(|pair| pair.get(1).and_then(|v| v.as_u64()).unwrap_or(0))
+            .collect();
+        if counts.len() == n {
+            Ok(counts)
+        } else {
+            Err(DriverError(
+                format!("NUMSUB answered {} counts for {n} channels", counts.len()).into(),
+            ))
+        }
+    }
+
+    fn incoming(&self) -> IncomingStream {
+        let state = (self.subscriber.message_rx(), self.subscriber.reconnect_rx());
+        Box::pin(stream::unfold(
+            state,
+            |(mut messages, mut reconnects)| async move {
+                let item = tokio::select! {
+                    msg = messages.recv() => match msg {
+                        Ok(msg) => Incoming::Message {
+                            channel: msg.channel.to_string(),
+                            payload: msg.value.as_bytes().map(Bytes::copy_from_slice).unwrap_or_default(),
+                        },
+                        Err(RecvError::Lagged(n)) => Incoming::Lost(n),
+                        Err(RecvError::Closed) => return None,
+                    },
+                    server = reconnects.recv() => match server {
+                        Ok(_) | Err(RecvError::Lagged(_)) => Incoming::Reconnected,
+                        Err(RecvError::Closed) => return None,
+                    },
+                };
+                Some((item, (messages, reconnects)))
+            },
+        ))
+    }
+}

@@ -1,0 +1,54 @@
+//! Errors at the crate's boundary.
+
+use socketioxide_core::adapter::errors::AdapterError;
+
+/// A failure of the Redis (or in-memory) transport.
+#[derive(Debug, thiserror::Error)]
+#[error("driver error: {0}")]
+pub struct DriverError(#[from] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl DriverError {
+    pub(crate) fn new(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(err))
+    }
+}
+
+/// A message between nodes that could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("cannot encode message: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("cannot decode MessagePack message: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("cannot decode JSON message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("cannot convert packet data: {0}")]
+    Data(String),
+}
+
+/// Errors of cluster operations.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// Some nodes did not answer before the request timeout. `nodes` names the nodes of this crate
+    /// that were alive but silent; `foreign` counts silent nodes without heartbeats (Node.js).
+    #[error("{request} timed out: no answer from nodes {nodes:?} and {foreign} other node(s)")]
+    Timeout {
+        request: &'static str,
+        nodes: Vec<String>,
+        foreign: usize,
+    },
+    #[error("namespace {0} is not served by this node")]
+    UnknownNamespace(String),
+    #[error("the cluster is not started: no namespace has been created on this node yet")]
+    NotStarted,
+}
+
+impl From<ClusterError> for AdapterError {
+    fn from(err: ClusterError) -> Self {
+        AdapterError(Box::new(err))
+    }
+}

@@ -1,0 +1,79 @@
+//! A [socketioxide](https://docs.rs/socketioxide) adapter that makes several server nodes act as
+//! one Socket.IO server over Redis pub/sub, and that speaks the protocol of Node.js'
+//! `@socket.io/redis-adapter` 8.x, so Rust nodes can join an existing Node.js cluster.
+//!
+//! Cluster-wide, in every namespace (dynamic ones included): broadcasts to rooms, with `except`,
+//! to everyone, `local` and `volatile`; broadcasts with acks; `socketsJoin` / `socketsLeave`;
+//! `disconnectSockets`; all rooms; `fetchSockets`; server count — all through socketioxide's own
+//! API. What that API cannot carry is this crate's own: remote sockets with their data and
+//! handshake ([`Cluster::fetch_sockets`], [`track`]), server-side emits with acks
+//! ([`Cluster::server_side_emit_with_ack`]), node liveness ([`Cluster::nodes`],
+//! [`Cluster::node_events`]) and counters ([`Cluster::stats`]).
+//!
+//! # How it works
+//! * **Channels** — those of the Node.js adapter (see [`channels`](crate#channels)): broadcasts on
+//!   `{key}#{nsp}#[room#]` (MessagePack `[uid, packet, opts]`), requests on
+//!   `{key}-request#{nsp}#`, responses on `{key}-response#{nsp}#[uid#]`.
+//! * **Message flow** — an operation is applied to local sockets and published once; every other
+//!   node applies it to its own sockets. Requests (fetch sockets, rooms, acks, server-side emits)
+//!   are answered by each node with a response carrying the request id.
+//! * **Liveness** — each node publishes a heartbeat every `heartbeat_interval` (and a goodbye on
+//!   [`Cluster::close`]). A request waits for the live nodes of this crate serving the namespace
+//!   plus the Node.js nodes counted by `PUBSUB NUMSUB`, so a crashed node never stalls it; a node
+//!   that dies while a request waits is dropped from it; a request that still times out fails
+//!   with [`ClusterError::Timeout`] naming the silent nodes instead of returning partial data.
+//! * **Resilience** — the Redis driver reconnects forever and restores subscriptions; messages
+//!   lost in between, or dropped because they arrived faster than read, are counted
+//!   ([`ClusterStats::lost`]) and logged.
+//!
+//! # Example
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use socketio_cluster::{Cluster, ClusterAdapter, ClusterConfig, RedisDriver, RedisDriverConfig, Target};
+//! use socketioxide::{SocketIo, extract::SocketRef};
+//!
+//! type Adapter = ClusterAdapter<RedisDriver>;
+//!
+//! let driver = RedisDriver::connect(RedisDriverConfig::new("redis://127.0.0.1:6379")).await?;
+//! let cluster = Cluster::new(driver, ClusterConfig::default());
+//! let (layer, io) = SocketIo::builder().with_adapter::<Adapter>(cluster.clone()).build_layer();
+//! cluster.bind(&io);
+//! io.ns("/", async |socket: SocketRef<Adapter>| {
+//!     socketio_cluster::track(&socket, &serde_json::json!({ "userId": "42" })).ok();
+//!     socket.join("lobby");
+//! })
+//! .await?;
+//!
+//! // Anywhere: every socket of room "lobby", on every node, with its data.
+//! let sockets = cluster.fetch_sockets("/", &Target::rooms(["lobby"])).await?;
+//! // And the usual socketioxide operations are cluster-wide:
+//! io.to("lobby").emit("hello", &"everyone").await?;
+//! # let _ = (layer, sockets);
+//! # Ok(()) }
+//! ```
+
+mod adapter;
+mod channels;
+mod cluster;
+mod config;
+mod driver;
+mod error;
+mod membership;
+mod opts;
+mod requests;
+mod socket;
+mod stats;
+mod value;
+mod wire;
+
+pub use adapter::{ClusterAckStream, ClusterAdapter, NsInit};
+pub use cluster::{Cluster, ServerEvent, ServerEventHandler};
+pub use config::ClusterConfig;
+pub use driver::{
+    Driver, Incoming, IncomingStream, MemoryDriver, MemoryHub, RedisDriver, RedisDriverConfig,
+};
+pub use error::{ClusterError, DriverError, WireError};
+pub use membership::{NodeEvent, NodeInfo};
+pub use opts::Target;
+pub use socket::{Handshake, RemoteSocket, data, data_as, set_data, track};
+pub use stats::ClusterStats;

@@ -1,0 +1,55 @@
+//! Counters of what the cluster layer did and what went wrong, for the application's metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub published: AtomicU64,
+    pub received: AtomicU64,
+    pub lost: AtomicU64,
+    pub malformed: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub requests: AtomicU64,
+    pub request_timeouts: AtomicU64,
+    pub undelivered: AtomicU64,
+}
+
+/// A snapshot of a node's cluster counters (all monotonic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// Messages published to the other nodes.
+    pub published: u64,
+    /// Messages received from the other nodes.
+    pub received: u64,
+    /// Messages the transport dropped because they came faster than they were read.
+    pub lost: u64,
+    /// Messages that could not be decoded (ignored).
+    pub malformed: u64,
+    /// Reconnections of the subscriber connection.
+    pub reconnects: u64,
+    /// Cluster requests sent.
+    pub requests: u64,
+    /// Cluster requests that timed out.
+    pub request_timeouts: u64,
+    /// Packets that could not be handed to a local client (buffer full or closed).
+    pub undelivered: u64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> ClusterStats {
+        ClusterStats {
+            published: self.published.load(Relaxed),
+            received: self.received.load(Relaxed),
+            lost: self.lost.load(Relaxed),
+            malformed: self.malformed.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            request_timeouts: self.request_timeouts.load(Relaxed),
+            undelivered: self.undelivered.load(Relaxed),
+        }
+    }
+}

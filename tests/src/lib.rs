@@ -1,0 +1,1 @@
+//! Test support: a Socket.IO client, cluster nodes, Redis.
