@@ -346,7 +346,7 @@ impl<D: Driver> ClusterAdapter<D> {
         };
         Ok(WirePacket {
             kind: EVENT,
-            data: self.codec.to_wire(data)?,
+            data: self.codec.wire_of(data)?,
             nsp: Some(self.nsp.clone()),
             id,
         })
@@ -423,7 +423,7 @@ impl<D: Driver> ClusterAdapter<D> {
         if uid == self.node.uid() || packet.nsp.as_deref().unwrap_or("/") != self.nsp {
             return;
         }
-        match self.codec.from_wire(packet.data) {
+        match self.codec.value_of(packet.data) {
             Ok(data) => {
                 let _ = self.deliver_locally(
                     Packet::event(self.local.path().clone(), data),
@@ -565,7 +565,7 @@ impl<D: Driver> ClusterAdapter<D> {
                 .node
                 .malformed("request", &"broadcast without packet or opts");
         };
-        let data = match self.codec.from_wire(packet.data.clone()) {
+        let data = match self.codec.value_of(packet.data.clone()) {
             Ok(data) => data,
             Err(err) => return self.node.malformed("request", &err),
         };
@@ -585,7 +585,7 @@ impl<D: Driver> ClusterAdapter<D> {
         self.node.respond(&self.channels, to, count_res).await;
         while let Some((sid, ack)) = acks.next().await {
             let Ok(ack) = ack else { continue };
-            let first = match self.codec.to_wire(&ack) {
+            let first = match self.codec.wire_of(&ack) {
                 Ok(rmpv::Value::Array(mut args)) if !args.is_empty() => args.swap_remove(0),
                 Ok(_) => rmpv::Value::Nil,
                 Err(err) => {
@@ -650,7 +650,7 @@ impl<D: Driver> RemoteAcks<D> {
                             received += 1;
                             let sid = res.sid.and_then(|s| s.parse().ok()).unwrap_or(Sid::ZERO);
                             let first = res.packet.unwrap_or(rmpv::Value::Nil);
-                            let item = codec.from_wire(rmpv::Value::Array(vec![first]))
+                            let item = codec.value_of(rmpv::Value::Array(vec![first]))
                                 .map_err(|e| AckError::Decode(socketioxide_core::parser::ParserError::new(e)));
                             let _ = tx.send((sid, item));
                         }

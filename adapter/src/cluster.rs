@@ -169,6 +169,13 @@ impl<D: Driver> Cluster<D> {
         }
     }
 
+    /// How many nodes serve the namespace, this one included (`serverCount`).
+    pub async fn server_count(&self, nsp: &str) -> Result<u16, ClusterError> {
+        self.0
+            .server_count(nsp, &self.0.channels_for(nsp).await?)
+            .await
+    }
+
     /// Emits `event` to the server side of every other node (`serverSideEmit`).
     pub async fn server_side_emit(
         &self,
@@ -383,6 +390,11 @@ impl<D: Driver> Inner<D> {
         let known = u64::from(self.serves(nsp)) + alive.len() as u64 + zombies;
         let anonymous = counts[0].saturating_sub(known) as usize;
         Ok(Waiting::new(alive, anonymous))
+    }
+
+    pub async fn server_count(&self, nsp: &str, channels: &Channels) -> Result<u16, ClusterError> {
+        let others = self.expected(nsp, channels, Expect::AllNodes).await?.len();
+        Ok(u16::try_from(1 + others).unwrap_or(u16::MAX))
     }
 
     /// Publishes a request and feeds each response to `on_response` until every expected node

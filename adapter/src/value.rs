@@ -71,7 +71,7 @@ impl Codec {
     }
 
     /// `[event, ...args]` (or the arguments of an ack) as a MessagePack array.
-    pub fn to_wire(self, value: &Value) -> Result<rmpv::Value, WireError> {
+    pub fn wire_of(self, value: &Value) -> Result<rmpv::Value, WireError> {
         match self {
             Self::Common => args_of(CommonParser, value),
             Self::MsgPack => args_of(MsgPackParser, value),
@@ -79,7 +79,7 @@ impl Codec {
     }
 
     /// A MessagePack array back into the parser's representation.
-    pub fn from_wire(self, data: rmpv::Value) -> Result<Value, WireError> {
+    pub fn value_of(self, data: rmpv::Value) -> Result<Value, WireError> {
         let items = match data {
             rmpv::Value::Array(items) => items,
             rmpv::Value::Nil => Vec::new(),
@@ -135,16 +135,16 @@ mod tests {
         let common = CommonParser.encode_value(&args, Some("ev")).unwrap();
         let msgpack = MsgPackParser.encode_value(&args, Some("ev")).unwrap();
         for (codec, value) in [(Codec::Common, common), (Codec::MsgPack, msgpack)] {
-            let wire = codec.to_wire(&value).unwrap();
+            let wire = codec.wire_of(&value).unwrap();
             assert_eq!(wire, expected, "{codec:?}");
-            assert_eq!(codec.from_wire(wire).unwrap(), value, "{codec:?}");
+            assert_eq!(codec.value_of(wire).unwrap(), value, "{codec:?}");
         }
     }
 
     #[test]
     fn plain_event_is_the_json_array() {
         let wire = rmpv::Value::Array(vec!["hello".into(), "world".into()]);
-        let value = Codec::Common.from_wire(wire).unwrap();
+        let value = Codec::Common.value_of(wire).unwrap();
         assert_eq!(
             value,
             Value::Str(Str::from(r#"["hello","world"]"#.to_string()), None)

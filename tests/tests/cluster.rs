@@ -1,0 +1,561 @@
+//! Cluster behaviour across three nodes, each operation issued from every node to the others.
+//! Every scenario runs on real Redis 7 (testcontainers) and on the in-memory driver.
+
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
+
+use cluster_tests::{Checked, Client, TestNode, TestRedis, init_tracing, test_config, unique_key};
+use futures_util::StreamExt;
+use serde_json::json;
+use socketio_cluster::{
+    ClusterError, Driver, MemoryDriver, MemoryHub, RedisDriver, RedisDriverConfig, Target,
+};
+
+const QUIET: Duration = Duration::from_millis(300);
+
+async fn redis_nodes(
+    test: &str,
+    n: usize,
+) -> anyhow::Result<(TestRedis, Vec<TestNode<RedisDriver>>)> {
+    init_tracing();
+    let redis = TestRedis::start().await?;
+    let key = unique_key(test);
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let url = redis.url();
+        let config = test_config(&format!("node-{i}"), &key);
+        nodes.push(
+            TestNode::start(config, move || async move {
+                Ok(RedisDriver::connect(RedisDriverConfig::new(url)).await?)
+            })
+            .await?,
+        );
+    }
+    wait_for_membership(&nodes, n).await?;
+    Ok((redis, nodes))
+}
+
+async fn memory_nodes(
+    test: &str,
+    n: usize,
+) -> anyhow::Result<(MemoryHub, Vec<TestNode<MemoryDriver>>)> {
+    init_tracing();
+    let hub = MemoryHub::new();
+    let key = unique_key(test);
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let hub = hub.clone();
+        let config = test_config(&format!("node-{i}"), &key);
+        nodes.push(TestNode::start(config, move || async move { Ok(hub.driver()) }).await?);
+    }
+    wait_for_membership(&nodes, n).await?;
+    Ok((hub, nodes))
+}
+
+/// Waits until every node knows every other one.
+async fn wait_for_membership<D: Driver>(nodes: &[TestNode<D>], n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while nodes.iter().any(|node| node.cluster.nodes().len() != n) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "nodes did not discover each other"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn client<D: Driver>(node: &TestNode<D>, nsp: &str, name: &str, rooms: &[&str]) -> Client {
+    let auth = json!({ "data": { "user": name }, "rooms": rooms });
+    Client::connect(node.port, nsp, auth, json!(name))
+        .await
+        .expect("client connects")
+}
+
+macro_rules! on_both_drivers {
+    ($scenario:ident, $nodes:expr) => {
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() -> anyhow::Result<()> {
+                let (_redis, nodes) = redis_nodes(stringify!($scenario), $nodes).await?;
+                super::$scenario(&nodes).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() -> anyhow::Result<()> {
+                let (_hub, nodes) = memory_nodes(stringify!($scenario), $nodes).await?;
+                super::$scenario(&nodes).await
+            }
+        }
+    };
+}
+
+on_both_drivers!(room_broadcast_reaches_room_members_on_every_node, 3);
+async fn room_broadcast_reaches_room_members_on_every_node<D: Driver>(
+    nodes: &[TestNode<D>],
+) -> anyhow::Result<()> {
+    let mut members = vec![
+        client(&nodes[0], "/", "a", &["r"]).await,
+        client(&nodes[1], "/", "b", &["r"]).await,
+        client(&nodes[2], "/", "c", &["r"]).await,
+    ];
+    let mut outsider = client(&nodes[2], "/", "d", &["other"]).await;
+    for (i, node) in nodes.iter().enumerate() {
+        node.io
+            .to("r")
+            .emit("msg", &format!("from-{i}"))
+            .await
+            .check()?;
+        for member in &mut members {
+            assert_eq!(member.event("msg").await?, vec![json!(format!("from-{i}"))]);
+        }
+    }
+    assert!(outsider.events_within("msg", QUIET).await.is_empty());
+    Ok(())
+}
+
+on_both_drivers!(except_skips_excluded_rooms_cluster_wide, 3);
+async fn except_skips_excluded_rooms_cluster_wide<D: Driver>(
+    nodes: &[TestNode<D>],
+) -> anyhow::Result<()> {
+    let mut vip0 = client(&nodes[0], "/", "x", &["r", "vip"]).await;
+    let mut plain = client(&nodes[1], "/", "y", &["r"]).await;
+    let mut vip2 = client(&nodes[2], "/", "z", &["r", "vip"]).await;
+    for (i, node) in nodes.iter().enumerate() {
+        node.io
+            .to("r")
+            .except("vip")
+            .emit("msg", &i)
+            .await
+            .check()?;
+        assert_eq!(plain.event("msg").await?, vec![json!(i)]);
+    }
+    assert!(vip0.events_within("msg", QUIET).await.is_empty());
+    assert!(vip2.events_within("msg", Duration::ZERO).await.is_empty());
+    Ok(())
+}
+
+on_both_drivers!(broadcast_to_everyone_reaches_every_node_but_the_sender, 3);
+async fn broadcast_to_everyone_reaches_every_node_but_the_sender<D: Driver>(
+    nodes: &[TestNode<D>],
+) -> anyhow::Result<()> {
+    let mut clients = vec![
+        client(&nodes[0], "/", "a", &[]).await,
+        client(&nodes[1], "/", "b", &[]).await,
+        client(&nodes[2], "/", "c", &[]).await,
+    ];
+    for (i, node) in nodes.iter().enumerate() {
+        node.io.emit("all", &i).await.check()?;
+        for c in &mut clients {
+            assert_eq!(c.event("all").await?, vec![json!(i)]);
+        }
+    }
+    // socket.broadcast(): everyone but the sender, whatever node they are on.
+    clients[1].emit("shout", &[json!("hey")]);
+    assert_eq!(clients[0].event("news").await?, vec![json!("hey")]);
+    assert_eq!(clients[2].event("news").await?, vec![json!("hey")]);
+    assert!(clients[1].events_within("news", QUIET).await.is_empty());
+    Ok(())
+}
+
+on_both_drivers!(local_and_volatile_flags_are_honoured, 3);
+async fn local_and_volatile_flags_are_honoured<D: Driver>(
+    nodes: &[TestNode<D>],
+) -> anyhow::Result<()> {
+    let mut here = client(&nodes[0], "/", "a", &[]).await;
+    let mut there = client(&nodes[1], "/", "b", &[]).await;
+    nodes[0].io.local().emit("local", &1).await.check()?;
+    assert_eq!(here.event("local").await?, vec![json!(1)]);
+    assert!(there.events_within("local", QUIET).await.is_empty());
+    nodes[2].io.volatile().emit("volatile", &2).await.check()?;
+    assert_eq!(here.event("volatile").await?, vec![json!(2)]);
+    assert_eq!(there.event("volatile").await?, vec![json!(2)]);
+    Ok(())
+}
+
+on_both_drivers!(broadcast_with_ack_collects_acks_from_every_node, 3);
+async fn broadcast_with_ack_collects_acks_from_every_node<D: Driver>(
+    nodes: &[TestNode<D>],
+) -> anyhow::Result<()> {
+    let _clients = [
+        client(&nodes[0], "/", "a", &["r"]).await,
+        client(&nodes[1], "/", "b", &["r"]).await,
+        client(&nodes[1], "/", "b2", &["r"]).await,
+        client(&nodes[2], "/", "c", &["r"]).await,
+    ];
+    for node in nodes {
+        let acks: Vec<_> = node
+            .io
+            .to("r")
+            .timeout(Duration::from_secs(2))
+            .emit_with_ack::<_, String>("ask", &"question")
+            .await
+            .check()?
+            .collect()
+            .await;
+        let replies: BTreeSet<String> =
+            acks.into_iter().map(|(_, ack)| ack.expect("ack")).collect();
+        assert_eq!(
+            replies,
+            BTreeSet::from(["a", "b", "b2", "c"].map(String::from))
+        );
+    }
+    Ok(())
+}
+
+on_both_drivers!(sockets_join_and_leave_apply_on_every_node, 3);
+async fn sockets_join_and_leave_apply_on_every_node<D: Driver>(
+    nodes: &[TestNode<D>],
+) -> anyhow::Result<()> {
+    let mut p = client(&nodes[0], "/", "p", &["g"]).await;
+    let mut q = client(&nodes[1], "/", "q", &["g"]).await;
+    let mut s = client(&nodes[2], "/", "s", &[]).await;
+    for (i, node) in nodes.iter().enumerate() {
+        let room = format!("h{i}");
+        node.io.within("g").join(room.clone()).await.check()?;
+        nodes[(i + 1) % 3]
+            .io
+            .to(room.clone())
+            .emit("h", &i)
+            .await
+            .check()?;
+        assert_eq!(p.event("h").await?, vec![json!(i)]);
+        assert_eq!(q.event("h").await?, vec![json!(i)]);
+        nodes[(i + 2) % 3]
+            .io
+            .within("g")
+            .leave(room.clone())
+            .await
+            .check()?;
+        node.io.to(room).emit("h", &"after leave").await.check()?;
+    }
+    assert!(p.events_within("h", QUIET).await.is_empty());
+    assert!(q.events_within("h", Duration::ZERO).await.is_empty());
+    assert!(s.events_within("h", Duration::ZERO).await.is_empty());
+    Ok(())
+}
+
+on_both_drivers!(disconnect_sockets_reaches_every_node, 3);
+async fn disconnect_sockets_reaches_every_node<D: Driver>(
+    nodes: &[TestNode<D>],
+) -> anyhow::Result<()> {
+    let mut kicked0 = client(&nodes[0], "/", "k0", &["kick"]).await;
+    let mut kicked1 = client(&nodes[1], "/", "k1", &["kick"]).await;
+    let mut stays = client(&nodes[2], "/", "st", &["stay"]).await;
+    nodes[2].io.within("kick").disconnect().await.check()?;
+    kicked0.disconnected().await?;
+    kicked1.disconnected().await?;
+    nodes[0].io.emit("still-here", &1).await.check()?;
+    assert_eq!(stays.event("still-here").await?, vec![json!(1)]);
+    Ok(())
+}
+
+on_both_drivers!(all_rooms_lists_rooms_of_every_node, 3);
+async fn all_rooms_lists_rooms_of_every_node<D: Driver>(
+    nodes: &[TestNode<D>],
+) -> anyhow::Result<()> {
+    let _c = [
+        client(&nodes[0], "/", "a", &["room-a"]).await,
+        client(&nodes[1], "/", "b", &["room-b"]).await,
+        client(&nodes[2], "/", "c", &["room-c", "room-a"]).await,
+    ];
+    for node in nodes {
+        let rooms: BTreeSet<String> = node
+            .io
+            .rooms()
+            .await?
+            .into_iter()
+            .map(|r| r.to_string())
+            .collect();
+        for expected in ["room-a", "room-b", "room-c"] {
+            assert!(
+                rooms.contains(expected),
+                "{expected} missing from {rooms:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+on_both_drivers!(
+    fetch_sockets_returns_remote_sockets_with_data_and_handshake,
+    3
+);
+async fn fetch_sockets_returns_remote_sockets_with_data_and_handshake<D: Driver>(
+    nodes: &[TestNode<D>],
+) -> anyhow::Result<()> {
+    let mut clients = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let auth = json!({ "data": { "user": format!("u{i}") }, "rooms": ["f"] });
+        let query = format!("userId=u{i}");
+        clients.push(Client::connect_query(node.port, "/", auth, json!(i), &query).await?);
+    }
+    let _outside = client(&nodes[0], "/", "o", &["not-f"]).await;
+    for node in nodes {
+        let mut sockets = node
+            .cluster
+            .fetch_sockets("/", &Target::rooms(["f"]))
+            .await?;
+        sockets.sort_by(|a, b| a.data["user"].as_str().cmp(&b.data["user"].as_str()));
+        assert_eq!(sockets.len(), 3);
+        for (i, s) in sockets.iter().enumerate() {
+            assert_eq!(s.id, clients[i].id);
+            assert_eq!(s.data, json!({ "user": format!("u{i}") }));
+            assert_eq!(s.node.as_deref(), Some(nodes[i].name.as_str()));
+            assert!(s.rooms.contains(&"f".to_string()) && s.rooms.contains(&s.id));
+            assert_eq!(s.handshake.address, "127.0.0.1");
+            assert_eq!(s.handshake.query["userId"], json!(format!("u{i}")));
+            assert_eq!(s.handshake.query["EIO"], json!("4"));
+            assert!(s.handshake.issued > 0);
+            assert!(s.handshake.auth.is_empty(), "auth never leaves the node");
+        }
+        let except = node
+            .cluster
+            .fetch_sockets("/", &Target::rooms(["f"]).except([clients[1].id.clone()]))
+            .await?;
+        assert_eq!(except.len(), 2);
+    }
+    // socketioxide's own fetch_sockets is cluster-wide too, and its remote sockets are usable.
+    let remote = nodes[0].io.within("f").fetch_sockets().await.check()?;
+    assert_eq!(remote.len(), 3);
+    let on_node_2 = remote
+        .into_iter()
+        .find(|s| s.data().id.to_string() == clients[2].id)
+        .unwrap();
+    on_node_2.emit("direct", &"just you").await.check()?;
+    assert_eq!(clients[2].event("direct").await?, vec![json!("just you")]);
+    assert!(clients[1].events_within("direct", QUIET).await.is_empty());
+    Ok(())
+}
+
+on_both_drivers!(server_count_counts_every_node, 3);
+async fn server_count_counts_every_node<D: Driver>(nodes: &[TestNode<D>]) -> anyhow::Result<()> {
+    for node in nodes {
+        assert_eq!(node.cluster.server_count("/").await?, 3);
+        let names: BTreeSet<String> = node.cluster.nodes().into_iter().map(|n| n.name).collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["node-0", "node-1", "node-2"].map(String::from))
+        );
+    }
+    Ok(())
+}
+
+on_both_drivers!(
+    server_side_emit_reaches_other_nodes_with_and_without_acks,
+    3
+);
+async fn server_side_emit_reaches_other_nodes_with_and_without_acks<D: Driver>(
+    nodes: &[TestNode<D>],
+) -> anyhow::Result<()> {
+    nodes[0]
+        .cluster
+        .server_side_emit("/", "hello", vec![json!(1), json!("x")])
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while nodes[1..]
+        .iter()
+        .any(|n| n.server_events.lock().unwrap().is_empty())
+    {
+        anyhow::ensure!(Instant::now() < deadline, "server-side event not received");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for node in &nodes[1..] {
+        let events = node.server_events.lock().unwrap().clone();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event, "hello");
+        assert_eq!(events[0].args, vec![json!(1), json!("x")]);
+        assert_eq!(events[0].from.as_deref(), nodes[0].cluster.uid());
+    }
+    assert!(
+        nodes[0].server_events.lock().unwrap().is_empty(),
+        "the sender does not hear itself"
+    );
+    let acks = nodes[2]
+        .cluster
+        .server_side_emit_with_ack("/", "ping", vec![])
+        .await
+        .check()?;
+    let acked_by: BTreeSet<String> = acks
+        .iter()
+        .map(|a| a["node"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        acked_by,
+        BTreeSet::from(["node-0", "node-1"].map(String::from))
+    );
+    Ok(())
+}
+
+on_both_drivers!(dynamic_namespaces_are_cluster_wide_and_isolated, 3);
+async fn dynamic_namespaces_are_cluster_wide_and_isolated<D: Driver>(
+    nodes: &[TestNode<D>],
+) -> anyhow::Result<()> {
+    let mut a = client(&nodes[0], "/dyn-a", "a", &["r"]).await;
+    let mut c = client(&nodes[2], "/dyn-a", "c", &["r"]).await;
+    let mut root = client(&nodes[2], "/", "root", &["r"]).await;
+    let mut other = client(&nodes[1], "/dyn-b", "other", &["r"]).await;
+    let ns = nodes[0]
+        .io
+        .of("/dyn-a")
+        .expect("namespace exists on node 0");
+    ns.to("r").emit("msg", &"dyn").await.check()?;
+    assert_eq!(a.event("msg").await?, vec![json!("dyn")]);
+    assert_eq!(c.event("msg").await?, vec![json!("dyn")]);
+    assert!(root.events_within("msg", QUIET).await.is_empty());
+    assert!(other.events_within("msg", Duration::ZERO).await.is_empty());
+    // Node 1 has no socket in /dyn-a and can still ask the nodes that have.
+    let sockets = nodes[1]
+        .cluster
+        .fetch_sockets("/dyn-a", &Target::all())
+        .await?;
+    let ids: BTreeSet<String> = sockets.into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, BTreeSet::from([a.id.clone(), c.id.clone()]));
+    assert_eq!(nodes[1].cluster.server_count("/dyn-a").await?, 3);
+    Ok(())
+}
+
+on_both_drivers!(fetch_sockets_answers_promptly_after_a_node_crash, 3);
+async fn fetch_sockets_answers_promptly_after_a_node_crash<D: Driver>(
+    nodes: &[TestNode<D>],
+) -> anyhow::Result<()> {
+    let _a = client(&nodes[0], "/", "a", &["r"]).await;
+    let _b = client(&nodes[1], "/", "b", &["r"]).await;
+    let _c = client(&nodes[2], "/", "c", &["r"]).await;
+    let crashed_name = nodes[2].name.clone();
+    let mut survivors_events = [
+        nodes[0].cluster.node_events(),
+        nodes[1].cluster.node_events(),
+    ];
+    // Node 2 dies without a goodbye.
+    nodes[2].crash();
+    let detected = Instant::now();
+    for events in &mut survivors_events {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), events.recv()).await?? {
+                socketio_cluster::NodeEvent::Left {
+                    node,
+                    crashed: true,
+                } if node.name == crashed_name => break,
+                _ => continue,
+            }
+        }
+    }
+    assert!(
+        detected.elapsed() < Duration::from_secs(3),
+        "death detected in {:?}",
+        detected.elapsed()
+    );
+    let started = Instant::now();
+    let sockets = nodes[0]
+        .cluster
+        .fetch_sockets("/", &Target::rooms(["r"]))
+        .await?;
+    let took = started.elapsed();
+    assert_eq!(sockets.len(), 2);
+    assert!(
+        took < Duration::from_millis(500),
+        "fetchSockets took {took:?}"
+    );
+    assert_eq!(nodes[1].cluster.server_count("/").await?, 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_resume_within_two_seconds_of_a_redis_restart() -> anyhow::Result<()> {
+    let (redis, nodes) = redis_nodes("redis_restart", 2).await?;
+    let mut member = client(&nodes[1], "/", "m", &["r"]).await;
+    nodes[0].io.to("r").emit("before", &0).await.check()?;
+    member.event("before").await?;
+    redis.restart().await?;
+    let back = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let _ = nodes[0].io.to("r").emit("after", &attempt).await;
+        if !member
+            .events_within("after", Duration::from_millis(100))
+            .await
+            .is_empty()
+        {
+            break;
+        }
+        anyhow::ensure!(
+            back.elapsed() < Duration::from_secs(2),
+            "no broadcast got through 2 s after the restart"
+        );
+    }
+    println!(
+        "broadcasts resumed {:?} after Redis came back",
+        back.elapsed()
+    );
+    assert!(nodes.iter().all(|n| n.cluster.stats().reconnects >= 1));
+    // Cluster requests work again too.
+    assert_eq!(
+        nodes[0]
+            .cluster
+            .fetch_sockets("/", &Target::rooms(["r"]))
+            .await?
+            .len(),
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_subscriber_makes_requests_fail_with_a_timeout_naming_it() -> anyhow::Result<()> {
+    let (hub, nodes) = memory_nodes("silent", 2).await?;
+    // A node that subscribed to the namespace (so NUMSUB counts it) but never answers and never
+    // sent a heartbeat: a hung Node.js node, as far as the cluster can tell.
+    let silent = hub.driver();
+    let key = nodes[0].cluster.config().key.clone();
+    silent
+        .subscribe(vec![format!("{key}-request#/#")], vec![])
+        .await?;
+    let started = Instant::now();
+    let err = nodes[0]
+        .cluster
+        .fetch_sockets("/", &Target::all())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClusterError::Timeout { foreign: 1, ref nodes, .. } if nodes.is_empty()),
+        "{err}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(nodes[0].cluster.stats().request_timeouts, 1);
+    drop(silent);
+    assert!(
+        nodes[0]
+            .cluster
+            .fetch_sockets("/", &Target::all())
+            .await?
+            .is_empty()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_counted_and_ignored() -> anyhow::Result<()> {
+    let (hub, nodes) = memory_nodes("malformed", 2).await?;
+    let mut member = client(&nodes[1], "/", "m", &["r"]).await;
+    let rogue = hub.driver();
+    let key = nodes[0].cluster.config().key.clone();
+    rogue
+        .publish(format!("{key}#/#"), b"\xc1garbage".to_vec())
+        .await?;
+    rogue
+        .publish(format!("{key}-request#/#"), b"{not json".to_vec())
+        .await?;
+    rogue
+        .publish(format!("{key}-heartbeat#"), vec![0x93, 1, 2, 3])
+        .await?;
+    nodes[0].io.to("r").emit("ok", &1).await.check()?;
+    assert_eq!(member.event("ok").await?, vec![json!(1)]);
+    assert!(nodes[1].cluster.stats().malformed >= 3);
+    Ok(())
+}
