@@ -25,16 +25,14 @@ use socketioxide_core::{
     },
     packet::Packet,
 };
-use tokio::sync::mpsc;
 
 use crate::{
+    acks,
     channels::Channels,
-    cluster::{Cluster, Expect, Inner},
+    cluster::{Cluster, Inner},
     driver::Driver,
     error::ClusterError,
-    membership::NodeEvent,
     opts,
-    requests::Waiting,
     socket::RemoteSocket,
     stats::Stats,
     value::{self, Codec},
@@ -138,11 +136,7 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
     }
 
     async fn server_count(&self) -> Result<u16, ClusterError> {
-        let waiting = self
-            .node
-            .expected(&self.nsp, &self.channels, Expect::AllNodes)
-            .await?;
-        Ok(u16::try_from(1 + waiting.len()).unwrap_or(u16::MAX))
+        self.node.server_count(&self.nsp, &self.channels).await
     }
 
     async fn broadcast(
@@ -151,15 +145,9 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
         opts: BroadcastOptions,
     ) -> Result<(), BroadcastError> {
         if !opts.is_local(self.local.server_id()) {
-            let wire_opts = opts::to_wire(&opts, None);
-            let channel = self.channels.for_broadcast(&wire_opts.rooms);
-            let packet = self.wire_packet(&packet).map_err(adapter_error)?;
-            let msg = BroadcastMessage(self.node.uid().to_string(), packet, wire_opts);
-            let bytes = wire::encode(&msg)
-                .map_err(ClusterError::from)
-                .map_err(adapter_error)?;
+            let wire_packet = self.wire_packet(&packet).map_err(adapter_error)?;
             self.node
-                .publish(channel, bytes)
+                .publish_broadcast(&self.channels, wire_packet, opts::to_wire(&opts, None))
                 .await
                 .map_err(adapter_error)?;
         }
@@ -180,30 +168,16 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
             return Ok(local.boxed().fuse());
         }
         let timeout = timeout.unwrap_or_else(|| self.local.ack_timeout());
-        let req = WireRequest {
-            kind: Some(RequestType::Broadcast),
-            packet: Some(self.wire_packet(&packet)?),
-            opts: Some(opts::to_wire(&opts, Some(timeout))),
-            ..Default::default()
-        };
-        let waiting = self
-            .node
-            .expected(&self.nsp, &self.channels, Expect::AllNodes)
-            .await?;
-        if waiting.is_done() {
-            return Ok(local.boxed().fuse());
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let relay = RemoteAcks {
-            node: self.node.clone(),
-            codec: self.codec,
-            waiting,
-            tx,
-        };
-        relay.start(&self.channels, req, timeout).await?;
-        let remote = stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
+        let wire_opts = opts::to_wire(&opts, Some(timeout));
+        let remote = acks::remote(
+            &self.node,
+            &self.nsp,
+            &self.channels,
+            self.wire_packet(&packet)?,
+            wire_opts,
+            self.codec,
+        )
+        .await?;
         Ok(stream::select(local, remote).boxed().fuse())
     }
 
@@ -214,7 +188,7 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
     ) -> Result<(), ClusterError> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
         self.local.add_sockets(opts.clone(), rooms.clone());
-        self.relay_membership(RequestType::RemoteJoin, &opts, rooms)
+        self.relay(RequestType::RemoteJoin, &opts, rooms, None)
             .await
     }
 
@@ -225,16 +199,19 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
     ) -> Result<(), ClusterError> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
         self.local.del_sockets(opts.clone(), rooms.clone());
-        self.relay_membership(RequestType::RemoteLeave, &opts, rooms)
+        self.relay(RequestType::RemoteLeave, &opts, rooms, None)
             .await
     }
 
     async fn disconnect_socket(&self, opts: BroadcastOptions) -> Result<(), BroadcastError> {
-        if !opts.is_local(self.local.server_id()) {
-            self.relay(RequestType::RemoteDisconnect, &opts, None, Some(false))
-                .await
-                .map_err(adapter_error)?;
-        }
+        self.relay(
+            RequestType::RemoteDisconnect,
+            &opts,
+            Vec::new(),
+            Some(false),
+        )
+        .await
+        .map_err(adapter_error)?;
         self.local
             .disconnect_socket(opts)
             .map_err(BroadcastError::Socket)
@@ -243,23 +220,11 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
     async fn rooms(&self, opts: BroadcastOptions) -> Result<Vec<Room>, ClusterError> {
         let mut rooms: HashSet<Room> = self.local.rooms(opts.clone());
         if !opts.is_local(self.local.server_id()) {
-            let req = WireRequest {
-                kind: Some(RequestType::AllRooms),
-                opts: Some(opts::to_wire(&opts, None)),
-                ..Default::default()
-            };
-            self.node
-                .ask(
-                    &self.nsp,
-                    &self.channels,
-                    req,
-                    "allRooms",
-                    Expect::AllNodes,
-                    |res| {
-                        rooms.extend(res.rooms.unwrap_or_default().into_iter().map(Room::from));
-                    },
-                )
+            let remote = self
+                .node
+                .remote_rooms(&self.nsp, &self.channels, opts::to_wire(&opts, None))
                 .await?;
+            rooms.extend(remote.into_iter().map(Room::from));
         }
         Ok(rooms.into_iter().collect())
     }
@@ -296,6 +261,10 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
 }
 
 impl<D: Driver> ClusterAdapter<D> {
+    pub(crate) fn codec(&self) -> Codec {
+        self.codec
+    }
+
     pub(crate) fn nsp(&self) -> &str {
         &self.nsp
     }
@@ -332,7 +301,7 @@ impl<D: Driver> ClusterAdapter<D> {
         self.node.describe(&self.nsp, with_rooms)
     }
 
-    fn wire_packet(&self, packet: &Packet) -> Result<WirePacket, ClusterError> {
+    pub(crate) fn wire_packet(&self, packet: &Packet) -> Result<WirePacket, ClusterError> {
         let (data, id) = match &packet.inner {
             socketioxide_core::packet::PacketData::Event(v, id)
             | socketioxide_core::packet::PacketData::BinaryEvent(v, id) => (v, *id),
@@ -364,54 +333,69 @@ impl<D: Driver> ClusterAdapter<D> {
         })
     }
 
-    /// Relays a join or leave. Only this crate's nodes confirm them (Node.js never does).
-    async fn relay_membership(
-        &self,
-        kind: RequestType,
-        opts: &BroadcastOptions,
-        rooms: Vec<Room>,
-    ) -> Result<(), ClusterError> {
-        if opts.is_local(self.local.server_id()) {
-            return Ok(());
-        }
-        self.relay(
-            kind,
-            opts,
-            Some(rooms.iter().map(|r| r.to_string()).collect()),
-            None,
-        )
-        .await
-    }
-
+    /// Relays a join, leave or disconnect unless it targets only this node.
     async fn relay(
         &self,
         kind: RequestType,
         opts: &BroadcastOptions,
-        rooms: Option<Vec<String>>,
+        rooms: Vec<Room>,
         close: Option<bool>,
     ) -> Result<(), ClusterError> {
-        let req = WireRequest {
-            kind: Some(kind),
-            opts: Some(opts::to_wire(opts, None)),
-            rooms,
-            close,
-            ..Default::default()
-        };
-        let name = match kind {
-            RequestType::RemoteJoin => "socketsJoin",
-            RequestType::RemoteLeave => "socketsLeave",
-            _ => "disconnectSockets",
-        };
+        if opts.is_local(self.local.server_id()) {
+            return Ok(());
+        }
+        let rooms = rooms.iter().map(|r| r.to_string()).collect();
         self.node
-            .ask(
+            .relay(
                 &self.nsp,
                 &self.channels,
-                req,
-                name,
-                Expect::OwnNodes,
-                |_| (),
+                kind,
+                opts::to_wire(opts, None),
+                rooms,
+                close,
             )
             .await
+    }
+
+    /// Every room of this node's sockets.
+    pub(crate) fn local_rooms(&self) -> Vec<String> {
+        self.local
+            .rooms(every_socket())
+            .into_iter()
+            .map(|r| r.to_string())
+            .collect()
+    }
+
+    /// Delivers wire event data (`[event, ...args]`) to the matching local sockets.
+    pub(crate) fn deliver_wire(&self, data: rmpv::Value, opts: BroadcastOptions) {
+        match self.codec.value_of(data) {
+            Ok(value) => {
+                let _ = self.deliver_locally(Packet::event(self.local.path().clone(), value), opts);
+            }
+            Err(err) => self.node.malformed("broadcast", &err),
+        }
+    }
+
+    /// Emits wire event data to the matching local sockets and streams their acks.
+    pub(crate) fn local_acks(
+        &self,
+        data: rmpv::Value,
+        opts: BroadcastOptions,
+        timeout: Duration,
+    ) -> BoxStream<'static, AckStreamItem<AckError>> {
+        match self.codec.value_of(data) {
+            Ok(value) => {
+                let packet = Packet::event(self.local.path().clone(), value);
+                self.local
+                    .broadcast_with_ack(packet, opts, Some(timeout))
+                    .0
+                    .boxed()
+            }
+            Err(err) => {
+                self.node.malformed("broadcast", &err);
+                stream::empty().boxed()
+            }
+        }
     }
 
     /// A broadcast published by another node.
@@ -423,15 +407,7 @@ impl<D: Driver> ClusterAdapter<D> {
         if uid == self.node.uid() || packet.nsp.as_deref().unwrap_or("/") != self.nsp {
             return;
         }
-        match self.codec.value_of(packet.data) {
-            Ok(data) => {
-                let _ = self.deliver_locally(
-                    Packet::event(self.local.path().clone(), data),
-                    opts::to_local(&wire_opts),
-                );
-            }
-            Err(err) => self.node.malformed("broadcast", &err),
-        }
+        self.deliver_wire(packet.data, opts::to_local(&wire_opts));
     }
 
     /// A request from another node.
@@ -520,7 +496,12 @@ impl<D: Driver> ClusterAdapter<D> {
         }
     }
 
-    fn apply_membership(&self, kind: RequestType, opts: BroadcastOptions, rooms: Vec<String>) {
+    pub(crate) fn apply_membership(
+        &self,
+        kind: RequestType,
+        opts: BroadcastOptions,
+        rooms: Vec<String>,
+    ) {
         match kind {
             RequestType::RemoteJoin => self.local.add_sockets(opts, rooms),
             RequestType::RemoteLeave => self.local.del_sockets(opts, rooms),
@@ -604,78 +585,8 @@ impl<D: Driver> ClusterAdapter<D> {
     }
 }
 
-/// Collects the acks other nodes relay for one broadcast-with-ack.
-struct RemoteAcks<D: Driver> {
-    node: Arc<Inner<D>>,
-    codec: Codec,
-    waiting: Waiting,
-    tx: mpsc::UnboundedSender<AckStreamItem<AckError>>,
-}
-
-impl<D: Driver> RemoteAcks<D> {
-    /// Publishes the request, then relays acks in the background until every node reported its
-    /// client count and every counted client acked, or the timeout.
-    async fn start(
-        self,
-        channels: &Channels,
-        mut req: WireRequest,
-        timeout: Duration,
-    ) -> Result<(), ClusterError> {
-        let mut reg = self.node.register_request();
-        let mut events = self.node.membership.events();
-        req.uid = Some(self.node.uid().to_string());
-        req.request_id = Some(reg.id.clone());
-        Stats::add(&self.node.stats.requests, 1);
-        self.node
-            .publish(channels.request.clone(), wire::encode(&req)?)
-            .await?;
-        let Self {
-            node,
-            codec,
-            mut waiting,
-            tx,
-        } = self;
-        tokio::spawn(async move {
-            let (mut expected, mut received) = (0u64, 0u64);
-            let deadline = tokio::time::sleep(timeout);
-            tokio::pin!(deadline);
-            while !(waiting.is_done() && received >= expected) {
-                tokio::select! {
-                    Some(res) = reg.rx.recv() => match res.kind {
-                        Some(RequestType::BroadcastClientCount) => {
-                            waiting.answered(res.uid.as_deref());
-                            expected += res.client_count.unwrap_or(0);
-                        }
-                        Some(RequestType::BroadcastAck) => {
-                            received += 1;
-                            let sid = res.sid.and_then(|s| s.parse().ok()).unwrap_or(Sid::ZERO);
-                            let first = res.packet.unwrap_or(rmpv::Value::Nil);
-                            let item = codec.value_of(rmpv::Value::Array(vec![first]))
-                                .map_err(|e| AckError::Decode(socketioxide_core::parser::ParserError::new(e)));
-                            let _ = tx.send((sid, item));
-                        }
-                        _ => {}
-                    },
-                    Ok(NodeEvent::Left { node: left, .. }) = events.recv() => waiting.node_down(&left.uid),
-                    () = &mut deadline => {
-                        for _ in received..expected {
-                            let _ = tx.send((Sid::ZERO, Err(AckError::Timeout)));
-                        }
-                        if !waiting.is_done() {
-                            let _ = node.timeout(&waiting, "broadcastWithAck");
-                        }
-                        break;
-                    }
-                }
-            }
-            drop(reg);
-        });
-        Ok(())
-    }
-}
-
 /// Options selecting every socket of the namespace.
-fn every_socket() -> BroadcastOptions {
+pub(crate) fn every_socket() -> BroadcastOptions {
     let mut opts = BroadcastOptions::default();
     opts.add_flag(BroadcastFlags::Broadcast);
     opts

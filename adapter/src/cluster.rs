@@ -6,6 +6,7 @@ use std::{
     collections::{HashMap, HashSet},
     future::Future,
     sync::{Arc, Mutex, RwLock, Weak},
+    time::Duration,
 };
 
 use futures_util::{StreamExt, future::BoxFuture};
@@ -18,6 +19,7 @@ use tokio::{
 };
 
 use crate::{
+    acks,
     adapter::ClusterAdapter,
     channels::{self, Channels, Route},
     config::ClusterConfig,
@@ -28,8 +30,12 @@ use crate::{
     requests::{Pending, Registration, Waiting},
     socket::{self, RemoteSocket},
     stats::{ClusterStats, Stats},
+    value::Codec,
     value::{json_to_wire, wire_to_json},
-    wire::{self, Heartbeat, RequestType, WireRequest, WireResponse, WireSocket},
+    wire::{
+        self, BroadcastMessage, Heartbeat, RequestType, WireFlags, WireOpts, WirePacket,
+        WireRequest, WireResponse, WireSocket,
+    },
 };
 
 /// A server-side event from another node (`serverSideEmit`).
@@ -174,6 +180,134 @@ impl<D: Driver> Cluster<D> {
         self.0
             .server_count(nsp, &self.0.channels_for(nsp).await?)
             .await
+    }
+
+    /// Puts the matching sockets of every node in `rooms` (`socketsJoin`).
+    pub async fn add_sockets(
+        &self,
+        nsp: &str,
+        target: &Target,
+        rooms: Vec<String>,
+    ) -> Result<(), ClusterError> {
+        self.membership_op(nsp, target, RequestType::RemoteJoin, rooms, None)
+            .await
+    }
+
+    /// Removes the matching sockets of every node from `rooms` (`socketsLeave`).
+    pub async fn del_sockets(
+        &self,
+        nsp: &str,
+        target: &Target,
+        rooms: Vec<String>,
+    ) -> Result<(), ClusterError> {
+        self.membership_op(nsp, target, RequestType::RemoteLeave, rooms, None)
+            .await
+    }
+
+    /// Disconnects the matching sockets of every node (`disconnectSockets`). `close` asks Node.js
+    /// nodes to close the whole connection; socketioxide can only disconnect the namespace.
+    pub async fn disconnect_sockets(
+        &self,
+        nsp: &str,
+        target: &Target,
+        close: bool,
+    ) -> Result<(), ClusterError> {
+        self.membership_op(
+            nsp,
+            target,
+            RequestType::RemoteDisconnect,
+            Vec::new(),
+            Some(close),
+        )
+        .await
+    }
+
+    async fn membership_op(
+        &self,
+        nsp: &str,
+        target: &Target,
+        kind: RequestType,
+        rooms: Vec<String>,
+        close: Option<bool>,
+    ) -> Result<(), ClusterError> {
+        if let Some(adapter) = self.0.adapter(nsp) {
+            adapter.apply_membership(kind, target.to_local(), rooms.clone());
+        }
+        let channels = self.0.channels_for(nsp).await?;
+        self.0
+            .relay(nsp, &channels, kind, target.to_wire(), rooms, close)
+            .await
+    }
+
+    /// Every room of the namespace on every node.
+    pub async fn rooms(&self, nsp: &str) -> Result<Vec<String>, ClusterError> {
+        let channels = self.0.channels_for(nsp).await?;
+        let mut rooms = self
+            .0
+            .remote_rooms(nsp, &channels, Target::all().to_wire())
+            .await?;
+        if let Some(adapter) = self.0.adapter(nsp) {
+            rooms.extend(adapter.local_rooms());
+        }
+        let mut rooms: Vec<String> = rooms.into_iter().collect();
+        rooms.sort();
+        Ok(rooms)
+    }
+
+    /// Emits `event` with `args` to the matching sockets of every node, from any node (even one
+    /// without sockets in the namespace), like `@socket.io/redis-emitter`.
+    pub async fn emit(
+        &self,
+        nsp: &str,
+        target: &Target,
+        event: &str,
+        args: Vec<Value>,
+    ) -> Result<(), ClusterError> {
+        let channels = self.0.channels_for(nsp).await?;
+        let packet = event_packet(nsp, event, &args);
+        if let Some(adapter) = self.0.adapter(nsp) {
+            adapter.deliver_wire(packet.data.clone(), target.to_local());
+        }
+        self.0
+            .publish_broadcast(&channels, packet, target.to_wire())
+            .await
+    }
+
+    /// Emits `event` to the matching sockets of every node and collects their acks (the first
+    /// argument of each), waiting at most `timeout`. Clients that did not ack in time are left out.
+    pub async fn emit_with_ack(
+        &self,
+        nsp: &str,
+        target: &Target,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, ClusterError> {
+        let channels = self.0.channels_for(nsp).await?;
+        let packet = event_packet(nsp, event, &args);
+        let mut wire_opts = target.to_wire();
+        wire_opts.flags = Some(WireFlags {
+            timeout: Some(timeout.as_millis() as u64),
+            ..Default::default()
+        });
+        let (local, codec) = match self.0.adapter(nsp) {
+            Some(adapter) => (
+                adapter.local_acks(packet.data.clone(), target.to_local(), timeout),
+                adapter.codec(),
+            ),
+            None => (futures_util::stream::empty().boxed(), Codec::Common),
+        };
+        let remote = acks::remote(&self.0, nsp, &channels, packet, wire_opts, codec).await?;
+        let acks: Vec<_> = futures_util::stream::select(local, remote).collect().await;
+        Ok(acks
+            .into_iter()
+            .filter_map(|(_, ack)| ack.ok())
+            .filter_map(|ack| match codec.wire_of(&ack) {
+                Ok(rmpv::Value::Array(args)) => args.into_iter().next(),
+                _ => None,
+            })
+            .filter_map(|first| wire_to_json(&first).ok())
+            .collect())
     }
 
     /// Emits `event` to the server side of every other node (`serverSideEmit`).
@@ -449,6 +583,65 @@ impl<D: Driver> Inner<D> {
         err
     }
 
+    /// Publishes a broadcast to the other nodes.
+    pub async fn publish_broadcast(
+        &self,
+        channels: &Channels,
+        packet: WirePacket,
+        opts: WireOpts,
+    ) -> Result<(), ClusterError> {
+        let channel = channels.for_broadcast(&opts.rooms);
+        let msg = BroadcastMessage(self.uid().to_string(), packet, opts);
+        self.publish(channel, wire::encode(&msg)?).await
+    }
+
+    /// Relays a join, leave or disconnect to the other nodes and waits until this crate's nodes
+    /// applied it (Node.js nodes apply it too but never confirm).
+    pub async fn relay(
+        &self,
+        nsp: &str,
+        channels: &Channels,
+        kind: RequestType,
+        opts: WireOpts,
+        rooms: Vec<String>,
+        close: Option<bool>,
+    ) -> Result<(), ClusterError> {
+        let name = match kind {
+            RequestType::RemoteJoin => "socketsJoin",
+            RequestType::RemoteLeave => "socketsLeave",
+            _ => "disconnectSockets",
+        };
+        let req = WireRequest {
+            kind: Some(kind),
+            opts: Some(opts),
+            rooms: (kind != RequestType::RemoteDisconnect).then_some(rooms),
+            close,
+            ..Default::default()
+        };
+        self.ask(nsp, channels, req, name, Expect::OwnNodes, |_| ())
+            .await
+    }
+
+    /// The rooms of the other nodes' sockets matching `opts`.
+    pub async fn remote_rooms(
+        &self,
+        nsp: &str,
+        channels: &Channels,
+        opts: WireOpts,
+    ) -> Result<HashSet<String>, ClusterError> {
+        let req = WireRequest {
+            kind: Some(RequestType::AllRooms),
+            opts: Some(opts),
+            ..Default::default()
+        };
+        let mut rooms = HashSet::new();
+        self.ask(nsp, channels, req, "allRooms", Expect::AllNodes, |res| {
+            rooms.extend(res.rooms.unwrap_or_default());
+        })
+        .await?;
+        Ok(rooms)
+    }
+
     /// Registers a request whose responses the caller reads itself.
     pub fn register_request(&self) -> Registration {
         self.pending.register()
@@ -636,6 +829,16 @@ async fn heartbeat_loop<D: Driver>(node: Weak<Inner<D>>) {
         let Some(node) = node.upgrade() else { return };
         node.send_heartbeat(false).await;
         node.membership.sweep();
+    }
+}
+
+/// An event packet for the wire.
+fn event_packet(nsp: &str, event: &str, args: &[Value]) -> WirePacket {
+    WirePacket {
+        kind: wire::EVENT,
+        data: event_data(event, args),
+        nsp: Some(nsp.to_string()),
+        id: None,
     }
 }
 

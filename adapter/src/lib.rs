@@ -52,6 +52,7 @@
 //! # Ok(()) }
 //! ```
 
+mod acks;
 mod adapter;
 mod channels;
 mod cluster;

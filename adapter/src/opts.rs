@@ -38,6 +38,10 @@ impl Target {
         self
     }
 
+    pub(crate) fn to_local(&self) -> BroadcastOptions {
+        to_local(&self.to_wire())
+    }
+
     pub(crate) fn to_wire(&self) -> WireOpts {
         WireOpts {
             rooms: self.rooms.clone(),
