@@ -61,6 +61,7 @@ mod driver;
 mod error;
 mod membership;
 mod opts;
+pub mod presence;
 mod requests;
 mod socket;
 mod stats;

@@ -567,27 +567,49 @@ async fn cluster_api_works_from_a_node_without_the_namespace<D: Driver>(
     let mut a = client(&nodes[0], "/dyn-a", "a", &["r"]).await;
     let mut c = client(&nodes[2], "/dyn-a", "c", &["r", "vip"]).await;
     let api = &nodes[1].cluster;
-    assert!(nodes[1].io.of("/dyn-a").is_none(), "node 1 has no socket in /dyn-a");
+    assert!(
+        nodes[1].io.of("/dyn-a").is_none(),
+        "node 1 has no socket in /dyn-a"
+    );
 
-    api.emit("/dyn-a", &Target::rooms(["r"]).except(["vip"]), "note", vec![json!("hi")]).await?;
+    api.emit(
+        "/dyn-a",
+        &Target::rooms(["r"]).except(["vip"]),
+        "note",
+        vec![json!("hi")],
+    )
+    .await?;
     assert_eq!(a.event("note").await?, vec![json!("hi")]);
     assert!(c.events_within("note", QUIET).await.is_empty());
 
     let acks = api
-        .emit_with_ack("/dyn-a", &Target::rooms(["r"]), "ask", vec![json!(1)], Duration::from_secs(2))
+        .emit_with_ack(
+            "/dyn-a",
+            &Target::rooms(["r"]),
+            "ask",
+            vec![json!(1)],
+            Duration::from_secs(2),
+        )
         .await?;
-    let acks: BTreeSet<String> = acks.iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let acks: BTreeSet<String> = acks
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     assert_eq!(acks, BTreeSet::from(["a".to_string(), "c".to_string()]));
 
-    api.add_sockets("/dyn-a", &Target::rooms(["vip"]), vec!["z".into()]).await?;
+    api.add_sockets("/dyn-a", &Target::rooms(["vip"]), vec!["z".into()])
+        .await?;
     assert!(api.rooms("/dyn-a").await?.contains(&"z".to_string()));
-    api.emit("/dyn-a", &Target::rooms(["z"]), "z", vec![]).await?;
+    api.emit("/dyn-a", &Target::rooms(["z"]), "z", vec![])
+        .await?;
     c.event("z").await?;
     assert!(a.events_within("z", QUIET).await.is_empty());
-    api.del_sockets("/dyn-a", &Target::all(), vec!["z".into()]).await?;
+    api.del_sockets("/dyn-a", &Target::all(), vec!["z".into()])
+        .await?;
     assert!(!api.rooms("/dyn-a").await?.contains(&"z".to_string()));
 
-    api.disconnect_sockets("/dyn-a", &Target::rooms(["vip"]), false).await?;
+    api.disconnect_sockets("/dyn-a", &Target::rooms(["vip"]), false)
+        .await?;
     c.disconnected().await?;
     assert_eq!(api.fetch_sockets("/dyn-a", &Target::all()).await?.len(), 1);
     Ok(())

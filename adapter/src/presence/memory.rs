@@ -1,0 +1,244 @@
+//! [`PresenceStore`] in process: the single-node mode and tests. Handles made with
+//! [`MemoryPresence::for_node`] share one state, as nodes share Redis.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use super::{
+    Departure, Joined, Left, Member, PresenceError, PresenceStore, check, place, split_timer,
+};
+
+#[derive(Default)]
+struct Room {
+    users: BTreeMap<String, String>,
+    sockets: HashMap<String, String>,
+    counts: HashMap<String, usize>,
+}
+
+#[derive(Default)]
+struct State {
+    rooms: HashMap<String, Room>,
+    /// `nsp|room\nuser` → due.
+    timers: HashMap<String, Instant>,
+    /// node → `(place, socket)`.
+    node_sockets: HashMap<String, HashSet<(String, String)>>,
+    heartbeats: HashMap<String, Instant>,
+}
+
+impl State {
+    /// The socket is gone: if it was its user's last in the room, start a leave timer.
+    fn drop_socket(&mut self, place: &str, socket: &str, due: Instant) {
+        let Some(room) = self.rooms.get_mut(place) else {
+            return;
+        };
+        let Some(user) = room.sockets.remove(socket) else {
+            return;
+        };
+        if decrement(&mut room.counts, &user) {
+            self.timers.insert(format!("{place}\n{user}"), due);
+        }
+    }
+
+    fn take_over(&mut self, node: &str, grace: Duration) {
+        let due = Instant::now() + grace;
+        for (place, socket) in self.node_sockets.remove(node).unwrap_or_default() {
+            self.drop_socket(&place, &socket, due);
+        }
+        self.heartbeats.remove(node);
+    }
+}
+
+/// Decrements a user's socket count; true when it reached zero.
+fn decrement(counts: &mut HashMap<String, usize>, user: &str) -> bool {
+    match counts.get_mut(user) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        _ => {
+            counts.remove(user);
+            true
+        }
+    }
+}
+
+/// Presence in process, for the node `node`.
+#[derive(Clone)]
+pub struct MemoryPresence {
+    state: Arc<Mutex<State>>,
+    node: String,
+}
+
+impl MemoryPresence {
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            state: Default::default(),
+            node: node.into(),
+        }
+    }
+
+    /// Another node's handle on the same state.
+    pub fn for_node(&self, node: impl Into<String>) -> Self {
+        Self {
+            state: self.state.clone(),
+            node: node.into(),
+        }
+    }
+}
+
+impl PresenceStore for MemoryPresence {
+    async fn join(
+        &self,
+        nsp: &str,
+        room: &str,
+        user: &Member,
+        socket: &str,
+    ) -> Result<Joined, PresenceError> {
+        check("room", room)?;
+        check("user id", &user.id)?;
+        let place = place(nsp, room);
+        let mut state = self.state.lock().unwrap();
+        let cancelled = state
+            .timers
+            .remove(&format!("{place}\n{}", user.id))
+            .is_some();
+        let entry = state.rooms.entry(place.clone()).or_default();
+        let was_online = entry
+            .users
+            .insert(user.id.clone(), user.name.clone())
+            .is_some();
+        if !entry.sockets.contains_key(socket) {
+            entry.sockets.insert(socket.to_string(), user.id.clone());
+            *entry.counts.entry(user.id.clone()).or_default() += 1;
+            let node = self.node.clone();
+            state
+                .node_sockets
+                .entry(node)
+                .or_default()
+                .insert((place, socket.to_string()));
+        }
+        Ok(if cancelled {
+            Joined::Rejoined
+        } else if was_online {
+            Joined::AlreadyOnline
+        } else {
+            Joined::CameOnline
+        })
+    }
+
+    async fn leave(
+        &self,
+        nsp: &str,
+        room: &str,
+        socket: &str,
+        grace: Option<Duration>,
+    ) -> Result<Left, PresenceError> {
+        check("room", room)?;
+        let place = place(nsp, room);
+        let mut state = self.state.lock().unwrap();
+        if let Some(sockets) = state.node_sockets.get_mut(&self.node) {
+            sockets.remove(&(place.clone(), socket.to_string()));
+        }
+        let Some(entry) = state.rooms.get_mut(&place) else {
+            return Ok(Left::Absent);
+        };
+        let Some(user) = entry.sockets.remove(socket) else {
+            return Ok(Left::Absent);
+        };
+        if !decrement(&mut entry.counts, &user) {
+            return Ok(Left::StillOnline);
+        }
+        let timer = format!("{place}\n{user}");
+        match grace {
+            Some(grace) => {
+                state.timers.insert(timer, Instant::now() + grace);
+                Ok(Left::Pending)
+            }
+            None => {
+                let name = entry.users.remove(&user).unwrap_or_default();
+                state.timers.remove(&timer);
+                Ok(Left::WentOffline(Member { id: user, name }))
+            }
+        }
+    }
+
+    async fn online(&self, nsp: &str, room: &str) -> Result<Vec<Member>, PresenceError> {
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .rooms
+            .get(&place(nsp, room))
+            .map(|r| {
+                r.users
+                    .iter()
+                    .map(|(id, name)| Member {
+                        id: id.clone(),
+                        name: name.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn claim_due(&self, limit: usize) -> Result<Vec<Departure>, PresenceError> {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        let due: Vec<String> = state
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(entry, _)| entry.clone())
+            .take(limit)
+            .collect();
+        let mut out = Vec::new();
+        for entry in due {
+            state.timers.remove(&entry);
+            let Some((nsp, room_name, user)) = split_timer(&entry) else {
+                continue;
+            };
+            let Some(room) = state.rooms.get_mut(&place(nsp, room_name)) else {
+                continue;
+            };
+            if room.counts.get(user).copied().unwrap_or(0) > 0 {
+                continue;
+            }
+            if let Some(name) = room.users.remove(user) {
+                out.push(Departure {
+                    nsp: nsp.to_string(),
+                    room: room_name.to_string(),
+                    user: Member {
+                        id: user.to_string(),
+                        name,
+                    },
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn reap(
+        &self,
+        node_timeout: Duration,
+        grace: Duration,
+    ) -> Result<Vec<String>, PresenceError> {
+        let mut state = self.state.lock().unwrap();
+        state.heartbeats.insert(self.node.clone(), Instant::now());
+        let dead: Vec<String> = state
+            .heartbeats
+            .iter()
+            .filter(|(_, at)| at.elapsed() > node_timeout)
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in &dead {
+            state.take_over(node, grace);
+        }
+        Ok(dead)
+    }
+
+    async fn retire(&self, grace: Duration) -> Result<(), PresenceError> {
+        self.state.lock().unwrap().take_over(&self.node, grace);
+        Ok(())
+    }
+}

@@ -1,0 +1,137 @@
+//! Who is online where, across the cluster, and the leave timers that keep a page refresh from
+//! being announced as leaving and coming back.
+//!
+//! A user is online in a room of a namespace while at least one of their sockets, on any node, is
+//! in it. A socket that disconnects starts a leave timer of `grace`; if the user enters the room
+//! again before it fires (on any node) the timer is cancelled silently. A due timer is *claimed*
+//! atomically by exactly one node, which announces the departure. Every node also reaps the
+//! sockets of nodes that stopped heartbeating, turning them into leave timers, so nobody stays
+//! online forever when a node dies.
+//!
+//! [`RedisPresence`] keeps this in Redis with Lua scripts (in `lua/`); [`MemoryPresence`] keeps it
+//! in process for a single node and for tests, with the same semantics.
+
+use std::{future::Future, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+mod memory;
+mod redis;
+
+pub use memory::MemoryPresence;
+pub use redis::RedisPresence;
+
+/// A user as others see them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub name: String,
+}
+
+/// What a socket entering a room changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// The user was not online in the room: announce it.
+    CameOnline,
+    /// The user came back before their leave timer fired: announce nothing.
+    Rejoined,
+    /// The user was already online with another socket.
+    AlreadyOnline,
+}
+
+/// What a socket leaving a room changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Left {
+    /// The socket was not in the room.
+    Absent,
+    /// The user still has another socket in the room.
+    StillOnline,
+    /// The user's last socket disconnected: a leave timer runs.
+    Pending,
+    /// The user left explicitly with their last socket: announce it now.
+    WentOffline(Member),
+}
+
+/// A user whose leave timer fired: announce it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Departure {
+    pub nsp: String,
+    pub room: String,
+    pub user: Member,
+}
+
+/// Presence errors.
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceError {
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("invalid {0}: control characters are not allowed")]
+    Invalid(&'static str),
+}
+
+/// Presence and leave timers, shared by every node.
+pub trait PresenceStore: Send + Sync + 'static {
+    /// A socket of `user` enters `room`.
+    fn join(
+        &self,
+        nsp: &str,
+        room: &str,
+        user: &Member,
+        socket: &str,
+    ) -> impl Future<Output = Result<Joined, PresenceError>> + Send;
+
+    /// A socket leaves `room`: explicitly when `grace` is `None`, by disconnecting otherwise.
+    fn leave(
+        &self,
+        nsp: &str,
+        room: &str,
+        socket: &str,
+        grace: Option<Duration>,
+    ) -> impl Future<Output = Result<Left, PresenceError>> + Send;
+
+    /// The users online in `room`, sorted by id.
+    fn online(
+        &self,
+        nsp: &str,
+        room: &str,
+    ) -> impl Future<Output = Result<Vec<Member>, PresenceError>> + Send;
+
+    /// Claims up to `limit` due leave timers; each is returned to exactly one caller.
+    fn claim_due(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Departure>, PresenceError>> + Send;
+
+    /// Records this node as alive and takes over the sockets of nodes silent for `node_timeout`,
+    /// giving their users leave timers of `grace`. Returns the nodes taken over.
+    fn reap(
+        &self,
+        node_timeout: Duration,
+        grace: Duration,
+    ) -> impl Future<Output = Result<Vec<String>, PresenceError>> + Send;
+
+    /// This node leaves: whatever sockets it still has get leave timers of `grace`.
+    fn retire(&self, grace: Duration) -> impl Future<Output = Result<(), PresenceError>> + Send;
+}
+
+/// Rooms, users and sockets are joined with `|` and `\n` in keys and timer entries: refuse names
+/// that could break them apart.
+pub(crate) fn check(what: &'static str, s: &str) -> Result<(), PresenceError> {
+    if s.chars().any(char::is_control) {
+        Err(PresenceError::Invalid(what))
+    } else {
+        Ok(())
+    }
+}
+
+/// `nsp|room`, the part of every key and timer entry naming a room.
+pub(crate) fn place(nsp: &str, room: &str) -> String {
+    format!("{nsp}|{room}")
+}
+
+/// Splits a timer entry `nsp|room\nuser`.
+pub(crate) fn split_timer(entry: &str) -> Option<(&str, &str, &str)> {
+    let (place, user) = entry.rsplit_once('\n')?;
+    let (nsp, room) = place.split_once('|')?;
+    Some((nsp, room, user))
+}

@@ -1,0 +1,201 @@
+//! [`PresenceStore`] in Redis. Every change is one Lua script, so concurrent nodes never see a
+//! half-applied state and a timer is claimed by one node only.
+//!
+//! Keys (`P` is `{key}:presence`, whose hash tag keeps every key in one Redis Cluster slot):
+//! `P:u:{nsp|room}` users hash (user → name), `P:s:{nsp|room}` sockets hash (socket → user),
+//! `P:c:{nsp|room}` socket counts (user → n), `P:timers` leave timers (`nsp|room\nuser` → due ms),
+//! `P:n:{node}` the sockets each node holds (`nsp|room\nsocket`), `P:nodes` heartbeats (node → ms).
+
+use std::time::Duration;
+
+use fred::{clients::Client, interfaces::LuaInterface, types::Value, util::sha1_hash};
+
+use super::{
+    Departure, Joined, Left, Member, PresenceError, PresenceStore, check, place, split_timer,
+};
+
+const JOIN: &str = include_str!("lua/join.lua");
+const LEAVE: &str = include_str!("lua/leave.lua");
+const CLAIM: &str = include_str!("lua/claim.lua");
+const REAP: &str = include_str!("lua/reap.lua");
+
+/// Presence in Redis, for the node `node`.
+#[derive(Clone)]
+pub struct RedisPresence {
+    client: Client,
+    prefix: String,
+    node: String,
+}
+
+impl RedisPresence {
+    /// `key` is the cluster's channel prefix; `node` this node's cluster uid.
+    pub fn new(client: Client, key: &str, node: impl Into<String>) -> Self {
+        Self {
+            client,
+            prefix: format!("{{{key}}}:presence"),
+            node: node.into(),
+        }
+    }
+
+    fn key(&self, kind: &str, place: &str) -> String {
+        format!("{}:{kind}:{place}", self.prefix)
+    }
+
+    fn room_keys(&self, place: &str) -> Vec<String> {
+        vec![
+            self.key("u", place),
+            self.key("s", place),
+            self.key("c", place),
+            format!("{}:timers", self.prefix),
+            self.key("n", &self.node),
+        ]
+    }
+
+    /// Runs a script by hash, loading it first when Redis does not know it (after a restart).
+    async fn eval(
+        &self,
+        script: &str,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, PresenceError> {
+        let hash = sha1_hash(script);
+        match self
+            .client
+            .evalsha::<Value, _, _, _>(&hash, keys.clone(), args.clone())
+            .await
+        {
+            Err(err) if err.details().starts_with("NOSCRIPT") => Ok(self
+                .client
+                .eval::<Value, _, _, _>(script, keys, args)
+                .await?),
+            other => Ok(other?),
+        }
+    }
+}
+
+impl PresenceStore for RedisPresence {
+    async fn join(
+        &self,
+        nsp: &str,
+        room: &str,
+        user: &Member,
+        socket: &str,
+    ) -> Result<Joined, PresenceError> {
+        check("room", room)?;
+        check("user id", &user.id)?;
+        let place = place(nsp, room);
+        let args = vec![
+            user.id.clone(),
+            user.name.clone(),
+            socket.to_string(),
+            format!("{place}\n{}", user.id),
+            format!("{place}\n{socket}"),
+        ];
+        let outcome: String = self
+            .eval(JOIN, self.room_keys(&place), args)
+            .await?
+            .convert()?;
+        Ok(match outcome.as_str() {
+            "online" => Joined::CameOnline,
+            "rejoined" => Joined::Rejoined,
+            _ => Joined::AlreadyOnline,
+        })
+    }
+
+    async fn leave(
+        &self,
+        nsp: &str,
+        room: &str,
+        socket: &str,
+        grace: Option<Duration>,
+    ) -> Result<Left, PresenceError> {
+        check("room", room)?;
+        let place = place(nsp, room);
+        let args = vec![
+            socket.to_string(),
+            grace.map(|g| g.as_millis().to_string()).unwrap_or_default(),
+            format!("{place}\n"),
+            format!("{place}\n{socket}"),
+        ];
+        let reply: Vec<String> = self
+            .eval(LEAVE, self.room_keys(&place), args)
+            .await?
+            .convert()?;
+        Ok(match reply.as_slice() {
+            [kind, ..] if kind == "still" => Left::StillOnline,
+            [kind, ..] if kind == "pending" => Left::Pending,
+            [kind, id, name] if kind == "offline" => Left::WentOffline(Member {
+                id: id.clone(),
+                name: name.clone(),
+            }),
+            _ => Left::Absent,
+        })
+    }
+
+    async fn online(&self, nsp: &str, room: &str) -> Result<Vec<Member>, PresenceError> {
+        use fred::interfaces::HashesInterface;
+        let users: Vec<(String, String)> = self
+            .client
+            .hgetall(self.key("u", &place(nsp, room)))
+            .await?;
+        let mut members: Vec<Member> = users
+            .into_iter()
+            .map(|(id, name)| Member { id, name })
+            .collect();
+        members.sort();
+        Ok(members)
+    }
+
+    async fn claim_due(&self, limit: usize) -> Result<Vec<Departure>, PresenceError> {
+        let keys = vec![format!("{}:timers", self.prefix)];
+        let args = vec![self.prefix.clone(), limit.to_string()];
+        let claimed: Vec<(String, String)> = self.eval(CLAIM, keys, args).await?.convert()?;
+        Ok(claimed
+            .into_iter()
+            .filter_map(|(entry, name)| {
+                let (nsp, room, id) = split_timer(&entry)?;
+                Some(Departure {
+                    nsp: nsp.to_string(),
+                    room: room.to_string(),
+                    user: Member {
+                        id: id.to_string(),
+                        name,
+                    },
+                })
+            })
+            .collect())
+    }
+
+    async fn reap(
+        &self,
+        node_timeout: Duration,
+        grace: Duration,
+    ) -> Result<Vec<String>, PresenceError> {
+        self.reap_with(node_timeout.as_millis().to_string(), grace)
+            .await
+    }
+
+    async fn retire(&self, grace: Duration) -> Result<(), PresenceError> {
+        self.reap_with(String::new(), grace).await.map(|_| ())
+    }
+}
+
+impl RedisPresence {
+    async fn reap_with(
+        &self,
+        timeout: String,
+        grace: Duration,
+    ) -> Result<Vec<String>, PresenceError> {
+        let keys = vec![
+            format!("{}:nodes", self.prefix),
+            format!("{}:timers", self.prefix),
+        ];
+        let args = vec![
+            self.prefix.clone(),
+            self.node.clone(),
+            timeout,
+            grace.as_millis().to_string(),
+        ];
+        Ok(self.eval(REAP, keys, args).await?.convert()?)
+    }
+}

@@ -1,0 +1,201 @@
+//! Presence and leave timers: the same rules checked on Redis (Lua scripts) and in memory.
+
+use std::time::Duration;
+
+use cluster_tests::TestRedis;
+use socketio_cluster::{
+    RedisDriver, RedisDriverConfig,
+    presence::{Departure, Joined, Left, Member, MemoryPresence, PresenceStore, RedisPresence},
+};
+
+const GRACE: Duration = Duration::from_millis(200);
+
+fn user(id: &str) -> Member {
+    Member {
+        id: id.into(),
+        name: format!("name-{id}"),
+    }
+}
+
+async fn redis_pair(key: &str) -> anyhow::Result<(TestRedis, RedisPresence, RedisPresence)> {
+    let redis = TestRedis::start().await?;
+    let driver = RedisDriver::connect(RedisDriverConfig::new(redis.url())).await?;
+    let a = RedisPresence::new(driver.client().clone(), key, "node-a");
+    let b = RedisPresence::new(driver.client().clone(), key, "node-b");
+    Ok((redis, a, b))
+}
+
+fn memory_pair() -> (MemoryPresence, MemoryPresence) {
+    let a = MemoryPresence::new("node-a");
+    let b = a.for_node("node-b");
+    (a, b)
+}
+
+macro_rules! on_both_stores {
+    ($scenario:ident) => {
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test]
+            async fn redis() -> anyhow::Result<()> {
+                let (_redis, a, b) = redis_pair(stringify!($scenario)).await?;
+                super::$scenario(&a, &b).await
+            }
+
+            #[tokio::test]
+            async fn memory() -> anyhow::Result<()> {
+                let (a, b) = memory_pair();
+                super::$scenario(&a, &b).await
+            }
+        }
+    };
+}
+
+on_both_stores!(refresh_within_grace_on_another_node_is_silent);
+async fn refresh_within_grace_on_another_node_is_silent<S: PresenceStore>(
+    a: &S,
+    b: &S,
+) -> anyhow::Result<()> {
+    assert_eq!(
+        a.join("/", "r", &user("u"), "s1").await?,
+        Joined::CameOnline
+    );
+    assert_eq!(a.leave("/", "r", "s1", Some(GRACE)).await?, Left::Pending);
+    assert_eq!(
+        a.online("/", "r").await?,
+        vec![user("u")],
+        "still online during the grace"
+    );
+    assert_eq!(b.join("/", "r", &user("u"), "s2").await?, Joined::Rejoined);
+    tokio::time::sleep(GRACE * 2).await;
+    assert!(a.claim_due(100).await?.is_empty());
+    assert!(b.claim_due(100).await?.is_empty());
+    assert_eq!(b.online("/", "r").await?, vec![user("u")]);
+    Ok(())
+}
+
+on_both_stores!(leave_timer_fires_exactly_once_across_nodes);
+async fn leave_timer_fires_exactly_once_across_nodes<S: PresenceStore>(
+    a: &S,
+    b: &S,
+) -> anyhow::Result<()> {
+    a.join("/", "r", &user("u"), "s1").await?;
+    a.join("/", "r", &user("v"), "s2").await?;
+    a.leave("/", "r", "s1", Some(GRACE)).await?;
+    assert!(a.claim_due(100).await?.is_empty(), "not before the grace");
+    tokio::time::sleep(GRACE + Duration::from_millis(50)).await;
+    let (from_a, from_b) = tokio::join!(a.claim_due(100), b.claim_due(100));
+    let mut claimed = from_a?;
+    claimed.extend(from_b?);
+    assert_eq!(
+        claimed,
+        vec![Departure {
+            nsp: "/".into(),
+            room: "r".into(),
+            user: user("u")
+        }]
+    );
+    assert_eq!(a.online("/", "r").await?, vec![user("v")]);
+    assert!(a.claim_due(100).await?.is_empty());
+    Ok(())
+}
+
+on_both_stores!(two_tabs_keep_a_user_online);
+async fn two_tabs_keep_a_user_online<S: PresenceStore>(a: &S, b: &S) -> anyhow::Result<()> {
+    assert_eq!(
+        a.join("/", "r", &user("u"), "tab1").await?,
+        Joined::CameOnline
+    );
+    assert_eq!(
+        b.join("/", "r", &user("u"), "tab2").await?,
+        Joined::AlreadyOnline
+    );
+    assert_eq!(
+        a.leave("/", "r", "tab1", Some(GRACE)).await?,
+        Left::StillOnline
+    );
+    assert_eq!(
+        b.leave("/", "r", "tab2", None).await?,
+        Left::WentOffline(user("u"))
+    );
+    assert!(a.online("/", "r").await?.is_empty());
+    assert_eq!(a.leave("/", "r", "tab2", None).await?, Left::Absent);
+    Ok(())
+}
+
+on_both_stores!(explicit_leave_is_immediate_and_cancels_nothing_later);
+async fn explicit_leave_is_immediate_and_cancels_nothing_later<S: PresenceStore>(
+    a: &S,
+    _b: &S,
+) -> anyhow::Result<()> {
+    a.join("/", "r", &user("u"), "s1").await?;
+    assert_eq!(
+        a.leave("/", "r", "s1", None).await?,
+        Left::WentOffline(user("u"))
+    );
+    tokio::time::sleep(GRACE).await;
+    assert!(a.claim_due(100).await?.is_empty());
+    Ok(())
+}
+
+on_both_stores!(namespaces_and_rooms_are_isolated);
+async fn namespaces_and_rooms_are_isolated<S: PresenceStore>(a: &S, _b: &S) -> anyhow::Result<()> {
+    a.join("/", "r", &user("u"), "s1").await?;
+    a.join("/other", "r", &user("w"), "s2").await?;
+    assert_eq!(a.online("/", "r").await?, vec![user("u")]);
+    assert_eq!(a.online("/other", "r").await?, vec![user("w")]);
+    assert!(a.online("/", "r2").await?.is_empty());
+    assert!(a.join("/", "bad\nroom", &user("u"), "s3").await.is_err());
+    Ok(())
+}
+
+on_both_stores!(a_dead_nodes_users_get_one_leave_timer_each);
+async fn a_dead_nodes_users_get_one_leave_timer_each<S: PresenceStore>(
+    a: &S,
+    b: &S,
+) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(300);
+    a.reap(timeout, GRACE).await?;
+    a.join("/", "r", &user("u"), "s1").await?;
+    a.join("/", "r2", &user("u"), "s2").await?;
+    b.join("/", "r", &user("v"), "s3").await?;
+    // Node a stops heartbeating; node b keeps going and takes over after the timeout.
+    assert!(b.reap(timeout, GRACE).await?.is_empty());
+    tokio::time::sleep(timeout + Duration::from_millis(100)).await;
+    assert_eq!(b.reap(timeout, GRACE).await?, vec!["node-a".to_string()]);
+    assert_eq!(
+        b.online("/", "r").await?.len(),
+        2,
+        "online until the grace ends"
+    );
+    tokio::time::sleep(GRACE + Duration::from_millis(50)).await;
+    let mut claimed: Vec<(String, String)> = b
+        .claim_due(100)
+        .await?
+        .into_iter()
+        .map(|d| (d.room, d.user.id))
+        .collect();
+    claimed.sort();
+    assert_eq!(
+        claimed,
+        vec![("r".into(), "u".into()), ("r2".into(), "u".into())]
+    );
+    assert_eq!(b.online("/", "r").await?, vec![user("v")]);
+    Ok(())
+}
+
+on_both_stores!(a_retiring_nodes_leftover_sockets_get_leave_timers);
+async fn a_retiring_nodes_leftover_sockets_get_leave_timers<S: PresenceStore>(
+    a: &S,
+    b: &S,
+) -> anyhow::Result<()> {
+    a.join("/", "r", &user("u"), "s1").await?;
+    a.retire(GRACE).await?;
+    b.join("/", "r", &user("u"), "s2").await?;
+    tokio::time::sleep(GRACE + Duration::from_millis(50)).await;
+    assert!(
+        b.claim_due(100).await?.is_empty(),
+        "came back on another node in time"
+    );
+    Ok(())
+}
