@@ -1,4 +1,34 @@
-//! The chat server binary. Placeholder until the chat server issue: serves an empty cluster node.
-fn main() {
-    println!("chat-server: not implemented yet");
+//! `chat-server` binary: configuration from flags and environment, logs, signals.
+
+use chat_server::{Config, Server};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.rust_log)
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let server = Server::start(config).await?;
+    shutdown_signal().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

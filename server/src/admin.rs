@@ -1,0 +1,423 @@
+//! The admin HTTP API (`/api/*`, bearer token), health and metrics endpoints.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{FromRequestParts, Path, Query, State},
+    http::{StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketio_cluster::{ClusterError, RemoteSocket, Target, presence::PresenceStore};
+
+use crate::{
+    chat::Chat,
+    metrics::Snapshot,
+    protocol::{MAX_ROOM_LEN, check_name},
+};
+
+/// `/healthz`, `/readyz`, `/metrics`, and `/api/*` when an admin token is configured.
+pub fn routes(chat: Arc<Chat>) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics));
+    if chat.config.admin_token.is_some() {
+        router = router
+            .route("/api/sockets", get(list_sockets))
+            .route("/api/rooms", get(list_rooms))
+            .route("/api/rooms/{room}/presence", get(room_presence))
+            .route("/api/sockets/join", post(join))
+            .route("/api/sockets/leave", post(leave))
+            .route("/api/sockets/disconnect", post(disconnect))
+            .route("/api/emit", post(emit))
+            .route("/api/nodes", get(nodes));
+    }
+    router.with_state(chat)
+}
+
+/// An admin API failure, as JSON.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(err: ClusterError) -> Self {
+        let (status, code) = match err {
+            ClusterError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        tracing::warn!(%err, "admin request failed");
+        Self {
+            status,
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "ok": false, "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Proof that the request carries the admin bearer token.
+pub struct Admin;
+
+impl FromRequestParts<Arc<Chat>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, chat: &Arc<Chat>) -> Result<Self, ApiError> {
+        let expected = chat.config.admin_token.as_deref().unwrap_or_default();
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !expected.is_empty() && constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            Ok(Admin)
+        } else {
+            tracing::info!("admin request refused: bad or missing token");
+            Err(ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                code: "unauthorized",
+                message: "missing or invalid bearer token".into(),
+            })
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+struct NsQuery {
+    #[serde(default = "root")]
+    ns: String,
+    #[serde(default)]
+    room: Option<String>,
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+fn check_ns(ns: &str) -> Result<(), ApiError> {
+    let valid = ns == "/"
+        || ns.strip_prefix('/').is_some_and(|n| {
+            (1..=64).contains(&n.len())
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("invalid namespace {ns}")))
+    }
+}
+
+/// `{ room?, socketId?, userId?, except?: [room] }`: every given field must match.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TargetSpec {
+    room: Option<String>,
+    socket_id: Option<String>,
+    user_id: Option<String>,
+    #[serde(default)]
+    except: Vec<String>,
+}
+
+/// The sockets a target selects, as a selection the cluster understands; `None` when it selects
+/// nobody. Socket and user filters need a look at the sockets first: the selection then names
+/// the chosen sockets by their own rooms.
+async fn resolve(chat: &Chat, ns: &str, spec: TargetSpec) -> Result<Option<Target>, ApiError> {
+    let base = Target {
+        rooms: spec.room.into_iter().collect(),
+        except: spec.except,
+    };
+    if spec.socket_id.is_none() && spec.user_id.is_none() {
+        return Ok(Some(base));
+    }
+    let sockets = chat
+        .metrics
+        .time("fetch_sockets", chat.cluster.fetch_sockets(ns, &base))
+        .await?;
+    let ids: Vec<String> = sockets
+        .into_iter()
+        .filter(|s| spec.socket_id.as_ref().is_none_or(|id| &s.id == id))
+        .filter(|s| {
+            spec.user_id
+                .as_ref()
+                .is_none_or(|u| s.data["userId"].as_str() == Some(u))
+        })
+        .map(|s| s.id)
+        .collect();
+    Ok((!ids.is_empty()).then(|| Target::rooms(ids)))
+}
+
+fn describe(s: RemoteSocket) -> Value {
+    let rooms: Vec<&String> = s.rooms.iter().filter(|r| **r != s.id).collect();
+    json!({
+        "id": s.id,
+        "node": s.node,
+        "rooms": rooms,
+        "data": { "userId": s.data["userId"], "name": s.data["name"] },
+        "handshake": { "address": s.handshake.address, "time": s.handshake.time, "query": s.handshake.query },
+    })
+}
+
+async fn list_sockets(
+    _: Admin,
+    State(chat): State<Arc<Chat>>,
+    Query(q): Query<NsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check_ns(&q.ns)?;
+    let target = Target {
+        rooms: q.room.into_iter().collect(),
+        except: Vec::new(),
+    };
+    let sockets = chat
+        .metrics
+        .time("fetch_sockets", chat.cluster.fetch_sockets(&q.ns, &target))
+        .await?;
+    Ok(Json(Value::Array(
+        sockets.into_iter().map(describe).collect(),
+    )))
+}
+
+async fn list_rooms(
+    _: Admin,
+    State(chat): State<Arc<Chat>>,
+    Query(q): Query<NsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check_ns(&q.ns)?;
+    let everyone = Target::all();
+    let (rooms, sockets) = tokio::try_join!(
+        chat.metrics.time("rooms", chat.cluster.rooms(&q.ns)),
+        chat.metrics.time(
+            "fetch_sockets",
+            chat.cluster.fetch_sockets(&q.ns, &everyone)
+        ),
+    )?;
+    let socket_rooms: HashSet<String> = sockets.into_iter().map(|s| s.id).collect();
+    let rooms: Vec<String> = rooms
+        .into_iter()
+        .filter(|r| !socket_rooms.contains(r))
+        .collect();
+    Ok(Json(json!(rooms)))
+}
+
+async fn room_presence(
+    _: Admin,
+    State(chat): State<Arc<Chat>>,
+    Path(room): Path<String>,
+    Query(q): Query<NsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check_ns(&q.ns)?;
+    check_name("room", &room, MAX_ROOM_LEN).map_err(|e| ApiError::bad_request(e.message))?;
+    let online = chat
+        .presence
+        .online(&q.ns, &room)
+        .await
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: e.to_string(),
+        })?;
+    Ok(Json(json!({ "room": room, "online": online })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomsBody {
+    #[serde(default)]
+    target: TargetSpec,
+    rooms: Vec<String>,
+}
+
+async fn join(
+    _: Admin,
+    State(chat): State<Arc<Chat>>,
+    Query(q): Query<NsQuery>,
+    body: Result<Json<RoomsBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    change_rooms(&chat, &q.ns, body, true).await
+}
+
+async fn leave(
+    _: Admin,
+    State(chat): State<Arc<Chat>>,
+    Query(q): Query<NsQuery>,
+    body: Result<Json<RoomsBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    change_rooms(&chat, &q.ns, body, false).await
+}
+
+async fn change_rooms(
+    chat: &Chat,
+    ns: &str,
+    body: RoomsBody,
+    join: bool,
+) -> Result<Json<Value>, ApiError> {
+    check_ns(ns)?;
+    for room in &body.rooms {
+        check_name("room", room, MAX_ROOM_LEN).map_err(|e| ApiError::bad_request(e.message))?;
+    }
+    if let Some(target) = resolve(chat, ns, body.target).await? {
+        if join {
+            chat.metrics
+                .time(
+                    "sockets_join",
+                    chat.cluster.add_sockets(ns, &target, body.rooms),
+                )
+                .await?;
+        } else {
+            chat.metrics
+                .time(
+                    "sockets_leave",
+                    chat.cluster.del_sockets(ns, &target, body.rooms),
+                )
+                .await?;
+        }
+    }
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    #[serde(default)]
+    target: TargetSpec,
+    #[serde(default)]
+    close: bool,
+}
+
+async fn disconnect(
+    _: Admin,
+    State(chat): State<Arc<Chat>>,
+    Query(q): Query<NsQuery>,
+    body: Result<Json<DisconnectBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_ns(&q.ns)?;
+    if let Some(target) = resolve(&chat, &q.ns, body.target).await? {
+        let op = chat.cluster.disconnect_sockets(&q.ns, &target, body.close);
+        chat.metrics.time("disconnect_sockets", op).await?;
+    }
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AckSpec {
+    timeout_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmitBody {
+    #[serde(default)]
+    target: TargetSpec,
+    event: String,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    ack: Option<AckSpec>,
+}
+
+async fn emit(
+    _: Admin,
+    State(chat): State<Arc<Chat>>,
+    Query(q): Query<NsQuery>,
+    body: Result<Json<EmitBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_ns(&q.ns)?;
+    check_name("event", &body.event, MAX_ROOM_LEN).map_err(|e| ApiError::bad_request(e.message))?;
+    let Some(target) = resolve(&chat, &q.ns, body.target).await? else {
+        return Ok(Json(match body.ack {
+            Some(_) => json!({ "ok": true, "acks": [] }),
+            None => json!({ "ok": true }),
+        }));
+    };
+    let args = vec![body.data];
+    match body.ack {
+        Some(ack) => {
+            let timeout = Duration::from_millis(ack.timeout_ms.clamp(1, 60_000));
+            let op = chat
+                .cluster
+                .emit_with_ack(&q.ns, &target, &body.event, args, timeout);
+            let acks = chat.metrics.time("emit_with_ack", op).await?;
+            Ok(Json(json!({ "ok": true, "acks": acks })))
+        }
+        None => {
+            chat.metrics
+                .time("emit", chat.cluster.emit(&q.ns, &target, &body.event, args))
+                .await?;
+            Ok(Json(json!({ "ok": true })))
+        }
+    }
+}
+
+async fn nodes(_: Admin, State(chat): State<Arc<Chat>>) -> Json<Value> {
+    let nodes: Vec<Value> = chat
+        .cluster
+        .nodes()
+        .into_iter()
+        .map(|n| json!({ "id": n.name, "uid": n.uid, "sockets": n.sockets, "lastHeartbeatMs": n.last_heartbeat_ms }))
+        .collect();
+    Json(Value::Array(nodes))
+}
+
+async fn ready(State(chat): State<Arc<Chat>>) -> Response {
+    let started = chat.cluster.uid().is_some();
+    if started && chat.cluster.driver().is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shared state unreachable",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(chat): State<Arc<Chat>>) -> Response {
+    let me = chat.cluster.nodes().into_iter().next();
+    let body = chat.metrics.render(Snapshot {
+        node: &chat.cluster.config().node_name,
+        sockets: me.map_or(0, |n| n.sockets),
+        rooms: chat.local_room_count(),
+        cluster: chat.cluster.stats(),
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}

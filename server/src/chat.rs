@@ -1,0 +1,406 @@
+//! The chat events of `shared/PROTOCOL.md`: handshake identity, `join`, `leave`, `message`, and
+//! what a disconnect starts. Every handler answers its ack with `{ ok: true, … }` or
+//! `{ ok: false, error: { code, message } }` and never panics on bad input.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use socketio_cluster::{
+    Cluster, ClusterAdapter, Target,
+    presence::{Joined, Left, PresenceStore},
+};
+use socketioxide::{
+    extract::{AckSender, SocketRef, State, TryData},
+    handler::ConnectHandler,
+};
+
+use crate::{
+    config::Config,
+    history::History,
+    identity::{AuthError, Identity, identify},
+    metrics::Metrics,
+    protocol::{
+        ChatError, ErrorCode, JoinRequest, LeaveRequest, MAX_ROOM_LEN, Member, MessageRequest,
+        Notice, NoticeKind, PresenceUpdate, check_name, ok_ack,
+    },
+    rate_limit::RateLimiter,
+    transport::{Presence, Transport},
+};
+
+pub type Adapter = ClusterAdapter<Transport>;
+
+/// Everything the handlers share.
+pub struct Chat {
+    pub config: Config,
+    pub cluster: Cluster<Transport>,
+    pub presence: Presence,
+    pub history: History,
+    pub metrics: Metrics,
+    /// Local members per `nsp|room`, for the rooms gauge.
+    local_rooms: Mutex<HashMap<String, usize>>,
+}
+
+/// Per-socket state, kept in the socket's extensions.
+#[derive(Clone)]
+struct Session {
+    identity: Arc<Mutex<Identity>>,
+    rooms: Arc<Mutex<BTreeSet<String>>>,
+    limiter: Arc<Mutex<RateLimiter>>,
+}
+
+impl Chat {
+    pub fn new(
+        config: Config,
+        cluster: Cluster<Transport>,
+        presence: Presence,
+        history: History,
+    ) -> Self {
+        Self {
+            config,
+            cluster,
+            presence,
+            history,
+            metrics: Metrics::default(),
+            local_rooms: Mutex::default(),
+        }
+    }
+
+    /// Registers the chat on `/` and on every dynamic namespace `/{name}`.
+    pub async fn serve_namespaces(io: &socketioxide::SocketIo<Adapter>) -> anyhow::Result<()> {
+        io.ns("/", on_connect.with(authenticate)).await?;
+        io.dyn_ns("/{name}", on_connect.with(authenticate))?;
+        Ok(())
+    }
+
+    /// Chat rooms with members on this node.
+    pub fn local_room_count(&self) -> usize {
+        self.local_rooms.lock().unwrap().len()
+    }
+
+    fn count_room(&self, nsp: &str, room: &str, delta: isize) {
+        let mut rooms = self.local_rooms.lock().unwrap();
+        let key = format!("{nsp}|{room}");
+        let n = rooms.entry(key.clone()).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            rooms.remove(&key);
+        }
+    }
+
+    /// Tells a room a user came or went, and who is online now, on every node.
+    pub async fn announce(
+        &self,
+        nsp: &str,
+        room: &str,
+        kind: NoticeKind,
+        user: &Member,
+    ) -> Result<(), ChatError> {
+        let online = self
+            .presence
+            .online(nsp, room)
+            .await
+            .map_err(ChatError::internal)?;
+        let target = Target::rooms([room]);
+        let notice = Notice {
+            room,
+            kind,
+            user,
+            ts: now_ms(),
+        };
+        let presence = PresenceUpdate {
+            room,
+            online: &online,
+        };
+        let notice = serde_json::to_value(&notice).map_err(ChatError::internal)?;
+        let presence = serde_json::to_value(&presence).map_err(ChatError::internal)?;
+        self.cluster
+            .emit(nsp, &target, "notice", vec![notice])
+            .await
+            .map_err(ChatError::internal)?;
+        self.cluster
+            .emit(nsp, &target, "presence", vec![presence])
+            .await
+            .map_err(ChatError::internal)
+    }
+
+    async fn join(
+        &self,
+        socket: &SocketRef<Adapter>,
+        session: Session,
+        payload: Value,
+    ) -> Result<Value, ChatError> {
+        let req: JoinRequest = parse(payload)?;
+        check_name("room", &req.room, MAX_ROOM_LEN)?;
+        let identity = {
+            let mut identity = session.identity.lock().unwrap();
+            let no_room_yet = session.rooms.lock().unwrap().is_empty();
+            if let (Some(chatter_id), true) = (&req.chatter_id, no_room_yet) {
+                if identity.adopt_chatter_id(chatter_id) {
+                    let _ = socketio_cluster::set_data(socket, &*identity);
+                }
+            }
+            identity.clone()
+        };
+        let nsp = socket.ns().to_string();
+        let member = identity.member();
+        if session.rooms.lock().unwrap().insert(req.room.clone()) {
+            socket.join(req.room.clone());
+            self.count_room(&nsp, &req.room, 1);
+        }
+        let joined = self
+            .presence
+            .join(&nsp, &req.room, &member, &socket.id.to_string())
+            .await
+            .map_err(ChatError::internal)?;
+        if joined == Joined::CameOnline {
+            self.announce(&nsp, &req.room, NoticeKind::Join, &member)
+                .await?;
+        }
+        let online = self
+            .presence
+            .online(&nsp, &req.room)
+            .await
+            .map_err(ChatError::internal)?;
+        let history = self
+            .history
+            .recent(&nsp, &req.room)
+            .await
+            .map_err(ChatError::internal)?;
+        Ok(ok_ack(
+            json!({ "chatter": member, "online": online, "history": history }),
+        ))
+    }
+
+    async fn leave(
+        &self,
+        socket: &SocketRef<Adapter>,
+        session: Session,
+        payload: Value,
+    ) -> Result<Value, ChatError> {
+        let req: LeaveRequest = parse(payload)?;
+        if !session.rooms.lock().unwrap().remove(&req.room) {
+            return Err(not_in_room(&req.room));
+        }
+        let nsp = socket.ns().to_string();
+        socket.leave(req.room.clone());
+        self.count_room(&nsp, &req.room, -1);
+        let left = self
+            .presence
+            .leave(&nsp, &req.room, &socket.id.to_string(), None)
+            .await
+            .map_err(ChatError::internal)?;
+        if let Left::WentOffline(member) = left {
+            self.announce(&nsp, &req.room, NoticeKind::Leave, &member)
+                .await?;
+        }
+        Ok(ok_ack(json!({})))
+    }
+
+    async fn message(
+        &self,
+        socket: &SocketRef<Adapter>,
+        session: Session,
+        payload: Value,
+    ) -> Result<Value, ChatError> {
+        let req: MessageRequest = parse(payload)?;
+        if !session.rooms.lock().unwrap().contains(&req.room) {
+            return Err(not_in_room(&req.room));
+        }
+        let length = req.text.chars().count();
+        if length > self.config.max_message_len {
+            return Err(ChatError::new(
+                ErrorCode::TooLong,
+                format!(
+                    "message is {length} characters; at most {} allowed",
+                    self.config.max_message_len
+                ),
+            ));
+        }
+        if req.text.trim().is_empty() {
+            return Err(ChatError::bad_request("text must not be empty"));
+        }
+        self.metrics.messages_in.inc();
+        let from = session.identity.lock().unwrap().member();
+        let message = self
+            .history
+            .append(socket.ns(), &req.room, &from, &req.text, now_ms())
+            .await
+            .map_err(ChatError::internal)?;
+        socket
+            .within(req.room.clone())
+            .emit("message", &message)
+            .await
+            .map_err(ChatError::internal)?;
+        self.metrics.messages_out.inc();
+        Ok(ok_ack(json!({ "message": message })))
+    }
+
+    /// A disconnected socket starts a leave timer in each of its rooms.
+    async fn disconnected(&self, socket: &SocketRef<Adapter>, session: &Session) {
+        let nsp = socket.ns().to_string();
+        let rooms = std::mem::take(&mut *session.rooms.lock().unwrap());
+        for room in rooms {
+            self.count_room(&nsp, &room, -1);
+            let left = self
+                .presence
+                .leave(
+                    &nsp,
+                    &room,
+                    &socket.id.to_string(),
+                    Some(self.config.leave_grace()),
+                )
+                .await;
+            if let Err(err) = left {
+                tracing::error!(%err, socket = %socket.id, %room, "could not start a leave timer");
+            }
+        }
+    }
+}
+
+/// Namespace names allowed besides `/`.
+fn valid_namespace(nsp: &str) -> bool {
+    nsp == "/"
+        || nsp.strip_prefix('/').is_some_and(|name| {
+            (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+/// Connect middleware: refuses bad namespaces and handshakes, and records who the socket is.
+async fn authenticate(
+    socket: SocketRef<Adapter>,
+    TryData(auth): TryData<Value>,
+    State(chat): State<Arc<Chat>>,
+) -> Result<(), AuthError> {
+    if !valid_namespace(socket.ns()) {
+        tracing::info!(nsp = socket.ns(), "handshake refused: invalid namespace");
+        return Err(AuthError::BadRequest("invalid namespace".into()));
+    }
+    let auth = auth.unwrap_or(Value::Null);
+    let query = socket.req_parts().uri.query();
+    let identity =
+        identify(&auth, query, chat.config.auth_secret.as_deref()).inspect_err(|err| {
+            tracing::info!(%err, socket = %socket.id, "handshake refused");
+        })?;
+    socketio_cluster::track(&socket, &identity)
+        .map_err(|e| AuthError::BadRequest(e.to_string()))?;
+    socket.extensions.insert(Session {
+        identity: Arc::new(Mutex::new(identity)),
+        rooms: Arc::default(),
+        limiter: Arc::new(Mutex::new(RateLimiter::new(
+            chat.config.rate_limit_per_sec,
+            chat.config.rate_limit_burst,
+        ))),
+    });
+    Ok(())
+}
+
+async fn on_connect(socket: SocketRef<Adapter>) {
+    socket.on(
+        "join",
+        async |s: SocketRef<Adapter>,
+               TryData(p): TryData<Value>,
+               ack: AckSender<Adapter>,
+               State(chat): State<Arc<Chat>>| {
+            handle(&s, "join", p, ack, &chat, |session, payload| {
+                chat.join(&s, session, payload)
+            })
+            .await
+        },
+    );
+    socket.on(
+        "leave",
+        async |s: SocketRef<Adapter>,
+               TryData(p): TryData<Value>,
+               ack: AckSender<Adapter>,
+               State(chat): State<Arc<Chat>>| {
+            handle(&s, "leave", p, ack, &chat, |session, payload| {
+                chat.leave(&s, session, payload)
+            })
+            .await
+        },
+    );
+    socket.on(
+        "message",
+        async |s: SocketRef<Adapter>,
+               TryData(p): TryData<Value>,
+               ack: AckSender<Adapter>,
+               State(chat): State<Arc<Chat>>| {
+            handle(&s, "message", p, ack, &chat, |session, payload| {
+                chat.message(&s, session, payload)
+            })
+            .await
+        },
+    );
+    socket.on_disconnect(
+        async |s: SocketRef<Adapter>, State(chat): State<Arc<Chat>>| {
+            if let Some(session) = s.extensions.get::<Session>() {
+                chat.disconnected(&s, &session).await;
+            }
+        },
+    );
+}
+
+/// Rate limits, runs an event handler and answers its ack.
+async fn handle<F, Fut>(
+    socket: &SocketRef<Adapter>,
+    event: &str,
+    payload: Result<Value, socketioxide::ParserError>,
+    ack: AckSender<Adapter>,
+    chat: &Chat,
+    run: F,
+) where
+    F: FnOnce(Session, Value) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, ChatError>>,
+{
+    let Some(session) = socket.extensions.get::<Session>() else {
+        return;
+    };
+    let result = if !session.limiter.lock().unwrap().try_take() {
+        Err(ChatError::new(
+            ErrorCode::RateLimited,
+            "too many events; slow down",
+        ))
+    } else {
+        match payload {
+            Ok(payload) => run(session, payload).await,
+            Err(err) => Err(ChatError::bad_request(format!(
+                "payload is not valid JSON: {err}"
+            ))),
+        }
+    };
+    let reply = match result {
+        Ok(reply) => reply,
+        Err(err) => {
+            chat.metrics.rejected(err.code);
+            tracing::info!(socket = %socket.id, event, code = ?err.code, message = %err.message, "request refused");
+            err.to_ack()
+        }
+    };
+    let _ = ack.send(&reply);
+}
+
+fn parse<T: DeserializeOwned>(payload: Value) -> Result<T, ChatError> {
+    serde_json::from_value(payload)
+        .map_err(|e| ChatError::bad_request(format!("invalid payload: {e}")))
+}
+
+fn not_in_room(room: &str) -> ChatError {
+    ChatError::new(
+        ErrorCode::NotInRoom,
+        format!("not in room {room}; join it first"),
+    )
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

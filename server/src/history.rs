@@ -1,0 +1,173 @@
+//! Messages kept per room, and the ids that order them.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+};
+
+use fred::{
+    clients::Client,
+    interfaces::{ListInterface, LuaInterface},
+    util::sha1_hash,
+};
+use serde_json::json;
+
+use crate::protocol::{Member, Message};
+
+const ADD: &str = include_str!("lua/history_add.lua");
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("stored message is not valid: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// History in Redis (shared by the cluster) or in memory (single node).
+pub enum History {
+    Redis {
+        client: Client,
+        prefix: String,
+        keep: usize,
+    },
+    Memory {
+        rooms: Mutex<HashMap<String, (u64, VecDeque<Message>)>>,
+        keep: usize,
+    },
+}
+
+impl History {
+    pub fn redis(client: Client, key: &str, keep: usize) -> Self {
+        Self::Redis {
+            client,
+            prefix: format!("{{{key}}}:history"),
+            keep,
+        }
+    }
+
+    pub fn memory(keep: usize) -> Self {
+        Self::Memory {
+            rooms: Mutex::default(),
+            keep,
+        }
+    }
+
+    /// Stores a new message (when history is on) and returns it with its id.
+    pub async fn append(
+        &self,
+        nsp: &str,
+        room: &str,
+        from: &Member,
+        text: &str,
+        ts: u64,
+    ) -> Result<Message, HistoryError> {
+        match self {
+            Self::Redis {
+                client,
+                prefix,
+                keep,
+            } => {
+                let place = format!("{nsp}|{room}");
+                let keys = vec![
+                    format!("{prefix}:{place}:seq"),
+                    format!("{prefix}:{place}:list"),
+                ];
+                let body =
+                    json!({ "room": room, "from": from, "text": text, "ts": ts }).to_string();
+                let args = vec![body, keep.to_string()];
+                let hash = sha1_hash(ADD);
+                let stored: String = match client.evalsha(&hash, keys.clone(), args.clone()).await {
+                    Err(err) if err.details().starts_with("NOSCRIPT") => {
+                        client.eval(ADD, keys, args).await?
+                    }
+                    other => other?,
+                };
+                Ok(serde_json::from_str(&stored)?)
+            }
+            Self::Memory { rooms, keep } => {
+                let mut rooms = rooms.lock().unwrap();
+                let (seq, kept) = rooms.entry(format!("{nsp}|{room}")).or_default();
+                *seq += 1;
+                let message = Message {
+                    id: format!("{seq:016}"),
+                    room: room.to_string(),
+                    from: from.clone(),
+                    text: text.to_string(),
+                    ts,
+                };
+                if *keep > 0 {
+                    kept.push_back(message.clone());
+                    while kept.len() > *keep {
+                        kept.pop_front();
+                    }
+                }
+                Ok(message)
+            }
+        }
+    }
+
+    /// The kept messages of a room, oldest first.
+    pub async fn recent(&self, nsp: &str, room: &str) -> Result<Vec<Message>, HistoryError> {
+        match self {
+            Self::Redis {
+                client,
+                prefix,
+                keep,
+            } => {
+                if *keep == 0 {
+                    return Ok(Vec::new());
+                }
+                let stored: Vec<String> = client
+                    .lrange(format!("{prefix}:{nsp}|{room}:list"), 0, -1)
+                    .await?;
+                stored
+                    .iter()
+                    .map(|m| Ok(serde_json::from_str(m)?))
+                    .collect()
+            }
+            Self::Memory { rooms, .. } => Ok(rooms
+                .lock()
+                .unwrap()
+                .get(&format!("{nsp}|{room}"))
+                .map(|(_, kept)| kept.iter().cloned().collect())
+                .unwrap_or_default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Member {
+        Member {
+            id: "a".into(),
+            name: "Alice".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_history_keeps_the_last_messages_with_ordered_ids() {
+        let history = History::memory(2);
+        for text in ["1", "2", "3"] {
+            history.append("/", "r", &alice(), text, 0).await.unwrap();
+        }
+        let kept = history.recent("/", "r").await.unwrap();
+        assert_eq!(
+            kept.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+            ["2", "3"]
+        );
+        assert!(kept[0].id < kept[1].id);
+        assert!(history.recent("/", "other").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn disabled_history_still_gives_unique_ids() {
+        let history = History::memory(0);
+        let a = history.append("/", "r", &alice(), "x", 0).await.unwrap();
+        let b = history.append("/", "r", &alice(), "y", 0).await.unwrap();
+        assert_ne!(a.id, b.id);
+        assert!(history.recent("/", "r").await.unwrap().is_empty());
+    }
+}

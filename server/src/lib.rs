@@ -1,0 +1,164 @@
+//! `chat-server`: the chat contract of `shared/PROTOCOL.md` on the `socketio-cluster` adapter.
+//!
+//! A node serves Socket.IO and HTTP on one port. With `REDIS_URL` it joins the cluster of every
+//! node on that Redis: messages, presence, history and admin operations span all nodes. Without
+//! it, it is a complete single node with in-memory adapter, presence and history.
+
+pub mod admin;
+pub mod chat;
+pub mod config;
+pub mod history;
+pub mod identity;
+pub mod metrics;
+pub mod protocol;
+pub mod rate_limit;
+pub mod timers;
+pub mod transport;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use socketio_cluster::{
+    Cluster, ClusterConfig,
+    presence::{MemoryPresence, PresenceStore, RedisPresence},
+};
+use socketioxide::SocketIo;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+pub use chat::{Adapter, Chat};
+pub use config::Config;
+
+use crate::{
+    history::History,
+    transport::{Presence, Transport},
+};
+
+/// How long a graceful shutdown may take before the node gives up waiting.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
+
+/// A running node.
+pub struct Server {
+    addr: SocketAddr,
+    chat: Arc<Chat>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts a node: connects to Redis (if configured), binds the port and serves.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(("0.0.0.0", config.port))
+            .await
+            .with_context(|| format!("cannot listen on port {}", config.port))?;
+        Self::start_on(config, listener).await
+    }
+
+    /// Starts a node on an already bound listener.
+    pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
+        let node_name = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("node-{:06x}", rand::random::<u32>() & 0xff_ffff));
+        let transport = Transport::connect(config.redis_url.as_deref())
+            .await
+            .context("cannot connect to Redis")?;
+        // Presence is keyed by incarnation, so a restarted node never inherits a dead one's sockets.
+        let incarnation = format!("{node_name}-{:08x}", rand::random::<u32>());
+        let (presence, history) = match transport.redis() {
+            Some(client) => (
+                Presence::Redis(RedisPresence::new(
+                    client.clone(),
+                    &config.redis_key,
+                    incarnation,
+                )),
+                History::redis(client.clone(), &config.redis_key, config.history_len),
+            ),
+            None => (
+                Presence::Memory(MemoryPresence::new(incarnation)),
+                History::memory(config.history_len),
+            ),
+        };
+        let cluster = Cluster::new(
+            transport,
+            ClusterConfig {
+                key: config.redis_key.clone(),
+                node_name: node_name.clone(),
+                request_timeout: config.request_timeout(),
+                heartbeat_interval: (config.node_timeout() / 4).max(Duration::from_millis(50)),
+                node_timeout: config.node_timeout(),
+                specific_response_channel: true,
+            },
+        );
+        let chat = Arc::new(Chat::new(config, cluster.clone(), presence, history));
+        let (layer, io) = SocketIo::builder()
+            .with_adapter::<Adapter>(cluster.clone())
+            .with_state(chat.clone())
+            .build_layer();
+        cluster.bind(&io);
+        Chat::serve_namespaces(&io).await?;
+        let timers = timers::spawn(chat.clone());
+
+        let app = admin::routes(chat.clone()).layer(layer);
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let mode = if chat.config.redis_url.is_some() {
+            "redis"
+        } else {
+            "single node (in memory)"
+        };
+        tracing::info!(node = %node_name, %addr, mode, "chat-server listening");
+        let task_chat = chat.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = {
+                let io = io.clone();
+                async move {
+                    let _ = stopped.await;
+                    tracing::info!("shutting down: closing sockets so clients reconnect elsewhere");
+                    io.close().await;
+                }
+            };
+            let service = app.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(err) = axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(%err, "server error");
+            }
+            timers.abort();
+            let grace = task_chat.config.leave_grace();
+            if let Err(err) = task_chat.presence.retire(grace).await {
+                tracing::error!(%err, "could not hand over presence");
+            }
+            task_chat.cluster.close().await;
+        });
+        Ok(Self {
+            addr,
+            chat,
+            stop,
+            task,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn chat(&self) -> &Arc<Chat> {
+        &self.chat
+    }
+
+    /// Graceful shutdown: stop accepting, close sockets (their users get leave timers, so those
+    /// who reconnect elsewhere within the grace are not announced), leave the cluster.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, &mut task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("graceful shutdown did not finish in time; stopping anyway");
+            task.abort();
+        }
+        tracing::info!("stopped");
+    }
+}

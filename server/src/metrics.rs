@@ -1,0 +1,161 @@
+//! Prometheus metrics: counters kept by the chat, and the cluster layer's counters read at scrape.
+
+use std::{future::Future, time::Instant};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::ConstGauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use socketio_cluster::ClusterStats;
+
+use crate::protocol::ErrorCode;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    op: String,
+}
+
+/// The chat's own counters.
+#[derive(Debug)]
+pub struct Metrics {
+    pub messages_in: Counter,
+    pub messages_out: Counter,
+    rejected: Family<CodeLabel, Counter>,
+    requests: Family<OpLabel, Counter>,
+    request_seconds: Family<OpLabel, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            messages_in: Counter::default(),
+            messages_out: Counter::default(),
+            rejected: Family::default(),
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0002, 2.0, 16))
+            }),
+        }
+    }
+}
+
+/// What a scrape reads from the rest of the node.
+pub struct Snapshot<'a> {
+    pub node: &'a str,
+    pub sockets: u64,
+    pub rooms: usize,
+    pub cluster: ClusterStats,
+}
+
+impl Metrics {
+    pub fn rejected(&self, code: ErrorCode) {
+        let code = serde_json::to_value(code)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        self.rejected.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    /// Runs a cluster request, counting it and timing it under `op`.
+    pub async fn time<T>(&self, op: &str, request: impl Future<Output = T>) -> T {
+        let label = OpLabel { op: op.to_string() };
+        let started = Instant::now();
+        let out = request.await;
+        self.requests.get_or_create(&label).inc();
+        self.request_seconds
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        out
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, snap: Snapshot<'_>) -> String {
+        let mut registry =
+            Registry::with_labels([("node".into(), snap.node.to_string().into())].into_iter());
+        registry.register(
+            "chat_sockets",
+            "Sockets connected to this node",
+            ConstGauge::new(snap.sockets as i64),
+        );
+        registry.register(
+            "chat_rooms",
+            "Chat rooms with members on this node",
+            ConstGauge::new(snap.rooms as i64),
+        );
+        registry.register(
+            "chat_messages_in",
+            "Chat messages received from clients",
+            self.messages_in.clone(),
+        );
+        registry.register(
+            "chat_messages_out",
+            "Chat messages broadcast to rooms",
+            self.messages_out.clone(),
+        );
+        registry.register(
+            "chat_requests_rejected",
+            "Client requests answered with an error",
+            self.rejected.clone(),
+        );
+        registry.register(
+            "cluster_requests",
+            "Cluster requests made by the chat and admin API",
+            self.requests.clone(),
+        );
+        registry.register(
+            "cluster_request_duration_seconds",
+            "Latency of cluster requests",
+            self.request_seconds.clone(),
+        );
+        let c = snap.cluster;
+        registry.register(
+            "cluster_messages_published",
+            "Messages published to other nodes",
+            ConstCounter::new(c.published),
+        );
+        registry.register(
+            "cluster_messages_received",
+            "Messages received from other nodes",
+            ConstCounter::new(c.received),
+        );
+        registry.register(
+            "cluster_malformed_messages",
+            "Undecodable messages ignored",
+            ConstCounter::new(c.malformed),
+        );
+        registry.register(
+            "cluster_request_timeouts",
+            "Cluster requests that timed out",
+            ConstCounter::new(c.request_timeouts),
+        );
+        registry.register(
+            "redis_reconnects",
+            "Reconnections to Redis",
+            ConstCounter::new(c.reconnects),
+        );
+        registry.register(
+            "dropped_messages_lost",
+            "Messages from other nodes lost because they came faster than read",
+            ConstCounter::new(c.lost),
+        );
+        registry.register(
+            "dropped_messages_undelivered",
+            "Packets a local client could not take (buffer full or gone)",
+            ConstCounter::new(c.undelivered),
+        );
+        let mut out = String::new();
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}

@@ -1,0 +1,156 @@
+//! Payloads of the public contract (`shared/PROTOCOL.md`): what clients send, what acks and
+//! events carry, and the error codes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+pub use socketio_cluster::presence::Member;
+
+/// A chat message as stored and broadcast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Unique within the room; zero-padded so string and numeric order agree.
+    pub id: String,
+    pub room: String,
+    pub from: Member,
+    pub text: String,
+    /// Milliseconds since the epoch.
+    pub ts: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    pub room: String,
+    #[serde(default)]
+    pub chatter_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LeaveRequest {
+    pub room: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessageRequest {
+    pub room: String,
+    pub text: String,
+}
+
+/// `notice`: a user came online in, or went offline from, a room.
+#[derive(Debug, Serialize)]
+pub struct Notice<'a> {
+    pub room: &'a str,
+    pub kind: NoticeKind,
+    pub user: &'a Member,
+    pub ts: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoticeKind {
+    Join,
+    Leave,
+}
+
+/// `presence`: the online users of a room.
+#[derive(Debug, Serialize)]
+pub struct PresenceUpdate<'a> {
+    pub room: &'a str,
+    pub online: &'a [Member],
+}
+
+/// The error codes of failed acks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    NotInRoom,
+    TooLong,
+    RateLimited,
+    Unauthorized,
+    Internal,
+}
+
+/// A failed request, as told to the client.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ChatError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ChatError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(%err, "internal error");
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    /// `{ ok: false, error: { code, message } }`
+    pub fn to_ack(&self) -> Value {
+        json!({ "ok": false, "error": { "code": self.code, "message": self.message } })
+    }
+}
+
+/// `{ ok: true, ...fields }`
+pub fn ok_ack(fields: Value) -> Value {
+    let mut ack = json!({ "ok": true });
+    if let (Some(ack), Value::Object(fields)) = (ack.as_object_mut(), fields) {
+        ack.extend(fields);
+    }
+    ack
+}
+
+/// Room names and ids: non-empty, at most `max` characters, no control characters.
+pub fn check_name(what: &str, value: &str, max: usize) -> Result<(), ChatError> {
+    if value.trim().is_empty() || value.chars().count() > max || value.chars().any(char::is_control)
+    {
+        Err(ChatError::bad_request(format!(
+            "{what} must be 1 to {max} characters without control characters"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// Longest room name.
+pub const MAX_ROOM_LEN: usize = 128;
+/// Longest user id.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest display name.
+pub const MAX_NAME_LEN: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_have_the_contract_shape() {
+        assert_eq!(ok_ack(json!({ "a": 1 })), json!({ "ok": true, "a": 1 }));
+        let err = ChatError::new(ErrorCode::NotInRoom, "join first");
+        assert_eq!(
+            err.to_ack(),
+            json!({ "ok": false, "error": { "code": "not_in_room", "message": "join first" } })
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("room", "lobby", 10).is_ok());
+        assert!(check_name("room", "", 10).is_err());
+        assert!(check_name("room", "   ", 10).is_err());
+        assert!(check_name("room", "a\nb", 10).is_err());
+        assert!(check_name("room", "ééééé", 5).is_ok());
+        assert!(check_name("room", "éééééé", 5).is_err());
+    }
+}
