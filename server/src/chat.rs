@@ -92,20 +92,22 @@ impl Chat {
         }
     }
 
-    /// Tells a room a user came or went, and who is online now, on every node.
+    /// Tells a room a user came or went, and who is online now, on every node. `except` is the
+    /// socket whose join caused it: its ack already carries the online list.
     pub async fn announce(
         &self,
         nsp: &str,
         room: &str,
         kind: NoticeKind,
         user: &Member,
+        except: Option<&str>,
     ) -> Result<(), ChatError> {
         let online = self
             .presence
             .online(nsp, room)
             .await
             .map_err(ChatError::internal)?;
-        let target = Target::rooms([room]);
+        let target = Target::rooms([room]).except(except);
         let notice = Notice {
             room,
             kind,
@@ -158,7 +160,8 @@ impl Chat {
             .await
             .map_err(ChatError::internal)?;
         if joined == Joined::CameOnline {
-            self.announce(&nsp, &req.room, NoticeKind::Join, &member)
+            let me = socket.id.to_string();
+            self.announce(&nsp, &req.room, NoticeKind::Join, &member, Some(&me))
                 .await?;
         }
         let online = self
@@ -195,7 +198,7 @@ impl Chat {
             .await
             .map_err(ChatError::internal)?;
         if let Left::WentOffline(member) = left {
-            self.announce(&nsp, &req.room, NoticeKind::Leave, &member)
+            self.announce(&nsp, &req.room, NoticeKind::Leave, &member, None)
                 .await?;
         }
         Ok(ok_ack(json!({})))

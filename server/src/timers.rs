@@ -52,7 +52,7 @@ async fn announce_departures(chat: &Chat) {
     for d in departures {
         tracing::debug!(nsp = %d.nsp, room = %d.room, user = %d.user.id, "leave timer fired");
         if let Err(err) = chat
-            .announce(&d.nsp, &d.room, NoticeKind::Leave, &d.user)
+            .announce(&d.nsp, &d.room, NoticeKind::Leave, &d.user, None)
             .await
         {
             tracing::error!(%err, room = %d.room, user = %d.user.id, "could not announce a departure");

@@ -1,12 +1,15 @@
 //! Test support for the cluster integration tests: a Socket.IO client, cluster nodes that can be
 //! crashed, and Redis 7 in a container.
 
+pub mod chat;
 pub mod client;
+pub mod isolated;
 pub mod node;
 pub mod redis;
 
 use std::sync::Once;
 
+pub use chat::{ADMIN_TOKEN, ChatNode, chat_config};
 pub use client::{Client, Received, WAIT};
 pub use node::{TestNode, test_config};
 pub use redis::TestRedis;

@@ -1,6 +1,5 @@
-//! Cluster nodes for tests. Each node runs on its own thread and Tokio runtime, serving
-//! Socket.IO on a loopback port, so a test can crash one: dropping its runtime ends every task it
-//! owns (server, heartbeats, Redis connections) without any goodbye, as a killed process would.
+//! Cluster nodes for tests: a small app on the adapter, serving Socket.IO on a loopback port, each
+//! node [`Isolated`] so a test can crash it.
 
 use std::{
     future::Future,
@@ -9,14 +8,13 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context;
+use crate::isolated::Isolated;
 use serde_json::{Value, json};
 use socketio_cluster::{Cluster, ClusterAdapter, ClusterConfig, Driver, ServerEvent};
 use socketioxide::{
     SocketIo,
     extract::{Data, SocketRef},
 };
-use tokio::sync::oneshot;
 
 /// Liveness timings short enough for tests.
 pub fn test_config(name: &str, key: &str) -> ClusterConfig {
@@ -38,13 +36,7 @@ pub struct TestNode<D: Driver> {
     pub cluster: Cluster<D>,
     /// Server-side events this node received.
     pub server_events: Arc<Mutex<Vec<ServerEvent>>>,
-    stop: Mutex<Option<oneshot::Sender<Stop>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-enum Stop {
-    Graceful,
-    Crash,
+    runner: Isolated,
 }
 
 impl<D: Driver> TestNode<D> {
@@ -55,75 +47,34 @@ impl<D: Driver> TestNode<D> {
         Fut: Future<Output = anyhow::Result<D>>,
     {
         let name = config.node_name.clone();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<Stop>();
-        let thread = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                let started = rt.block_on(async move {
-                    let driver = make_driver().await?;
-                    serve(config, driver).await
-                });
-                let io = match started {
-                    Ok((port, io, cluster, events)) => {
-                        let _ = ready_tx.send(Ok((port, io.clone(), cluster.clone(), events)));
-                        (io, cluster)
-                    }
-                    Err(err) => {
-                        let _ = ready_tx.send(Err(err));
-                        return;
-                    }
-                };
-                let stop = rt.block_on(async { stop_rx.await.unwrap_or(Stop::Crash) });
-                if let Stop::Graceful = stop {
-                    let (io, cluster) = io;
-                    rt.block_on(async move {
-                        io.close().await;
-                        cluster.close().await;
-                    });
-                }
-                rt.shutdown_background();
-            })?;
-        let (port, io, cluster, server_events) = ready_rx.await.context("node thread died")??;
+        let (runner, (port, io, cluster, server_events)) =
+            Isolated::spawn(&name, move || async move {
+                let started = serve(config, make_driver().await?).await?;
+                let (io, cluster) = (started.1.clone(), started.2.clone());
+                Ok((started, move || async move {
+                    io.close().await;
+                    cluster.close().await;
+                }))
+            })
+            .await?;
         Ok(Self {
             name,
             port,
             io,
             cluster,
             server_events,
-            stop: Mutex::new(Some(stop_tx)),
-            thread: Mutex::new(Some(thread)),
+            runner,
         })
     }
 
     /// Kills the node: no goodbye, no socket closed cleanly.
     pub fn crash(&self) {
-        self.halt(Stop::Crash);
+        self.runner.crash();
     }
 
     /// Stops the node the way a graceful shutdown does.
     pub fn stop(&self) {
-        self.halt(Stop::Graceful);
-    }
-
-    fn halt(&self, how: Stop) {
-        if let Some(stop) = self.stop.lock().unwrap().take() {
-            let _ = stop.send(how);
-        }
-        if let Some(thread) = self.thread.lock().unwrap().take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl<D: Driver> Drop for TestNode<D> {
-    fn drop(&mut self) {
-        self.halt(Stop::Crash);
+        self.runner.stop();
     }
 }
 

@@ -1,0 +1,65 @@
+//! `chat-server` nodes for tests, each [`Isolated`] so a test can crash it or stop it gracefully.
+
+use std::sync::Arc;
+
+use chat_server::{Chat, Config, Server};
+
+use crate::isolated::Isolated;
+
+/// The admin token of test nodes.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// Test defaults: random port, short grace and timeouts, admin API on.
+pub fn chat_config(name: &str, redis_url: Option<&str>, key: &str) -> Config {
+    let mut config = Config::defaults();
+    config.port = 0;
+    config.redis_url = redis_url.map(String::from);
+    config.node_id = Some(name.to_string());
+    config.redis_key = key.to_string();
+    config.leave_grace_ms = 800;
+    config.node_timeout_ms = 1000;
+    config.request_timeout_ms = 3000;
+    config.admin_token = Some(ADMIN_TOKEN.to_string());
+    config
+}
+
+/// A running chat-server node.
+pub struct ChatNode {
+    pub name: String,
+    pub port: u16,
+    pub chat: Arc<Chat>,
+    runner: Isolated,
+}
+
+impl ChatNode {
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let name = config.node_id.clone().unwrap_or_default();
+        let (runner, (port, chat)) = Isolated::spawn(&name, move || async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let server = Server::start_on(config, listener).await?;
+            let started = (server.port(), server.chat().clone());
+            Ok((started, move || server.shutdown()))
+        })
+        .await?;
+        Ok(Self {
+            name,
+            port,
+            chat,
+            runner,
+        })
+    }
+
+    /// Kills the node without its shutdown path.
+    pub fn crash(&self) {
+        self.runner.crash();
+    }
+
+    /// Graceful shutdown (SIGTERM path), waiting for it to finish.
+    pub fn stop(&self) {
+        self.runner.stop();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}

@@ -1,0 +1,780 @@
+//! The chat contract of `shared/PROTOCOL.md` on a cluster of `chat-server` nodes sharing Redis 7:
+//! presence rules, history, errors, auth, namespaces, the admin API and graceful shutdown.
+
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
+
+use cluster_tests::{
+    ADMIN_TOKEN, ChatNode, Client, TestRedis, chat_config, init_tracing, unique_key,
+};
+use serde_json::{Value, json};
+
+/// The grace of test nodes (see `chat_config`), and how long past it a timer may take to fire.
+const GRACE: Duration = Duration::from_millis(800);
+const SLACK: Duration = Duration::from_millis(700);
+
+struct Cluster {
+    _redis: Option<TestRedis>,
+    nodes: Vec<ChatNode>,
+}
+
+async fn cluster(
+    test: &str,
+    n: usize,
+    tweak: impl Fn(&mut chat_server::Config),
+) -> anyhow::Result<Cluster> {
+    init_tracing();
+    let redis = TestRedis::start().await?;
+    let key = unique_key(test);
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let mut config = chat_config(&format!("chat-{i}"), Some(&redis.url()), &key);
+        tweak(&mut config);
+        nodes.push(ChatNode::start(config).await?);
+    }
+    // Let the nodes hear each other's heartbeats before the test starts.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while nodes
+        .iter()
+        .any(|n| n.chat.cluster.nodes().len() != nodes.len())
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "nodes did not discover each other"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Cluster {
+        _redis: Some(redis),
+        nodes,
+    })
+}
+
+async fn user(node: &ChatNode, nsp: &str, id: &str) -> Client {
+    let auth = json!({ "userId": id, "name": format!("{id}-name") });
+    Client::connect(node.port, nsp, auth, json!(id))
+        .await
+        .expect("connects")
+}
+
+async fn join(client: &mut Client, room: &str) -> Value {
+    let ack = client
+        .emit_with_ack("join", &[json!({ "room": room })])
+        .await
+        .expect("join ack");
+    assert_eq!(ack[0]["ok"], json!(true), "join failed: {ack:?}");
+    ack[0].clone()
+}
+
+fn online_ids(presence: &Value) -> Vec<String> {
+    presence["online"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Notices seen within `wait`, as `(kind, user id)`.
+async fn notices(client: &mut Client, wait: Duration) -> Vec<(String, String)> {
+    client
+        .events_within("notice", wait)
+        .await
+        .into_iter()
+        .map(|args| {
+            (
+                args[0]["kind"].as_str().unwrap().to_string(),
+                args[0]["user"]["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_returns_chatter_online_and_history_and_announces_once() -> anyhow::Result<()> {
+    let c = cluster("join", 2, |_| ()).await?;
+    let mut bob = user(&c.nodes[1], "/", "bob").await;
+    let ack = join(&mut bob, "lobby").await;
+    assert_eq!(ack["chatter"], json!({ "id": "bob", "name": "bob-name" }));
+    assert_eq!(online_ids(&ack), vec!["bob"]);
+    assert_eq!(ack["history"], json!([]));
+    let mut alice = user(&c.nodes[0], "/", "alice").await;
+    let ack = join(&mut alice, "lobby").await;
+    assert_eq!(online_ids(&ack), vec!["alice", "bob"]);
+    let notice = bob.event("notice").await?;
+    assert_eq!(notice[0]["kind"], json!("join"));
+    assert_eq!(
+        notice[0]["user"],
+        json!({ "id": "alice", "name": "alice-name" })
+    );
+    assert!(notice[0]["ts"].as_u64().unwrap() > 0);
+    let presence = bob.event("presence").await?;
+    assert_eq!(presence[0]["room"], json!("lobby"));
+    assert_eq!(online_ids(&presence[0]), vec!["alice", "bob"]);
+    // A second tab of alice changes nothing anyone sees.
+    let mut alice2 = user(&c.nodes[1], "/", "alice").await;
+    join(&mut alice2, "lobby").await;
+    assert!(
+        notices(&mut bob, Duration::from_millis(400))
+            .await
+            .is_empty()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_on_another_node_within_the_grace_announces_nothing() -> anyhow::Result<()> {
+    let c = cluster("refresh", 2, |_| ()).await?;
+    let mut bob = user(&c.nodes[1], "/", "bob").await;
+    join(&mut bob, "lobby").await;
+    let mut alice = user(&c.nodes[0], "/", "alice").await;
+    join(&mut alice, "lobby").await;
+    bob.event("notice").await?;
+    bob.event("presence").await?;
+    alice.close();
+    tokio::time::sleep(GRACE / 4).await;
+    let mut alice = user(&c.nodes[1], "/", "alice").await;
+    let ack = join(&mut alice, "lobby").await;
+    assert_eq!(online_ids(&ack), vec!["alice", "bob"]);
+    let seen = bob.drain(GRACE + SLACK).await;
+    assert!(
+        seen.iter().all(|r| !matches!(r, cluster_tests::Received::Event { name, .. } if name == "notice" || name == "presence")),
+        "a refresh was announced: {seen:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_after_the_grace_is_announced_exactly_once() -> anyhow::Result<()> {
+    let c = cluster("grace", 3, |_| ()).await?;
+    let mut bob = user(&c.nodes[1], "/", "bob").await;
+    let mut carol = user(&c.nodes[2], "/", "carol").await;
+    join(&mut bob, "lobby").await;
+    join(&mut carol, "lobby").await;
+    let mut alice = user(&c.nodes[0], "/", "alice").await;
+    join(&mut alice, "lobby").await;
+    bob.drain(Duration::from_millis(300)).await;
+    carol.drain(Duration::ZERO).await;
+    let closed = Instant::now();
+    alice.close();
+    let notice = bob
+        .event_within("notice", GRACE + SLACK + Duration::from_secs(1))
+        .await?;
+    let waited = closed.elapsed();
+    assert!(
+        waited >= GRACE,
+        "announced after {waited:?}, before the grace"
+    );
+    assert_eq!(
+        (notice[0]["kind"].as_str(), notice[0]["user"]["id"].as_str()),
+        (Some("leave"), Some("alice"))
+    );
+    let presence = bob.event("presence").await?;
+    assert_eq!(online_ids(&presence[0]), vec!["bob", "carol"]);
+    // Exactly one notice and one presence update, cluster-wide.
+    let later = bob.drain(GRACE * 2).await;
+    assert!(later.is_empty(), "more announcements: {later:?}");
+    assert_eq!(
+        notices(&mut carol, Duration::ZERO).await,
+        vec![("leave".into(), "alice".into())]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tabs_keep_a_user_online_until_the_last_one_goes() -> anyhow::Result<()> {
+    let c = cluster("tabs", 2, |_| ()).await?;
+    let mut bob = user(&c.nodes[1], "/", "bob").await;
+    join(&mut bob, "lobby").await;
+    let mut tab1 = user(&c.nodes[0], "/", "alice").await;
+    let mut tab2 = user(&c.nodes[1], "/", "alice").await;
+    join(&mut tab1, "lobby").await;
+    join(&mut tab2, "lobby").await;
+    assert_eq!(
+        notices(&mut bob, Duration::from_millis(300)).await,
+        vec![("join".into(), "alice".into())]
+    );
+    tab1.close();
+    assert!(
+        notices(&mut bob, GRACE + SLACK).await.is_empty(),
+        "alice still has a tab open"
+    );
+    tab2.close();
+    assert_eq!(
+        notices(&mut bob, GRACE + SLACK + Duration::from_millis(500)).await,
+        vec![("leave".into(), "alice".into())]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_leave_is_announced_at_once() -> anyhow::Result<()> {
+    let c = cluster("explicit", 2, |_| ()).await?;
+    let mut bob = user(&c.nodes[1], "/", "bob").await;
+    join(&mut bob, "lobby").await;
+    let mut alice = user(&c.nodes[0], "/", "alice").await;
+    join(&mut alice, "lobby").await;
+    bob.drain(Duration::from_millis(300)).await;
+    let ack = alice
+        .emit_with_ack("leave", &[json!({ "room": "lobby" })])
+        .await?;
+    assert_eq!(ack[0], json!({ "ok": true }));
+    let notice = bob.event_within("notice", GRACE / 2).await?;
+    assert_eq!(notice[0]["kind"], json!("leave"));
+    assert_eq!(online_ids(&bob.event("presence").await?[0]), vec!["bob"]);
+    // Left rooms no longer accept messages, and a second leave is an error.
+    let ack = alice
+        .emit_with_ack("message", &[json!({ "room": "lobby", "text": "hi" })])
+        .await?;
+    assert_eq!(ack[0]["error"]["code"], json!("not_in_room"));
+    let ack = alice
+        .emit_with_ack("leave", &[json!({ "room": "lobby" })])
+        .await?;
+    assert_eq!(ack[0]["error"]["code"], json!("not_in_room"));
+    assert!(notices(&mut bob, GRACE + SLACK).await.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_node_gives_exactly_one_leave_notice_from_a_survivor() -> anyhow::Result<()> {
+    let c = cluster("crash", 3, |_| ()).await?;
+    let mut bob = user(&c.nodes[0], "/", "bob").await;
+    let mut carol = user(&c.nodes[1], "/", "carol").await;
+    join(&mut bob, "lobby").await;
+    join(&mut carol, "lobby").await;
+    let mut alice = user(&c.nodes[2], "/", "alice").await;
+    join(&mut alice, "lobby").await;
+    bob.drain(Duration::from_millis(300)).await;
+    carol.drain(Duration::ZERO).await;
+    let crashed = Instant::now();
+    c.nodes[2].crash();
+    // Node timeout (1 s) + reaping tick + grace (0.8 s), then one notice.
+    let notice = bob.event_within("notice", Duration::from_secs(6)).await?;
+    assert_eq!(
+        (notice[0]["kind"].as_str(), notice[0]["user"]["id"].as_str()),
+        (Some("leave"), Some("alice"))
+    );
+    assert!(crashed.elapsed() >= GRACE);
+    assert_eq!(
+        online_ids(&bob.event("presence").await?[0]),
+        vec!["bob", "carol"]
+    );
+    assert_eq!(
+        notices(&mut carol, Duration::from_millis(200)).await,
+        vec![("leave".into(), "alice".into())]
+    );
+    assert!(
+        notices(&mut bob, GRACE * 2).await.is_empty(),
+        "announced more than once"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_reach_the_room_on_every_node_and_are_kept_in_history() -> anyhow::Result<()> {
+    let c = cluster("history", 2, |config| config.history_len = 3).await?;
+    let mut alice = user(&c.nodes[0], "/", "alice").await;
+    let mut bob = user(&c.nodes[1], "/", "bob").await;
+    join(&mut alice, "lobby").await;
+    join(&mut bob, "lobby").await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let ack = alice
+            .emit_with_ack(
+                "message",
+                &[json!({ "room": "lobby", "text": format!("m{i}") })],
+            )
+            .await?;
+        assert_eq!(ack[0]["ok"], json!(true));
+        let message = &ack[0]["message"];
+        assert_eq!(
+            message["from"],
+            json!({ "id": "alice", "name": "alice-name" })
+        );
+        assert_eq!(message["room"], json!("lobby"));
+        assert!(message["ts"].as_u64().unwrap() > 0);
+        ids.push(message["id"].as_str().unwrap().to_string());
+        assert_eq!(bob.event("message").await?[0], *message, "other node");
+        assert_eq!(
+            alice.event("message").await?[0],
+            *message,
+            "sender included"
+        );
+    }
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids are ordered: {ids:?}"
+    );
+    let mut carol = user(&c.nodes[1], "/", "carol").await;
+    let ack = join(&mut carol, "lobby").await;
+    let texts: Vec<&str> = ack["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        ["m1", "m2", "m3"],
+        "the last HISTORY_LEN messages, oldest first"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_each_error_code_and_hurt_nobody_else() -> anyhow::Result<()> {
+    let c = cluster("errors", 2, |config| {
+        config.max_message_len = 10;
+        config.rate_limit_burst = 6.0;
+        config.rate_limit_per_sec = 1.0;
+    })
+    .await?;
+    let mut bob = user(&c.nodes[1], "/", "bob").await;
+    join(&mut bob, "lobby").await;
+    let mut eve = user(&c.nodes[0], "/", "eve").await;
+    let code = |ack: Vec<Value>| ack[0]["error"]["code"].as_str().unwrap_or("ok").to_string();
+    let cases = [
+        ("join", json!({ "nope": 1 }), "bad_request"),
+        ("join", json!({ "room": "" }), "bad_request"),
+        (
+            "message",
+            json!({ "room": "lobby", "text": "hi" }),
+            "not_in_room",
+        ),
+        ("join", json!({ "room": "lobby" }), "ok"),
+        (
+            "message",
+            json!({ "room": "lobby", "text": 42 }),
+            "bad_request",
+        ),
+    ];
+    for (event, payload, expected) in cases {
+        assert_eq!(
+            code(eve.emit_with_ack(event, std::slice::from_ref(&payload)).await?),
+            expected,
+            "{event} {payload}"
+        );
+    }
+    // A raw non-JSON-object payload.
+    assert_eq!(
+        code(
+            eve.emit_with_ack("message", &[json!("just a string")])
+                .await?
+        ),
+        "bad_request"
+    );
+    // The burst of 6 is spent: the next events are rate limited, bob is not.
+    assert_eq!(
+        code(
+            eve.emit_with_ack(
+                "message",
+                &[json!({ "room": "lobby", "text": "0123456789X" })]
+            )
+            .await?
+        ),
+        "rate_limited"
+    );
+    assert_eq!(
+        code(
+            bob.emit_with_ack(
+                "message",
+                &[json!({ "room": "lobby", "text": "0123456789X" })]
+            )
+            .await?
+        ),
+        "too_long"
+    );
+    assert_eq!(
+        code(
+            bob.emit_with_ack(
+                "message",
+                &[json!({ "room": "lobby", "text": "still here" })]
+            )
+            .await?
+        ),
+        "ok"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        code(
+            eve.emit_with_ack("message", &[json!({ "room": "lobby", "text": "again" })])
+                .await?
+        ),
+        "ok"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_auth_secret_only_valid_tokens_connect() -> anyhow::Result<()> {
+    let c = cluster("auth", 1, |config| {
+        config.auth_secret = Some("s3cret".into())
+    })
+    .await?;
+    let port = c.nodes[0].port;
+    let sign = |secret: &str, sub: &str| {
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({ "sub": sub }),
+            &key,
+        )
+        .unwrap()
+    };
+    let mut alice = Client::connect(
+        port,
+        "/",
+        json!({ "token": sign("s3cret", "alice"), "userId": "mallory" }),
+        json!(1),
+    )
+    .await?;
+    assert_eq!(
+        join(&mut alice, "lobby").await["chatter"]["id"],
+        json!("alice")
+    );
+    for auth in [
+        json!({ "token": sign("wrong", "alice") }),
+        json!({}),
+        json!({ "token": 12 }),
+    ] {
+        let err = Client::connect(port, "/", auth.clone(), json!(1))
+            .await
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("unauthorized"), "{auth}: {err}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_chatters_keep_their_id_across_a_refresh() -> anyhow::Result<()> {
+    let c = cluster("anon", 2, |_| ()).await?;
+    let mut first = Client::connect(c.nodes[0].port, "/", json!({}), json!(1)).await?;
+    let ack = join(&mut first, "lobby").await;
+    let id = ack["chatter"]["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("anon-"));
+    first.close();
+    let mut again = Client::connect(c.nodes[1].port, "/", json!({}), json!(1)).await?;
+    let ack = again
+        .emit_with_ack("join", &[json!({ "room": "lobby", "chatterId": id })])
+        .await?;
+    assert_eq!(ack[0]["chatter"]["id"], json!(id));
+    assert_eq!(online_ids(&ack[0]), vec![id]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_are_isolated() -> anyhow::Result<()> {
+    let c = cluster("namespaces", 2, |_| ()).await?;
+    let mut a = user(&c.nodes[0], "/team-a", "alice").await;
+    let mut b = user(&c.nodes[1], "/team-b", "bob").await;
+    let mut root = user(&c.nodes[1], "/", "root").await;
+    join(&mut a, "lobby").await;
+    let ack = join(&mut b, "lobby").await;
+    assert_eq!(
+        online_ids(&ack),
+        vec!["bob"],
+        "presence does not cross namespaces"
+    );
+    assert_eq!(ack["history"], json!([]));
+    join(&mut root, "lobby").await;
+    a.emit_with_ack(
+        "message",
+        &[json!({ "room": "lobby", "text": "only team a" })],
+    )
+    .await?;
+    assert!(
+        b.events_within("message", Duration::from_millis(400))
+            .await
+            .is_empty()
+    );
+    assert!(
+        root.events_within("message", Duration::ZERO)
+            .await
+            .is_empty()
+    );
+    let err = Client::connect(c.nodes[0].port, "/bad.name", json!({}), json!(1))
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("connect error"), "{err}");
+    Ok(())
+}
+
+struct Admin {
+    http: reqwest::Client,
+}
+
+impl Admin {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, node: &ChatNode, path: &str) -> anyhow::Result<Value> {
+        let res = self
+            .http
+            .get(node.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "{path}: {}", res.status());
+        Ok(res.json().await?)
+    }
+
+    async fn post(&self, node: &ChatNode, path: &str, body: Value) -> anyhow::Result<Value> {
+        let res = self
+            .http
+            .post(node.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "{path}: {}", res.status());
+        Ok(res.json().await?)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_works_across_nodes() -> anyhow::Result<()> {
+    let c = cluster("admin", 2, |_| ()).await?;
+    let api = Admin::new();
+    let mut alice = Client::connect_query(
+        c.nodes[0].port,
+        "/",
+        json!({ "name": "Alice" }),
+        json!("a-ack"),
+        "userId=alice",
+    )
+    .await?;
+    let mut bob = user(&c.nodes[1], "/", "bob").await;
+    join(&mut alice, "lobby").await;
+    join(&mut bob, "lobby").await;
+    join(&mut bob, "side").await;
+
+    let sockets = api.get(&c.nodes[1], "/api/sockets?room=lobby").await?;
+    let sockets = sockets.as_array().unwrap();
+    assert_eq!(sockets.len(), 2);
+    let a = sockets
+        .iter()
+        .find(|s| s["data"]["userId"] == json!("alice"))
+        .unwrap();
+    assert_eq!(a["id"], json!(alice.id));
+    assert_eq!(a["node"], json!("chat-0"));
+    assert_eq!(a["data"], json!({ "userId": "alice", "name": "Alice" }));
+    assert_eq!(a["rooms"], json!(["lobby"]));
+    assert_eq!(a["handshake"]["address"], json!("127.0.0.1"));
+    assert_eq!(a["handshake"]["query"]["userId"], json!("alice"));
+    assert!(a["handshake"].get("auth").is_none());
+
+    let rooms: BTreeSet<String> =
+        serde_json::from_value(api.get(&c.nodes[0], "/api/rooms").await?)?;
+    assert_eq!(
+        rooms,
+        BTreeSet::from(["lobby".to_string(), "side".to_string()])
+    );
+    let presence = api.get(&c.nodes[0], "/api/rooms/lobby/presence").await?;
+    assert_eq!(online_ids(&presence), vec!["alice", "bob"]);
+
+    api.post(
+        &c.nodes[0],
+        "/api/sockets/join",
+        json!({ "target": { "userId": "bob" }, "rooms": ["vip"] }),
+    )
+    .await?;
+    api.post(
+        &c.nodes[1],
+        "/api/emit",
+        json!({ "target": { "room": "vip" }, "event": "promo", "data": { "x": 1 } }),
+    )
+    .await?;
+    assert_eq!(bob.event("promo").await?, vec![json!({ "x": 1 })]);
+    assert!(
+        alice
+            .events_within("promo", Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
+    api.post(
+        &c.nodes[1],
+        "/api/sockets/leave",
+        json!({ "target": { "room": "vip" }, "rooms": ["vip"] }),
+    )
+    .await?;
+    api.post(
+        &c.nodes[0],
+        "/api/emit",
+        json!({ "target": { "room": "vip" }, "event": "promo", "data": 2 }),
+    )
+    .await?;
+    assert!(
+        bob.events_within("promo", Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
+
+    let acks = api
+        .post(&c.nodes[1], "/api/emit", json!({ "target": { "room": "lobby" }, "event": "poll", "data": "?", "ack": { "timeoutMs": 2000 } }))
+        .await?;
+    let acks: BTreeSet<String> = serde_json::from_value(acks["acks"].clone())?;
+    assert_eq!(
+        acks,
+        BTreeSet::from(["a-ack".to_string(), "bob".to_string()])
+    );
+
+    let nodes = api.get(&c.nodes[0], "/api/nodes").await?;
+    let names: BTreeSet<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["chat-0", "chat-1"]));
+    assert!(nodes[0]["lastHeartbeatMs"].as_u64().unwrap() > 0);
+
+    api.post(
+        &c.nodes[1],
+        "/api/sockets/disconnect",
+        json!({ "target": { "room": "lobby", "except": ["side"] } }),
+    )
+    .await?;
+    alice.disconnected().await?;
+    assert_eq!(
+        api.get(&c.nodes[0], "/api/sockets")
+            .await?
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Bad input and bad tokens.
+    let http = reqwest::Client::new();
+    let res = http
+        .get(c.nodes[0].url("/api/nodes"))
+        .bearer_auth("wrong")
+        .send()
+        .await?;
+    assert_eq!(res.status(), 401);
+    let res = http.get(c.nodes[0].url("/api/nodes")).send().await?;
+    assert_eq!(res.status(), 401);
+    let res = http
+        .post(c.nodes[0].url("/api/sockets/join"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body("{")
+        .header("content-type", "application/json")
+        .send()
+        .await?;
+    assert_eq!(res.status(), 400);
+    let res = http
+        .get(c.nodes[0].url("/api/sockets?ns=bad ns"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?;
+    assert_eq!(res.status(), 400);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_is_absent_without_a_token_and_health_is_public() -> anyhow::Result<()> {
+    let c = cluster("noadmin", 1, |config| config.admin_token = None).await?;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(c.nodes[0].url("/api/nodes"))
+            .send()
+            .await?
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.get(c.nodes[0].url("/healthz")).send().await?.status(),
+        200
+    );
+    assert_eq!(
+        http.get(c.nodes[0].url("/readyz")).send().await?.status(),
+        200
+    );
+    let mut alice = user(&c.nodes[0], "/", "alice").await;
+    join(&mut alice, "lobby").await;
+    alice
+        .emit_with_ack("message", &[json!({ "room": "lobby", "text": "hi" })])
+        .await?;
+    let metrics = http
+        .get(c.nodes[0].url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for needle in [
+        "chat_sockets{node=\"chat-0\"} 1",
+        "chat_messages_in_total{node=\"chat-0\"} 1",
+        "cluster_request_duration_seconds",
+        "redis_reconnects_total",
+        "dropped_messages_lost_total",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_clients_move_without_a_leave_notice() -> anyhow::Result<()> {
+    let c = cluster("shutdown", 2, |config| config.leave_grace_ms = 2000).await?;
+    let mut bob = user(&c.nodes[0], "/", "bob").await;
+    join(&mut bob, "lobby").await;
+    let mut alice = user(&c.nodes[1], "/", "alice").await;
+    join(&mut alice, "lobby").await;
+    bob.drain(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    c.nodes[1].stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    alice.disconnected().await?;
+    let mut alice = user(&c.nodes[0], "/", "alice").await;
+    join(&mut alice, "lobby").await;
+    assert!(
+        notices(&mut bob, Duration::from_millis(2500))
+            .await
+            .is_empty(),
+        "the move was announced"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_without_redis_is_a_complete_chat() -> anyhow::Result<()> {
+    init_tracing();
+    let node = ChatNode::start(chat_config("solo", None, "solo")).await?;
+    let mut alice = user(&node, "/", "alice").await;
+    let mut bob = user(&node, "/", "bob").await;
+    join(&mut alice, "lobby").await;
+    join(&mut bob, "lobby").await;
+    assert_eq!(
+        notices(&mut alice, Duration::from_millis(300)).await,
+        vec![("join".into(), "bob".into())]
+    );
+    alice
+        .emit_with_ack("message", &[json!({ "room": "lobby", "text": "hello" })])
+        .await?;
+    assert_eq!(bob.event("message").await?[0]["text"], json!("hello"));
+    bob.close();
+    let notice = alice
+        .event_within("notice", GRACE + SLACK + Duration::from_secs(1))
+        .await?;
+    assert_eq!(
+        (notice[0]["kind"].as_str(), notice[0]["user"]["id"].as_str()),
+        (Some("leave"), Some("bob"))
+    );
+    let mut carol = user(&node, "/", "carol").await;
+    assert_eq!(
+        join(&mut carol, "lobby").await["history"][0]["text"],
+        json!("hello")
+    );
+    Ok(())
+}
