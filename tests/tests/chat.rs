@@ -352,7 +352,10 @@ async fn bad_requests_get_each_error_code_and_hurt_nobody_else() -> anyhow::Resu
     ];
     for (event, payload, expected) in cases {
         assert_eq!(
-            code(eve.emit_with_ack(event, std::slice::from_ref(&payload)).await?),
+            code(
+                eve.emit_with_ack(event, std::slice::from_ref(&payload))
+                    .await?
+            ),
             expected,
             "{event} {payload}"
         );
