@@ -63,6 +63,7 @@ mod membership;
 mod opts;
 pub mod presence;
 mod requests;
+pub mod script;
 mod socket;
 mod stats;
 mod value;

@@ -4,12 +4,12 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{FromRequestParts, Path, Query, State},
+    extract::{FromRequest, FromRequestParts, Path, Query, Request, State},
     http::{StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use serde::Deserialize;
+use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use socketio_cluster::{ClusterError, RemoteSocket, Target, presence::PresenceStore};
 
@@ -76,6 +76,20 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "ok": false, "error": { "code": self.code, "message": self.message } });
         (self.status, Json(body)).into_response()
+    }
+}
+
+/// A JSON body whose rejection is a `bad_request` in the API's error shape.
+pub struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(body)) => Ok(Body(body)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
     }
 }
 
@@ -259,9 +273,8 @@ async fn join(
     _: Admin,
     State(chat): State<Arc<Chat>>,
     Query(q): Query<NsQuery>,
-    body: Result<Json<RoomsBody>, axum::extract::rejection::JsonRejection>,
+    Body(body): Body<RoomsBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     change_rooms(&chat, &q.ns, body, true).await
 }
 
@@ -269,9 +282,8 @@ async fn leave(
     _: Admin,
     State(chat): State<Arc<Chat>>,
     Query(q): Query<NsQuery>,
-    body: Result<Json<RoomsBody>, axum::extract::rejection::JsonRejection>,
+    Body(body): Body<RoomsBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     change_rooms(&chat, &q.ns, body, false).await
 }
 
@@ -318,9 +330,8 @@ async fn disconnect(
     _: Admin,
     State(chat): State<Arc<Chat>>,
     Query(q): Query<NsQuery>,
-    body: Result<Json<DisconnectBody>, axum::extract::rejection::JsonRejection>,
+    Body(body): Body<DisconnectBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     check_ns(&q.ns)?;
     if let Some(target) = resolve(&chat, &q.ns, body.target).await? {
         let op = chat.cluster.disconnect_sockets(&q.ns, &target, body.close);
@@ -351,9 +362,8 @@ async fn emit(
     _: Admin,
     State(chat): State<Arc<Chat>>,
     Query(q): Query<NsQuery>,
-    body: Result<Json<EmitBody>, axum::extract::rejection::JsonRejection>,
+    Body(body): Body<EmitBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     check_ns(&q.ns)?;
     check_name("event", &body.event, MAX_ROOM_LEN).map_err(|e| ApiError::bad_request(e.message))?;
     let Some(target) = resolve(&chat, &q.ns, body.target).await? else {

@@ -5,16 +5,15 @@ use std::{
     sync::Mutex,
 };
 
-use fred::{
-    clients::Client,
-    interfaces::{ListInterface, LuaInterface},
-    util::sha1_hash,
-};
+use std::sync::LazyLock;
+
+use fred::{clients::Client, interfaces::ListInterface};
 use serde_json::json;
+use socketio_cluster::script::Script;
 
 use crate::protocol::{Member, Message};
 
-const ADD: &str = include_str!("lua/history_add.lua");
+static ADD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/history_add.lua")));
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -76,13 +75,7 @@ impl History {
                 let body =
                     json!({ "room": room, "from": from, "text": text, "ts": ts }).to_string();
                 let args = vec![body, keep.to_string()];
-                let hash = sha1_hash(ADD);
-                let stored: String = match client.evalsha(&hash, keys.clone(), args.clone()).await {
-                    Err(err) if err.details().starts_with("NOSCRIPT") => {
-                        client.eval(ADD, keys, args).await?
-                    }
-                    other => other?,
-                };
+                let stored: String = ADD.run(client, keys, args).await?;
                 Ok(serde_json::from_str(&stored)?)
             }
             Self::Memory { rooms, keep } => {

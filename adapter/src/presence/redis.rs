@@ -6,18 +6,19 @@
 //! `P:c:{nsp|room}` socket counts (user → n), `P:timers` leave timers (`nsp|room\nuser` → due ms),
 //! `P:n:{node}` the sockets each node holds (`nsp|room\nsocket`), `P:nodes` heartbeats (node → ms).
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
-use fred::{clients::Client, interfaces::LuaInterface, types::Value, util::sha1_hash};
+use fred::{clients::Client, interfaces::HashesInterface};
 
 use super::{
     Departure, Joined, Left, Member, PresenceError, PresenceStore, check, place, split_timer,
 };
+use crate::script::Script;
 
-const JOIN: &str = include_str!("lua/join.lua");
-const LEAVE: &str = include_str!("lua/leave.lua");
-const CLAIM: &str = include_str!("lua/claim.lua");
-const REAP: &str = include_str!("lua/reap.lua");
+static JOIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/join.lua")));
+static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/leave.lua")));
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
+static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/reap.lua")));
 
 /// Presence in Redis, for the node `node`.
 #[derive(Clone)]
@@ -50,27 +51,6 @@ impl RedisPresence {
             self.key("n", &self.node),
         ]
     }
-
-    /// Runs a script by hash, loading it first when Redis does not know it (after a restart).
-    async fn eval(
-        &self,
-        script: &str,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<Value, PresenceError> {
-        let hash = sha1_hash(script);
-        match self
-            .client
-            .evalsha::<Value, _, _, _>(&hash, keys.clone(), args.clone())
-            .await
-        {
-            Err(err) if err.details().starts_with("NOSCRIPT") => Ok(self
-                .client
-                .eval::<Value, _, _, _>(script, keys, args)
-                .await?),
-            other => Ok(other?),
-        }
-    }
 }
 
 impl PresenceStore for RedisPresence {
@@ -91,10 +71,7 @@ impl PresenceStore for RedisPresence {
             format!("{place}\n{}", user.id),
             format!("{place}\n{socket}"),
         ];
-        let outcome: String = self
-            .eval(JOIN, self.room_keys(&place), args)
-            .await?
-            .convert()?;
+        let outcome: String = JOIN.run(&self.client, self.room_keys(&place), args).await?;
         Ok(match outcome.as_str() {
             "online" => Joined::CameOnline,
             "rejoined" => Joined::Rejoined,
@@ -117,10 +94,9 @@ impl PresenceStore for RedisPresence {
             format!("{place}\n"),
             format!("{place}\n{socket}"),
         ];
-        let reply: Vec<String> = self
-            .eval(LEAVE, self.room_keys(&place), args)
-            .await?
-            .convert()?;
+        let reply: Vec<String> = LEAVE
+            .run(&self.client, self.room_keys(&place), args)
+            .await?;
         Ok(match reply.as_slice() {
             [kind, ..] if kind == "still" => Left::StillOnline,
             [kind, ..] if kind == "pending" => Left::Pending,
@@ -133,7 +109,6 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn online(&self, nsp: &str, room: &str) -> Result<Vec<Member>, PresenceError> {
-        use fred::interfaces::HashesInterface;
         let users: Vec<(String, String)> = self
             .client
             .hgetall(self.key("u", &place(nsp, room)))
@@ -149,7 +124,7 @@ impl PresenceStore for RedisPresence {
     async fn claim_due(&self, limit: usize) -> Result<Vec<Departure>, PresenceError> {
         let keys = vec![format!("{}:timers", self.prefix)];
         let args = vec![self.prefix.clone(), limit.to_string()];
-        let claimed: Vec<(String, String)> = self.eval(CLAIM, keys, args).await?.convert()?;
+        let claimed: Vec<(String, String)> = CLAIM.run(&self.client, keys, args).await?;
         Ok(claimed
             .into_iter()
             .filter_map(|(entry, name)| {
@@ -196,6 +171,6 @@ impl RedisPresence {
             timeout,
             grace.as_millis().to_string(),
         ];
-        Ok(self.eval(REAP, keys, args).await?.convert()?)
+        Ok(REAP.run(&self.client, keys, args).await?)
     }
 }
