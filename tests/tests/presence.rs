@@ -156,13 +156,18 @@ async fn a_dead_nodes_users_get_one_leave_timer_each<S: PresenceStore>(
 ) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(300);
     a.reap(timeout, GRACE).await?;
+    b.reap(timeout, GRACE).await?;
     a.join("/", "r", &user("u"), "s1").await?;
     a.join("/", "r2", &user("u"), "s2").await?;
     b.join("/", "r", &user("v"), "s3").await?;
     // Node a stops heartbeating; node b keeps going and takes over after the timeout.
-    assert!(b.reap(timeout, GRACE).await?.is_empty());
-    tokio::time::sleep(timeout + Duration::from_millis(100)).await;
-    assert_eq!(b.reap(timeout, GRACE).await?, vec!["node-a".to_string()]);
+    let deadline = tokio::time::Instant::now() + timeout + Duration::from_millis(150);
+    let mut reaped = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        reaped.extend(b.reap(timeout, GRACE).await?);
+    }
+    assert_eq!(reaped, vec!["node-a".to_string()]);
     assert_eq!(
         b.online("/", "r").await?.len(),
         2,
@@ -181,6 +186,27 @@ async fn a_dead_nodes_users_get_one_leave_timer_each<S: PresenceStore>(
         vec![("r".into(), "u".into()), ("r2".into(), "u".into())]
     );
     assert_eq!(b.online("/", "r").await?, vec![user("v")]);
+    Ok(())
+}
+
+on_both_stores!(a_node_back_from_an_outage_reaps_nobody);
+async fn a_node_back_from_an_outage_reaps_nobody<S: PresenceStore>(
+    a: &S,
+    b: &S,
+) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(200);
+    a.reap(timeout, GRACE).await?;
+    b.reap(timeout, GRACE).await?;
+    a.join("/", "r", &user("u"), "s1").await?;
+    // Neither node reached the store for longer than the timeout (a Redis outage).
+    tokio::time::sleep(timeout + Duration::from_millis(100)).await;
+    assert!(
+        b.reap(timeout, GRACE).await?.is_empty(),
+        "b's own heartbeat was stale too"
+    );
+    a.reap(timeout, GRACE).await?;
+    assert!(b.reap(timeout, GRACE).await?.is_empty(), "a is back");
+    assert_eq!(b.online("/", "r").await?, vec![user("u")]);
     Ok(())
 }
 

@@ -224,7 +224,11 @@ impl PresenceStore for MemoryPresence {
         grace: Duration,
     ) -> Result<Vec<String>, PresenceError> {
         let mut state = self.state.lock().unwrap();
-        state.heartbeats.insert(self.node.clone(), Instant::now());
+        let previous = state.heartbeats.insert(self.node.clone(), Instant::now());
+        // Only a node that kept heartbeating may judge the others (see lua/reap.lua).
+        if previous.is_none_or(|at| at.elapsed() > node_timeout) {
+            return Ok(Vec::new());
+        }
         let dead: Vec<String> = state
             .heartbeats
             .iter()

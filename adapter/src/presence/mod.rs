@@ -103,7 +103,9 @@ pub trait PresenceStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Departure>, PresenceError>> + Send;
 
     /// Records this node as alive and takes over the sockets of nodes silent for `node_timeout`,
-    /// giving their users leave timers of `grace`. Returns the nodes taken over.
+    /// giving their users leave timers of `grace`. Returns the nodes taken over. A node whose own
+    /// previous heartbeat is older than `node_timeout` (it just started, or lost the store for a
+    /// while) reaps nobody this time: stale heartbeats then say nothing about the others.
     fn reap(
         &self,
         node_timeout: Duration,

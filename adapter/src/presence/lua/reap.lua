@@ -1,6 +1,8 @@
 -- Takes over the sockets of nodes that are gone: each becomes a disconnect with grace, as if the
 -- socket had dropped now, so its user gets exactly one leave timer.
--- Normal use: records this node's heartbeat, then reaps nodes silent for longer than the timeout.
+-- Normal use: records this node's heartbeat, then reaps nodes silent for longer than the timeout,
+-- but only when this node's own previous heartbeat is recent: after an outage of Redis (or of this
+-- node's link to it) every heartbeat is stale, and nobody must be reaped for that.
 -- Retiring (ARGV[3] == ''): reaps this node itself, which is leaving on purpose.
 -- KEYS: 1 nodes zset (node -> last heartbeat ms), 2 timers zset
 -- ARGV: 1 key prefix, 2 this node, 3 node timeout ms or '', 4 grace ms
@@ -11,8 +13,11 @@ local gone
 if ARGV[3] == '' then
   gone = {ARGV[2]}
 else
+  local cutoff = now - tonumber(ARGV[3])
+  local previous = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[2]))
   redis.call('ZADD', KEYS[1], now, ARGV[2])
-  gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+  if not previous or previous < cutoff then return {} end
+  gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
 end
 for _, node in ipairs(gone) do
   local set = ARGV[1] .. ':n:' .. node
