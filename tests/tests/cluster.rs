@@ -614,3 +614,55 @@ async fn cluster_api_works_from_a_node_without_the_namespace<D: Driver>(
     assert_eq!(api.fetch_sockets("/dyn-a", &Target::all()).await?.len(), 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_on_the_shared_channel_work_too() -> anyhow::Result<()> {
+    // publishOnSpecificResponseChannel off, as in older Node.js adapters: responses go to the
+    // namespace's shared response channel and each node picks its own by request id.
+    init_tracing();
+    let redis = TestRedis::start().await?;
+    let key = unique_key("shared_responses");
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let url = redis.url();
+        let mut config = test_config(&format!("node-{i}"), &key);
+        config.specific_response_channel = false;
+        nodes.push(
+            TestNode::start(config, move || async move {
+                Ok(RedisDriver::connect(RedisDriverConfig::new(url)).await?)
+            })
+            .await?,
+        );
+    }
+    wait_for_membership(&nodes, 2).await?;
+    let _a = client(&nodes[0], "/", "a", &["r"]).await;
+    let _b = client(&nodes[1], "/", "b", &["r"]).await;
+    for node in &nodes {
+        assert_eq!(
+            node.cluster
+                .fetch_sockets("/", &Target::rooms(["r"]))
+                .await?
+                .len(),
+            2
+        );
+        let acks = node
+            .cluster
+            .emit_with_ack(
+                "/",
+                &Target::rooms(["r"]),
+                "ask",
+                vec![],
+                Duration::from_secs(2),
+            )
+            .await?;
+        assert_eq!(acks.len(), 2);
+        assert_eq!(
+            node.cluster
+                .server_side_emit_with_ack("/", "ping", vec![])
+                .await?
+                .len(),
+            1
+        );
+    }
+    Ok(())
+}
