@@ -608,7 +608,7 @@ async fn cluster_api_works_from_a_node_without_the_namespace<D: Driver>(
         .await?;
     assert!(!api.rooms("/dyn-a").await?.contains(&"z".to_string()));
 
-    api.disconnect_sockets("/dyn-a", &Target::rooms(["vip"]), false)
+    api.disconnect_sockets("/dyn-a", &Target::rooms(["vip"]), true)
         .await?;
     c.disconnected().await?;
     assert_eq!(api.fetch_sockets("/dyn-a", &Target::all()).await?.len(), 1);
