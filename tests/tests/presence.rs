@@ -146,6 +146,8 @@ async fn namespaces_and_rooms_are_isolated<S: PresenceStore>(a: &S, _b: &S) -> a
     assert_eq!(a.online("/other", "r").await?, vec![user("w")]);
     assert!(a.online("/", "r2").await?.is_empty());
     assert!(a.join("/", "bad\nroom", &user("u"), "s3").await.is_err());
+    assert!(a.join("/bad|ns", "r", &user("u"), "s3").await.is_err());
+    assert!(a.join("/", "r", &user("bad\nid"), "s3").await.is_err());
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{
-    Departure, Joined, Left, Member, PresenceError, PresenceStore, check, place, split_timer,
+    Departure, Joined, Left, Member, PresenceError, PresenceStore, check_all, place, split_timer,
 };
 
 #[derive(Default)]
@@ -97,8 +97,7 @@ impl PresenceStore for MemoryPresence {
         user: &Member,
         socket: &str,
     ) -> Result<Joined, PresenceError> {
-        check("room", room)?;
-        check("user id", &user.id)?;
+        check_all(nsp, room, Some(&user.id))?;
         let place = place(nsp, room);
         let mut state = self.state.lock().unwrap();
         let cancelled = state
@@ -136,7 +135,7 @@ impl PresenceStore for MemoryPresence {
         socket: &str,
         grace: Option<Duration>,
     ) -> Result<Left, PresenceError> {
-        check("room", room)?;
+        check_all(nsp, room, None)?;
         let place = place(nsp, room);
         let mut state = self.state.lock().unwrap();
         if let Some(sockets) = state.node_sockets.get_mut(&self.node) {

@@ -65,7 +65,7 @@ pub struct Departure {
 pub enum PresenceError {
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
-    #[error("invalid {0}: control characters are not allowed")]
+    #[error("invalid {0}: control characters (and `|` in namespaces) are not allowed")]
     Invalid(&'static str),
 }
 
@@ -124,6 +124,16 @@ pub(crate) fn check(what: &'static str, s: &str) -> Result<(), PresenceError> {
     } else {
         Ok(())
     }
+}
+
+/// The namespace, room and user of a presence change, checked.
+pub(crate) fn check_all(nsp: &str, room: &str, user: Option<&str>) -> Result<(), PresenceError> {
+    if nsp.contains('|') {
+        return Err(PresenceError::Invalid("namespace"));
+    }
+    check("namespace", nsp)?;
+    check("room", room)?;
+    user.map_or(Ok(()), |user| check("user id", user))
 }
 
 /// `nsp|room`, the part of every key and timer entry naming a room.

@@ -11,7 +11,7 @@ use std::{sync::LazyLock, time::Duration};
 use fred::{clients::Client, interfaces::HashesInterface};
 
 use super::{
-    Departure, Joined, Left, Member, PresenceError, PresenceStore, check, place, split_timer,
+    Departure, Joined, Left, Member, PresenceError, PresenceStore, check_all, place, split_timer,
 };
 use crate::script::Script;
 
@@ -61,8 +61,7 @@ impl PresenceStore for RedisPresence {
         user: &Member,
         socket: &str,
     ) -> Result<Joined, PresenceError> {
-        check("room", room)?;
-        check("user id", &user.id)?;
+        check_all(nsp, room, Some(&user.id))?;
         let place = place(nsp, room);
         let args = vec![
             user.id.clone(),
@@ -86,7 +85,7 @@ impl PresenceStore for RedisPresence {
         socket: &str,
         grace: Option<Duration>,
     ) -> Result<Left, PresenceError> {
-        check("room", room)?;
+        check_all(nsp, room, None)?;
         let place = place(nsp, room);
         let args = vec![
             socket.to_string(),
