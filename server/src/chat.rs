@@ -305,43 +305,38 @@ async fn authenticate(
     Ok(())
 }
 
+/// The client events, each answered through its ack.
+#[derive(Debug, Clone, Copy)]
+enum ChatEvent {
+    Join,
+    Leave,
+    Message,
+}
+
+impl ChatEvent {
+    const ALL: [Self; 3] = [Self::Join, Self::Leave, Self::Message];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Join => "join",
+            Self::Leave => "leave",
+            Self::Message => "message",
+        }
+    }
+}
+
 async fn on_connect(socket: SocketRef<Adapter>) {
-    socket.on(
-        "join",
-        async |s: SocketRef<Adapter>,
-               TryData(p): TryData<Value>,
-               ack: AckSender<Adapter>,
-               State(chat): State<Arc<Chat>>| {
-            handle(&s, "join", p, ack, &chat, |session, payload| {
-                chat.join(&s, session, payload)
-            })
-            .await
-        },
-    );
-    socket.on(
-        "leave",
-        async |s: SocketRef<Adapter>,
-               TryData(p): TryData<Value>,
-               ack: AckSender<Adapter>,
-               State(chat): State<Arc<Chat>>| {
-            handle(&s, "leave", p, ack, &chat, |session, payload| {
-                chat.leave(&s, session, payload)
-            })
-            .await
-        },
-    );
-    socket.on(
-        "message",
-        async |s: SocketRef<Adapter>,
-               TryData(p): TryData<Value>,
-               ack: AckSender<Adapter>,
-               State(chat): State<Arc<Chat>>| {
-            handle(&s, "message", p, ack, &chat, |session, payload| {
-                chat.message(&s, session, payload)
-            })
-            .await
-        },
-    );
+    for event in ChatEvent::ALL {
+        socket.on(
+            event.name(),
+            async move |s: SocketRef<Adapter>,
+                        TryData(payload): TryData<Value>,
+                        ack: AckSender<Adapter>,
+                        State(chat): State<Arc<Chat>>| {
+                handle(&s, event, payload, ack, &chat).await
+            },
+        );
+    }
     socket.on_disconnect(
         async |s: SocketRef<Adapter>, State(chat): State<Arc<Chat>>| {
             if let Some(session) = s.extensions.get::<Session>() {
@@ -351,18 +346,14 @@ async fn on_connect(socket: SocketRef<Adapter>) {
     );
 }
 
-/// Rate limits, runs an event handler and answers its ack.
-async fn handle<F, Fut>(
+/// Rate limits, runs an event and answers its ack; bad input becomes an error ack and a log line.
+async fn handle(
     socket: &SocketRef<Adapter>,
-    event: &str,
+    event: ChatEvent,
     payload: Result<Value, socketioxide::ParserError>,
     ack: AckSender<Adapter>,
     chat: &Chat,
-    run: F,
-) where
-    F: FnOnce(Session, Value) -> Fut,
-    Fut: std::future::Future<Output = Result<Value, ChatError>>,
-{
+) {
     let Some(session) = socket.extensions.get::<Session>() else {
         return;
     };
@@ -373,7 +364,11 @@ async fn handle<F, Fut>(
         ))
     } else {
         match payload {
-            Ok(payload) => run(session, payload).await,
+            Ok(payload) => match event {
+                ChatEvent::Join => chat.join(socket, session, payload).await,
+                ChatEvent::Leave => chat.leave(socket, session, payload).await,
+                ChatEvent::Message => chat.message(socket, session, payload).await,
+            },
             Err(err) => Err(ChatError::bad_request(format!(
                 "payload is not valid JSON: {err}"
             ))),
@@ -383,7 +378,7 @@ async fn handle<F, Fut>(
         Ok(reply) => reply,
         Err(err) => {
             chat.metrics.rejected(err.code);
-            tracing::info!(socket = %socket.id, event, code = ?err.code, message = %err.message, "request refused");
+            tracing::info!(socket = %socket.id, event = event.name(), code = ?err.code, message = %err.message, "request refused");
             err.to_ack()
         }
     };
