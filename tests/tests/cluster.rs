@@ -666,3 +666,46 @@ async fn responses_on_the_shared_channel_work_too() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_a_node_cannot_keep_up_with_are_counted_as_lost_never_silently()
+-> anyhow::Result<()> {
+    use fred::interfaces::{ClientLike, PubsubInterface};
+    init_tracing();
+    let redis = TestRedis::start().await?;
+    let key = unique_key("lost");
+    let url = redis.url();
+    let mut driver_config = RedisDriverConfig::new(url.clone());
+    driver_config.receive_buffer = 1;
+    let node = TestNode::start(test_config("slow", &key), move || async move {
+        Ok(RedisDriver::connect(driver_config).await?)
+    })
+    .await?;
+    // A burst far faster than the node reads: one pipeline of 20 000 publishes.
+    let publisher = RedisDriver::connect(RedisDriverConfig::new(url)).await?;
+    let pipeline = publisher.client().pipeline();
+    const BURST: u64 = 20_000;
+    for i in 0..BURST {
+        let _: () = pipeline
+            .publish(format!("{key}#/#"), format!("junk-{i}"))
+            .await?;
+    }
+    let _: Vec<fred::types::Value> = pipeline.all().await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = node.cluster.stats();
+        // Every message is either read (here: counted malformed) or counted lost.
+        if stats.malformed + stats.lost >= BURST {
+            assert!(stats.lost > 0, "a buffer of 1 must overflow: {stats:?}");
+            println!("{stats:?}");
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "messages unaccounted for: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    publisher.client().quit().await?;
+    Ok(())
+}
