@@ -16,7 +16,7 @@ use socketio_cluster::{ClusterError, RemoteSocket, Target, presence::PresenceSto
 use crate::{
     chat::Chat,
     metrics::Snapshot,
-    protocol::{MAX_ROOM_LEN, check_name},
+    protocol::{MAX_ROOM_LEN, check_name, valid_namespace},
 };
 
 /// `/healthz`, `/readyz`, `/metrics`, and `/api/*` when an admin token is configured.
@@ -137,13 +137,7 @@ fn root() -> String {
 }
 
 fn check_ns(ns: &str) -> Result<(), ApiError> {
-    let valid = ns == "/"
-        || ns.strip_prefix('/').is_some_and(|n| {
-            (1..=64).contains(&n.len())
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        });
-    if valid {
+    if valid_namespace(ns) {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!("invalid namespace {ns}")))

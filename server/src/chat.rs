@@ -26,7 +26,7 @@ use crate::{
     metrics::Metrics,
     protocol::{
         ChatError, ErrorCode, JoinRequest, LeaveRequest, MAX_ROOM_LEN, Member, MessageRequest,
-        Notice, NoticeKind, PresenceUpdate, check_name, ok_ack,
+        Notice, NoticeKind, PresenceUpdate, check_name, ok_ack, valid_namespace,
     },
     rate_limit::RateLimiter,
     transport::{Presence, Transport},
@@ -263,17 +263,6 @@ impl Chat {
             }
         }
     }
-}
-
-/// Namespace names allowed besides `/`.
-fn valid_namespace(nsp: &str) -> bool {
-    nsp == "/"
-        || nsp.strip_prefix('/').is_some_and(|name| {
-            (1..=64).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        })
 }
 
 /// Connect middleware: refuses bad namespaces and handshakes, and records who the socket is.

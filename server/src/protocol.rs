@@ -123,6 +123,17 @@ pub fn check_name(what: &str, value: &str, max: usize) -> Result<(), ChatError> 
     }
 }
 
+/// Namespaces are `/` and `/{name}` with `name` of 1 to 64 of `[A-Za-z0-9_-]`.
+pub fn valid_namespace(nsp: &str) -> bool {
+    nsp == "/"
+        || nsp.strip_prefix('/').is_some_and(|name| {
+            (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
 /// Longest room name.
 pub const MAX_ROOM_LEN: usize = 128;
 /// Longest user id.

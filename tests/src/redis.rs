@@ -2,6 +2,8 @@
 //! container comes back at the same address.
 
 use anyhow::Context;
+
+use crate::process::free_port;
 use testcontainers_modules::{
     redis::Redis,
     testcontainers::{ContainerAsync, ImageExt, core::IntoContainerPort, runners::AsyncRunner},
@@ -36,10 +38,4 @@ impl TestRedis {
         self.container.start().await?;
         Ok(())
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
