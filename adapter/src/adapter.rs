@@ -472,7 +472,7 @@ impl<D: Driver> ClusterAdapter<D> {
                 let sockets = self
                     .describe_local(req.opts.as_ref().unwrap_or(&WireOpts::default()))
                     .into_iter()
-                    .filter_map(|s| rmpv::ext::to_value(to_wire_socket(s)).ok())
+                    .filter_map(|s| wire::named_value(&to_wire_socket(s)).ok())
                     .collect();
                 reply(WireResponse {
                     sockets: Some(sockets),
@@ -595,7 +595,7 @@ pub(crate) fn every_socket() -> BroadcastOptions {
 fn to_wire_socket(s: RemoteSocket) -> WireSocket {
     WireSocket {
         id: s.id,
-        handshake: rmpv::ext::to_value(&s.handshake).unwrap_or(rmpv::Value::Nil),
+        handshake: wire::named_value(&s.handshake).unwrap_or(rmpv::Value::Nil),
         rooms: s.rooms,
         data: value::json_to_wire(&s.data),
         node: s.node,

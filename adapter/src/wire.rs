@@ -209,6 +209,13 @@ pub(crate) fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
     rmp_serde::to_vec_named(msg).map_err(WireError::Encode)
 }
 
+/// A value as a MessagePack value with named fields, for struct fields of dynamic type:
+/// `rmpv::ext::to_value` writes structs as arrays, which Node.js reads as garbage.
+pub(crate) fn named_value<T: Serialize>(v: &T) -> Result<rmpv::Value, WireError> {
+    let bytes = encode(v)?;
+    rmpv::decode::read_value(&mut bytes.as_slice()).map_err(|e| WireError::Data(e.to_string()))
+}
+
 /// Decodes a message sent as JSON (first byte `{`) or MessagePack.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     if bytes.first() == Some(&b'{') {
@@ -313,6 +320,31 @@ mod tests {
             .collect();
         assert_eq!(keys, ["type", "uid", "opts", "rooms"]);
         assert_eq!(decode::<WireRequest>(&bytes).unwrap(), req);
+    }
+
+    #[test]
+    fn fetched_sockets_carry_named_fields_as_node_reads_them() {
+        #[derive(Serialize)]
+        struct Handshake {
+            url: &'static str,
+        }
+        let socket = WireSocket {
+            id: "s1".into(),
+            handshake: named_value(&Handshake { url: "/socket.io/" }).unwrap(),
+            rooms: vec!["s1".into()],
+            data: rmpv::Value::Nil,
+            node: None,
+        };
+        let value = named_value(&socket).unwrap();
+        let field = |v: &rmpv::Value, name: &str| {
+            let map = v.as_map().expect("a map, not an array");
+            map.iter()
+                .find(|(k, _)| k.as_str() == Some(name))
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(field(&value, "id"), Some("s1".into()));
+        let handshake = field(&value, "handshake").unwrap();
+        assert_eq!(field(&handshake, "url"), Some("/socket.io/".into()));
     }
 
     #[test]
