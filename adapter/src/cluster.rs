@@ -556,6 +556,9 @@ impl<D: Driver> Inner<D> {
             .await?;
         let deadline = tokio::time::sleep(self.config.request_timeout);
         tokio::pin!(deadline);
+        // Node.js nodes send no heartbeat: NUMSUB, asked again now and then, tells when one died.
+        let period = (self.config.request_timeout / 10).max(Duration::from_millis(10));
+        let mut recount = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         while !waiting.is_done() {
             tokio::select! {
                 Some(res) = reg.rx.recv() => {
@@ -563,6 +566,11 @@ impl<D: Driver> Inner<D> {
                     on_response(res);
                 }
                 Ok(NodeEvent::Left { node, .. }) = events.recv() => waiting.node_down(&node.uid),
+                _ = recount.tick(), if waiting.foreign() > 0 => {
+                    if let Ok(now) = self.expected(nsp, channels, Expect::AllNodes).await {
+                        waiting.foreign_alive(now.foreign());
+                    }
+                }
                 () = &mut deadline => {
                     Stats::add(&self.stats.request_timeouts, 1);
                     return Err(self.timeout(&waiting, name));

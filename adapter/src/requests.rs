@@ -90,6 +90,17 @@ impl Waiting {
         self.nodes.remove(uid);
     }
 
+    /// Node.js nodes not heard from yet.
+    pub fn foreign(&self) -> usize {
+        self.anonymous
+    }
+
+    /// Only `alive` Node.js nodes remain: no more than that can still answer. (Which ones died
+    /// is unknown, as their responses carry no uid, so the count can only be capped.)
+    pub fn foreign_alive(&mut self, alive: usize) {
+        self.anonymous = self.anonymous.min(alive);
+    }
+
     pub fn is_done(&self) -> bool {
         self.nodes.is_empty() && self.anonymous == 0
     }
@@ -122,6 +133,17 @@ mod tests {
         w.answered(None);
         assert!(!w.is_done());
         w.node_down("b");
+        assert!(w.is_done());
+    }
+
+    #[test]
+    fn dead_foreign_nodes_cap_the_wait_but_never_raise_it() {
+        let mut w = Waiting::new([], 2);
+        w.foreign_alive(3);
+        assert_eq!(w.foreign(), 2);
+        w.foreign_alive(1);
+        assert_eq!(w.foreign(), 1);
+        w.answered(None);
         assert!(w.is_done());
     }
 
