@@ -265,7 +265,10 @@ impl Chat {
     }
 }
 
-/// Connect middleware: refuses bad namespaces and handshakes, and records who the socket is.
+/// Connect middleware: refuses bad namespaces and handshakes, records who the socket is and
+/// listens to its events. socketioxide sends the connect packet after the middleware but runs the
+/// connect handler in a spawned task: handlers registered there could miss the first events of a
+/// client that emits as soon as it is connected.
 async fn authenticate(
     socket: SocketRef<Adapter>,
     TryData(auth): TryData<Value>,
@@ -291,6 +294,7 @@ async fn authenticate(
             chat.config.rate_limit_burst,
         ))),
     });
+    listen(&socket);
     Ok(())
 }
 
@@ -315,6 +319,11 @@ impl ChatEvent {
 }
 
 async fn on_connect(socket: SocketRef<Adapter>) {
+    tracing::debug!(socket = %socket.id, nsp = socket.ns(), "connected");
+}
+
+/// Answers the chat events through their acks; a disconnect starts the leave timers.
+fn listen(socket: &SocketRef<Adapter>) {
     for event in ChatEvent::ALL {
         socket.on(
             event.name(),
