@@ -53,6 +53,10 @@ pub struct Config {
     /// Prefix of Redis channels and keys (the Node.js adapter's `key`).
     #[arg(long, env = "REDIS_KEY", default_value = "socket.io")]
     pub redis_key: String,
+    /// Answer cluster requests on the requester's own response channel (the Node.js adapter's
+    /// `publishOnSpecificResponseChannel`); `false` answers on the shared one.
+    #[arg(long, env = "REDIS_SPECIFIC_RESPONSE_CHANNEL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub redis_specific_response_channel: bool,
 }
 
 impl Config {

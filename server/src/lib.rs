@@ -86,7 +86,7 @@ impl Server {
                 request_timeout: config.request_timeout(),
                 heartbeat_interval: (config.node_timeout() / 4).max(Duration::from_millis(50)),
                 node_timeout: config.node_timeout(),
-                specific_response_channel: true,
+                specific_response_channel: config.redis_specific_response_channel,
             },
         );
         let chat = Arc::new(Chat::new(config, cluster.clone(), presence, history));
