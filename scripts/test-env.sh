@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepares what the integration tests need on a Debian machine: a running Docker engine and a
-# `redis:7` image. A laptop with Docker and registry access only pulls the image; a machine that
-# reaches Debian's packages but no image registry gets the engine from `docker.io` and a `redis:7`
-# image built from a debootstrapped Debian root.
+# `redis:7` image, Node.js with the interop peers of tests/interop (`npm ci`), and a Python
+# virtual environment with python-socketio for the smoke test. A laptop with Docker and registry
+# access only pulls the image; a machine that reaches Debian's packages but no image registry gets
+# the engine from `docker.io` and a `redis:7` image built from a debootstrapped Debian root.
 set -euo pipefail
 
 log() { printf '[test-env] %s\n' "$*" >&2; }
@@ -52,6 +53,32 @@ ensure_redis_image() {
   as_root rm -rf "$root"
 }
 
+# tests/interop: socket.io, @socket.io/redis-adapter and @socket.io/redis-emitter, from the lockfile.
+ensure_node_peers() {
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  local dir=tests/interop
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+    [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    log "npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
+# target/smoke-venv: python-socketio for tests/smoke (its path is exported by scripts/test.sh).
+ensure_smoke_venv() {
+  local venv=target/smoke-venv
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import socketio' 2>/dev/null; then
+    return 0
+  fi
+  log "preparing $venv (python-socketio)"
+  mkdir -p target
+  python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/smoke/requirements.txt
+}
+
+cd "$(dirname "$0")/.."
 ensure_engine
 ensure_redis_image
-log "docker engine and redis:7 ready"
+ensure_node_peers
+ensure_smoke_venv
+log "docker engine, redis:7, Node.js peers and the Python venv ready"

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod client;
 pub mod isolated;
 pub mod node;
+pub mod nodejs;
 pub mod process;
 pub mod redis;
 
