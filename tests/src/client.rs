@@ -2,7 +2,10 @@
 //! a namespace with an auth payload, emit with or without ack, receive events, answer the
 //! server's ack requests, and notice disconnects.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -37,6 +40,7 @@ pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
     received: mpsc::UnboundedReceiver<Received>,
     next_ack: u64,
+    closed_at: Arc<OnceLock<Instant>>,
 }
 
 /// How long tests wait for something that should happen.
@@ -94,13 +98,21 @@ impl Client {
         };
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (received_tx, received) = mpsc::unbounded_channel();
-        tokio::spawn(run(ws, prefix, ack_reply, commands_rx, received_tx));
+        let closed_at = Arc::new(OnceLock::new());
+        let connection = Connection {
+            prefix,
+            ack_reply,
+            received: received_tx,
+            closed_at: closed_at.clone(),
+        };
+        tokio::spawn(connection.run(ws, commands_rx));
         Ok(Self {
             id,
             nsp: nsp.to_string(),
             commands,
             received,
             next_ack: 0,
+            closed_at,
         })
     }
 
@@ -179,6 +191,11 @@ impl Client {
         }
     }
 
+    /// When the connection ended (server disconnect or closed transport), if it did.
+    pub fn disconnected_at(&self) -> Option<Instant> {
+        self.closed_at.get().copied()
+    }
+
     /// Closes the connection.
     pub fn close(&self) {
         let _ = self.commands.send(Command::Close);
@@ -223,61 +240,72 @@ async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
     }
 }
 
-/// Reads frames, answers pings and ack requests, and routes events and ack responses.
-async fn run(
-    mut ws: Ws,
+/// The reading side of a client's connection.
+struct Connection {
     prefix: String,
     ack_reply: Value,
-    mut commands: mpsc::UnboundedReceiver<Command>,
     received: mpsc::UnboundedSender<Received>,
-) {
-    let mut pending_acks: std::collections::HashMap<u64, oneshot::Sender<Vec<Value>>> =
-        Default::default();
-    loop {
-        tokio::select! {
-            cmd = commands.recv() => match cmd {
-                Some(Command::Send(text)) => { if ws.send(Message::text(text)).await.is_err() { break } }
-                Some(Command::Ack { id, reply }) => { pending_acks.insert(id, reply); }
-                Some(Command::Close) | None => { let _ = ws.close(None).await; break }
-            },
-            frame = ws.next() => {
-                let text = match frame {
-                    Some(Ok(Message::Text(t))) => t.to_string(),
-                    Some(Ok(_)) => continue,
-                    _ => break,
-                };
-                if text == "2" {
-                    if ws.send(Message::text("3")).await.is_err() { break }
-                    continue;
-                }
-                let Some(packet) = text.strip_prefix('4') else { continue };
-                let (kind, rest) = packet.split_at(1.min(packet.len()));
-                let rest = rest.strip_prefix(prefix.as_str()).unwrap_or(rest);
-                let digits = rest.chars().take_while(char::is_ascii_digit).count();
-                let (id, body) = rest.split_at(digits);
-                let id: Option<u64> = id.parse().ok();
-                match kind {
-                    "1" => { let _ = received.send(Received::Disconnected); break }
-                    "2" => {
-                        let Ok(Value::Array(mut items)) = serde_json::from_str::<Value>(body) else { continue };
-                        if items.is_empty() { continue }
-                        let name = items.remove(0).as_str().unwrap_or_default().to_string();
-                        if let Some(id) = id {
-                            let reply = format!("43{prefix}{id}{}", Value::Array(vec![ack_reply.clone()]));
-                            if ws.send(Message::text(reply)).await.is_err() { break }
-                        }
-                        let _ = received.send(Received::Event { name, args: items });
+    closed_at: Arc<OnceLock<Instant>>,
+}
+
+impl Connection {
+    /// Reads frames, answers pings and ack requests, and routes events and ack responses.
+    async fn run(self, mut ws: Ws, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let Self {
+            prefix,
+            ack_reply,
+            received,
+            closed_at,
+        } = self;
+        let mut pending_acks: std::collections::HashMap<u64, oneshot::Sender<Vec<Value>>> =
+            Default::default();
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Send(text)) => { if ws.send(Message::text(text)).await.is_err() { break } }
+                    Some(Command::Ack { id, reply }) => { pending_acks.insert(id, reply); }
+                    Some(Command::Close) | None => { let _ = ws.close(None).await; break }
+                },
+                frame = ws.next() => {
+                    let text = match frame {
+                        Some(Ok(Message::Text(t))) => t.to_string(),
+                        Some(Ok(_)) => continue,
+                        _ => break,
+                    };
+                    if text == "2" {
+                        if ws.send(Message::text("3")).await.is_err() { break }
+                        continue;
                     }
-                    "3" => {
-                        let Ok(Value::Array(items)) = serde_json::from_str::<Value>(body) else { continue };
-                        if let Some(reply) = id.and_then(|id| pending_acks.remove(&id)) {
-                            let _ = reply.send(items);
+                    let Some(packet) = text.strip_prefix('4') else { continue };
+                    let (kind, rest) = packet.split_at(1.min(packet.len()));
+                    let rest = rest.strip_prefix(prefix.as_str()).unwrap_or(rest);
+                    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+                    let (id, body) = rest.split_at(digits);
+                    let id: Option<u64> = id.parse().ok();
+                    match kind {
+                        "1" => break,
+                        "2" => {
+                            let Ok(Value::Array(mut items)) = serde_json::from_str::<Value>(body) else { continue };
+                            if items.is_empty() { continue }
+                            let name = items.remove(0).as_str().unwrap_or_default().to_string();
+                            if let Some(id) = id {
+                                let reply = format!("43{prefix}{id}{}", Value::Array(vec![ack_reply.clone()]));
+                                if ws.send(Message::text(reply)).await.is_err() { break }
+                            }
+                            let _ = received.send(Received::Event { name, args: items });
                         }
+                        "3" => {
+                            let Ok(Value::Array(items)) = serde_json::from_str::<Value>(body) else { continue };
+                            if let Some(reply) = id.and_then(|id| pending_acks.remove(&id)) {
+                                let _ = reply.send(items);
+                            }
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
         }
+        let _ = closed_at.set(Instant::now());
+        let _ = received.send(Received::Disconnected);
     }
-    let _ = received.send(Received::Disconnected);
 }
