@@ -11,7 +11,7 @@ use tokio::{
     process::{Child, Command},
 };
 
-use crate::process::workspace;
+use crate::process::{signal, workspace};
 
 fn interop_dir() -> anyhow::Result<PathBuf> {
     let dir = workspace().join("tests").join("interop");
@@ -109,14 +109,7 @@ impl NodeJsServer {
 
     /// Freezes the process (SIGSTOP): its Redis connections stay open but it answers nothing.
     pub async fn freeze(&self) -> anyhow::Result<()> {
-        let pid = self.child.id().context("process already gone")?;
-        let status = Command::new("kill")
-            .arg("-STOP")
-            .arg(pid.to_string())
-            .status()
-            .await?;
-        anyhow::ensure!(status.success(), "kill -STOP {pid} failed");
-        Ok(())
+        signal(&self.child, "STOP").await
     }
 
     /// Kills the process (SIGKILL): no goodbye, its Redis connections just drop.

@@ -10,16 +10,31 @@ pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Cargo's target directory, where builds and test artifacts go.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from)
+}
+
 fn server_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace().join("target"), PathBuf::from);
-    target.join("debug").join("chat-server")
+    target_dir().join("debug").join("chat-server")
 }
 
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// Sends `signal` (`TERM`, `STOP`, …) to a child process, by its PID.
+pub async fn signal(child: &Child, signal: &str) -> anyhow::Result<()> {
+    let pid = child.id().context("process already gone")?;
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
 }
 
 /// A node process; killed when dropped (`kill_on_drop`).
@@ -67,14 +82,7 @@ impl NodeProcess {
 
     /// Sends SIGTERM to this process (by its PID).
     pub async fn terminate(&self) -> anyhow::Result<()> {
-        let pid = self.child.id().context("process already gone")?;
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .await?;
-        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
-        Ok(())
+        signal(&self.child, "TERM").await
     }
 
     pub fn url(&self) -> String {

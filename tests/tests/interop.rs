@@ -144,6 +144,10 @@ impl Users {
             .clone()
     }
 
+    fn ids(&self, users: &[&str]) -> BTreeSet<String> {
+        users.iter().map(|u| self.id(u)).collect()
+    }
+
     /// Checks that exactly `expected` got `event` (with `args`), and nobody else within `QUIET`.
     async fn assert_received(&mut self, event: &str, args: &[Value], expected: &[&str]) {
         for (user, client) in &mut self.all {
@@ -312,16 +316,8 @@ async fn fetch_sockets_crosses_both_ways(mixed: &Mixed) -> anyhow::Result<()> {
         .node
         .call("fetchSockets", json!({ "rooms": ["lobby"] }))
         .await?;
+    assert_eq!(ids_of(&sockets), users.ids(&["r1", "r2", "n1", "n2"]));
     let sockets = sockets.as_array().unwrap();
-    let ids: BTreeSet<String> = sockets
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    let lobby_ids: BTreeSet<String> = ["r1", "r2", "n1", "n2"]
-        .iter()
-        .map(|u| users.id(u))
-        .collect();
-    assert_eq!(ids, lobby_ids);
     let r2 = sockets.iter().find(|s| s["id"] == json!(users.id("r2")));
     let r2 = r2.expect("r2 fetched");
     let rooms: BTreeSet<&str> = r2["rooms"]
@@ -360,7 +356,7 @@ async fn fetch_sockets_crosses_both_ways(mixed: &Mixed) -> anyhow::Result<()> {
             .fetch_sockets("/", &Target::rooms(["vip"]))
             .await?;
         let ids: BTreeSet<String> = sockets.iter().map(|s| s.id.clone()).collect();
-        assert_eq!(ids, BTreeSet::from([users.id("r2"), users.id("n2")]));
+        assert_eq!(ids, users.ids(&["r2", "n2"]));
         let n2 = sockets.iter().find(|s| s.id == users.id("n2")).unwrap();
         assert_eq!(
             n2.data,
@@ -407,8 +403,6 @@ async fn room_changes_and_disconnects_cross_both_ways(mixed: &Mixed) -> anyhow::
             .unwrap();
         sockets.into_iter().map(|s| s.id).collect::<BTreeSet<_>>()
     };
-    let ids = |users: &Users, names: &[&str]| names.iter().map(|u| users.id(u)).collect();
-
     // socketsJoin from Node.js: the lobby joins `extra` on every node, so a Rust broadcast to
     // `extra` reaches them.
     mixed
@@ -418,7 +412,7 @@ async fn room_changes_and_disconnects_cross_both_ways(mixed: &Mixed) -> anyhow::
             json!({ "rooms": ["lobby"], "join": ["extra"] }),
         )
         .await?;
-    wait_for(extra_members, ids(&users, &lobby)).await?;
+    wait_for(extra_members, users.ids(&lobby)).await?;
     mixed
         .cluster(1)
         .emit("/", &Target::rooms(["extra"]), "extra", vec![json!(1)])
@@ -433,7 +427,7 @@ async fn room_changes_and_disconnects_cross_both_ways(mixed: &Mixed) -> anyhow::
             json!({ "rooms": ["vip"], "leave": ["extra"] }),
         )
         .await?;
-    wait_for(extra_members, ids(&users, &["r1", "n1"])).await?;
+    wait_for(extra_members, users.ids(&["r1", "n1"])).await?;
 
     // socketsJoin / socketsLeave from Rust, checked through Node.js.
     let node_view = |room: &'static str| async move {
@@ -442,12 +436,7 @@ async fn room_changes_and_disconnects_cross_both_ways(mixed: &Mixed) -> anyhow::
             .call("fetchSockets", json!({ "rooms": [room] }))
             .await
             .unwrap();
-        sockets
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["id"].as_str().unwrap().to_string())
-            .collect::<BTreeSet<_>>()
+        ids_of(&sockets)
     };
     mixed
         .cluster(0)
@@ -457,7 +446,7 @@ async fn room_changes_and_disconnects_cross_both_ways(mixed: &Mixed) -> anyhow::
             vec!["outside".into()],
         )
         .await?;
-    wait_for(|| node_view("outside"), ids(&users, &["r3", "n3"])).await?;
+    wait_for(|| node_view("outside"), users.ids(&["r3", "n3"])).await?;
     mixed
         .node
         .call(
@@ -582,7 +571,7 @@ async fn all_rooms_and_server_count_agree(mixed: &Mixed) -> anyhow::Result<()> {
 async fn a_killed_node_js_node_does_not_stall_rust_requests() -> anyhow::Result<()> {
     let mut mixed = Mixed::start("killed_node_js", true).await?;
     let users = Users::new(&mixed).await;
-    let rust_ids: BTreeSet<String> = ["r1", "r2", "r3"].iter().map(|u| users.id(u)).collect();
+    let rust_ids = users.ids(&["r1", "r2", "r3"]);
 
     mixed.node.freeze().await?;
     let cluster = mixed.cluster(0).clone();
@@ -665,17 +654,7 @@ async fn a_killed_rust_node_does_not_stall_node_js_requests() -> anyhow::Result<
         .node
         .call_timed("fetchSockets", json!({ "rooms": ["lobby"] }))
         .await?;
-    let ids: BTreeSet<String> = after
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    let survivors: BTreeSet<String> = ["r1", "r2", "n1", "n2"]
-        .iter()
-        .map(|u| users.id(u))
-        .collect();
-    assert_eq!(ids, survivors);
+    assert_eq!(ids_of(&after), users.ids(&["r1", "r2", "n1", "n2"]));
     let (count, _) = mixed.node.call_timed("serverCount", json!({})).await?;
     assert_eq!(count, json!(3));
     let (acks, acks_took) = mixed
@@ -783,6 +762,15 @@ async fn redis_emitter_reaches_rust_clients() -> anyhow::Result<()> {
 
 fn set<const N: usize>(items: [&str; N]) -> BTreeSet<String> {
     items.into_iter().map(String::from).collect()
+}
+
+/// The ids of sockets fetched through Node.js.
+fn ids_of(sockets: &Value) -> BTreeSet<String> {
+    let sockets = sockets.as_array().expect("an array of sockets");
+    sockets
+        .iter()
+        .map(|s| s["id"].as_str().expect("an id").to_string())
+        .collect()
 }
 
 /// The strings of a JSON array, as a set.
