@@ -1,6 +1,6 @@
 //! Configuration: every option is a CLI flag and an environment variable of the same name.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
 
@@ -57,6 +57,10 @@ pub struct Config {
     /// `publishOnSpecificResponseChannel`); `false` answers on the shared one.
     #[arg(long, env = "REDIS_SPECIFIC_RESPONSE_CHANNEL", default_value_t = true, action = clap::ArgAction::Set)]
     pub redis_specific_response_channel: bool,
+    /// The built web client (`cd web && npm ci && npm run build`), served at `/`; relative paths
+    /// are relative to the working directory.
+    #[arg(long, env = "WEB_DIR", default_value = "web/dist")]
+    pub web_dir: PathBuf,
 }
 
 impl Config {
@@ -75,5 +79,42 @@ impl Config {
     /// A configuration with every default, for tests and embedding.
     pub fn defaults() -> Self {
         Self::parse_from(["chat-server"])
+    }
+
+    /// Flags and environment, where an empty value counts as unset: compose files and Kubernetes
+    /// Secrets write `AUTH_SECRET=""` for "no secret", which must not demand tokens signed with
+    /// an empty key (nor enable the admin API with an empty token).
+    pub fn load() -> Self {
+        Self::parse().without_empty_values()
+    }
+
+    fn without_empty_values(mut self) -> Self {
+        for value in [
+            &mut self.redis_url,
+            &mut self.node_id,
+            &mut self.admin_token,
+            &mut self.auth_secret,
+        ] {
+            if value.as_deref().is_some_and(str::is_empty) {
+                *value = None;
+            }
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let config = Config::parse_from(["chat-server", "--auth-secret", "", "--admin-token", ""])
+            .without_empty_values();
+        assert_eq!(config.auth_secret, None);
+        assert_eq!(config.admin_token, None);
+        let config =
+            Config::parse_from(["chat-server", "--admin-token", "t"]).without_empty_values();
+        assert_eq!(config.admin_token.as_deref(), Some("t"));
     }
 }

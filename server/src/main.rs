@@ -1,11 +1,10 @@
 //! `chat-server` binary: configuration from flags and environment, logs, signals.
 
 use chat_server::{Config, Server};
-use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let config = Config::load();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&config.rust_log)
