@@ -7,7 +7,7 @@ use axum::{
     extract::{FromRequest, FromRequestParts, Path, Query, Request, State},
     http::{StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{any, get, post},
 };
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
@@ -19,7 +19,8 @@ use crate::{
     protocol::{MAX_ROOM_LEN, check_name, valid_namespace},
 };
 
-/// `/healthz`, `/readyz`, `/metrics`, and `/api/*` when an admin token is configured.
+/// `/healthz`, `/readyz`, `/metrics`, and `/api/*` when an admin token is configured (a 404
+/// otherwise).
 pub fn routes(chat: Arc<Chat>) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -36,7 +37,13 @@ pub fn routes(chat: Arc<Chat>) -> Router {
             .route("/api/emit", post(emit))
             .route("/api/nodes", get(nodes));
     }
-    router.with_state(chat)
+    // Whatever else is under `/api` stays a 404 of its own, never a file of the web client, which
+    // serves every other path.
+    let not_found = || async { StatusCode::NOT_FOUND };
+    router
+        .route("/api", any(not_found))
+        .route("/api/{*rest}", any(not_found))
+        .with_state(chat)
 }
 
 /// An admin API failure, as JSON.

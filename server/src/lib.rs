@@ -2,7 +2,8 @@
 //!
 //! A node serves Socket.IO and HTTP on one port. With `REDIS_URL` it joins the cluster of every
 //! node on that Redis: messages, presence, history and admin operations span all nodes. Without
-//! it, it is a complete single node with in-memory adapter, presence and history.
+//! it, it is a complete single node with in-memory adapter, presence and history. The browser
+//! client built from `web/` is served at `/`.
 
 pub mod admin;
 pub mod chat;
@@ -14,6 +15,7 @@ pub mod protocol;
 pub mod rate_limit;
 pub mod timers;
 pub mod transport;
+pub mod web;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -98,7 +100,10 @@ impl Server {
         Chat::serve_namespaces(&io).await?;
         let timers = timers::spawn(chat.clone());
 
-        let app = admin::routes(chat.clone()).layer(layer);
+        web::report(&chat.config.web_dir);
+        let app = admin::routes(chat.clone())
+            .merge(web::routes(&chat.config.web_dir))
+            .layer(layer);
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let mode = if chat.config.redis_url.is_some() {

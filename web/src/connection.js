@@ -1,0 +1,76 @@
+// The Socket.IO connection to the node that served this page: its state, and the chat requests
+// of shared/PROTOCOL.md as promises of their acks.
+
+import { io } from "socket.io-client";
+
+/** How long a request waits for its ack before it counts as failed. */
+const ACK_TIMEOUT_MS = 10_000;
+
+/**
+ * @typedef {"connecting" | "online" | "reconnecting" | "offline"} State
+ * @typedef {{ ok: true, [field: string]: any } | { ok: false, error: import("./errors.js").ChatError }} Ack
+ * @typedef {{
+ *   state(state: State, detail?: string): void,
+ *   connected(): void,
+ *   message(message: import("./timeline.js").Message): void,
+ *   presence(update: { room: string, online: { id: string, name: string }[] }): void,
+ *   notice(notice: { room: string, kind: "join" | "leave", user: { id: string, name: string }, ts: number }): void,
+ * }} Handlers
+ */
+
+/**
+ * Connects as `name`; socket.io-client reconnects by itself after a lost connection, and
+ * `handlers.connected` runs after every (re)connection, since the server forgets the rooms of a
+ * socket that is gone.
+ * @param {string} name
+ * @param {Handlers} handlers
+ */
+export function connect(name, handlers) {
+  const socket = io({ auth: { name } });
+  handlers.state("connecting");
+
+  socket.on("connect", () => {
+    handlers.state("online");
+    handlers.connected();
+  });
+  socket.on("disconnect", (reason) => {
+    // `socket.active` is false only when the server closed this socket on purpose (an admin
+    // kick): socket.io-client then does not reconnect, and neither do we.
+    if (socket.active) handlers.state("reconnecting");
+    else handlers.state("offline", `disconnected by the server (${reason})`);
+  });
+  socket.on("connect_error", (err) => {
+    // A refused handshake (bad name, unauthorized) is final; a network error is retried.
+    if (!socket.active) handlers.state("offline", err.message);
+  });
+  socket.io.on("reconnect_attempt", () => handlers.state("reconnecting"));
+
+  socket.on("message", handlers.message);
+  socket.on("presence", handlers.presence);
+  socket.on("notice", handlers.notice);
+
+  /**
+   * @param {string} event
+   * @param {object} payload
+   * @returns {Promise<Ack>}
+   */
+  async function request(event, payload) {
+    try {
+      return await socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, payload);
+    } catch {
+      return { ok: false, error: { code: "timeout", message: `${event} was not answered` } };
+    }
+  }
+
+  return {
+    /** @param {string} room @param {string | null} chatterId */
+    join: (room, chatterId) => request("join", chatterId ? { room, chatterId } : { room }),
+    /** @param {string} room */
+    leave: (room) => request("leave", { room }),
+    /** @param {string} room @param {string} text */
+    send: (room, text) => request("message", { room, text }),
+    get online() {
+      return socket.connected;
+    },
+  };
+}

@@ -1,0 +1,75 @@
+// The page's logic that needs no browser: URLs, names, the message timeline, error wording.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { describeError } from "../src/errors.js";
+import { nameProblem } from "../src/identity.js";
+import { hashForRoom, roomFromHash } from "../src/route.js";
+import { Timeline } from "../src/timeline.js";
+
+test("rooms round-trip through the URL hash, odd characters included", () => {
+  for (const room of ["lobby", "café & co", "a/b#c?d", "日本語", "x".repeat(128)]) {
+    assert.equal(roomFromHash(hashForRoom(room)), room);
+  }
+  assert.equal(hashForRoom("lobby"), "#/room/lobby");
+});
+
+test("hashes naming no acceptable room give none", () => {
+  for (const hash of ["", "#", "#/", "#/room/", "#/room/%20%20", "#/room/%E0%A4%A", "#/room/a%0Ab", "#/lobby"]) {
+    assert.equal(roomFromHash(hash), null, hash);
+  }
+  assert.equal(roomFromHash(hashForRoom("x".repeat(129))), null);
+});
+
+test("names follow the server's rule", () => {
+  assert.equal(nameProblem("Ann"), null);
+  assert.equal(nameProblem("é".repeat(64)), null);
+  assert.notEqual(nameProblem("  "), null);
+  assert.notEqual(nameProblem("é".repeat(65)), null);
+  assert.notEqual(nameProblem("a\u0007b"), null);
+});
+
+const message = (id) => ({ id, room: "r", from: { id: "u", name: "U" }, text: id, ts: 0 });
+const ids = (messages) => messages.map((m) => m.id);
+
+test("live messages that beat the join ack follow the history, each once", () => {
+  const timeline = new Timeline();
+  timeline.joining();
+  assert.deepEqual(timeline.live(message("3")), []);
+  assert.deepEqual(timeline.live(message("4")), []);
+  assert.deepEqual(ids(timeline.joined([message("1"), message("2"), message("3")])), ["1", "2", "3", "4"]);
+  assert.deepEqual(ids(timeline.live(message("5"))), ["5"]);
+  assert.deepEqual(timeline.live(message("5")), [], "the sender's ack repeats its own message");
+});
+
+test("a rejoin after a reconnect adds only what was missed", () => {
+  const timeline = new Timeline();
+  timeline.joining();
+  timeline.joined([message("1"), message("2")]);
+  timeline.joining();
+  assert.deepEqual(ids(timeline.joined([message("1"), message("2"), message("3")])), ["3"]);
+});
+
+test("a message id reused by a restarted server is a new message", () => {
+  const timeline = new Timeline();
+  assert.deepEqual(ids(timeline.live(message("1"))), ["1"]);
+  assert.deepEqual(ids(timeline.live({ ...message("1"), ts: 5 })), ["1"]);
+});
+
+test("a failed join releases what it held; a new room starts empty", () => {
+  const timeline = new Timeline();
+  timeline.joining();
+  timeline.live(message("7"));
+  assert.deepEqual(ids(timeline.failed()), ["7"]);
+  timeline.reset();
+  assert.deepEqual(ids(timeline.live(message("7"))), ["7"]);
+});
+
+test("errors read as a headline plus the server's details", () => {
+  assert.equal(
+    describeError({ code: "too_long", message: "message is 250 characters; at most 200 allowed" }),
+    "Message too long: message is 250 characters; at most 200 allowed",
+  );
+  assert.match(describeError({ code: "rate_limited", message: "" }), /^Slow down/);
+  assert.match(describeError({ code: "constructor", message: "?" }), /^Something went wrong: \?$/);
+});
