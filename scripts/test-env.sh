@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Prepares what the integration tests need on a Debian machine: a running Docker engine and a
-# `redis:7` image, Node.js with the interop peers of tests/interop (`npm ci`), and a Python
-# virtual environment with python-socketio for the smoke test. A laptop with Docker and registry
-# access only pulls the image; a machine that reaches Debian's packages but no image registry gets
-# the engine from `docker.io` and a `redis:7` image built from a debootstrapped Debian root.
+# Prepares what the tests need on a Debian machine: a running Docker engine; the images `redis:7`
+# (tests), `debian:bookworm-slim` and `haproxy:2.6` (the compose deployment); Node.js with the
+# interop peers of tests/interop (`npm ci`); a Python virtual environment with python-socketio for
+# the smoke test; Debian's Chromium and the built web client of web/ for the browser test. A laptop with Docker and registry access only pulls the images; a machine that
+# reaches Debian's packages but no image registry gets the engine from `docker.io` and the images
+# imported from one debootstrapped Debian root (redis-server and haproxy included).
 set -euo pipefail
 
 log() { printf '[test-env] %s\n' "$*" >&2; }
@@ -39,18 +40,27 @@ debian_mirror() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
-ensure_redis_image() {
-  if docker image inspect redis:7 >/dev/null 2>&1; then return 0; fi
-  log "pulling redis:7"
-  if timeout 120 docker pull redis:7 >/dev/null 2>&1; then return 0; fi
-  log "no image registry reachable: building redis:7 from a Debian root"
-  apt_install debootstrap
-  local root
-  root=$(mktemp -d /tmp/redis-root.XXXXXX)
-  as_root debootstrap --variant=minbase --include=redis-server bookworm "$root" "$(debian_mirror)" >/dev/null
-  as_root tar -C "$root" -c . | docker import \
-    -c 'CMD ["redis-server","--protected-mode","no"]' -c 'EXPOSE 6379' - redis:7 >/dev/null
-  as_root rm -rf "$root"
+# A Debian root with what the fallback images need, made once per run with debootstrap.
+debian_root=""
+make_debian_root() {
+  if [ -z "$debian_root" ]; then
+    apt_install debootstrap
+    debian_root=$(mktemp -d /tmp/debian-root.XXXXXX)
+    log "building a Debian bookworm root (no image registry reachable)"
+    as_root debootstrap --variant=minbase --include=redis-server,haproxy bookworm "$debian_root" \
+      "$(debian_mirror)" >/dev/null
+  fi
+}
+
+# ensure_image TAG CMD-JSON: pulls TAG, or imports it from the Debian root with that command.
+ensure_image() {
+  local tag=$1 cmd=$2
+  if docker image inspect "$tag" >/dev/null 2>&1; then return 0; fi
+  log "pulling $tag"
+  if timeout 120 docker pull "$tag" >/dev/null 2>&1; then return 0; fi
+  log "no image registry reachable: building $tag from a Debian root"
+  make_debian_root
+  as_root tar -C "$debian_root" -c . | docker import -c "CMD $cmd" - "$tag" >/dev/null
 }
 
 # tests/interop: socket.io, @socket.io/redis-adapter and @socket.io/redis-emitter, from the lockfile.
@@ -76,9 +86,28 @@ ensure_smoke_venv() {
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/smoke/requirements.txt
 }
 
+# web/: the browser client, bundled into web/dist (served by chat-server), and its end-to-end test,
+# which drives Debian's Chromium with playwright-core from the lockfile. The build takes a second,
+# so it always runs: the bundle never lags behind web/src.
+ensure_web_client() {
+  [ -x /usr/bin/chromium ] || apt_install chromium
+  local dir=web
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+    [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    log "npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  (cd "$dir" && npm run --silent build >/dev/null)
+}
+
 cd "$(dirname "$0")/.."
 ensure_engine
-ensure_redis_image
+# redis:7 for the tests; the base and load balancer images of the compose deployment.
+ensure_image redis:7 '["redis-server","--protected-mode","no"]'
+ensure_image debian:bookworm-slim '["bash"]'
+ensure_image haproxy:2.6 '["haproxy","-f","/usr/local/etc/haproxy/haproxy.cfg"]'
+[ -z "$debian_root" ] || as_root rm -rf "$debian_root"
 ensure_node_peers
 ensure_smoke_venv
-log "docker engine, redis:7, Node.js peers and the Python venv ready"
+ensure_web_client
+log "docker engine, images, Node.js peers, the Python venv and the web client ready"

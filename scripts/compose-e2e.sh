@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# End-to-end test of the compose deployment. Packages the host's build into the chat-server image
+# (Dockerfile target `prebuilt`), brings up docker-compose.yml (Redis, three nodes, HAProxy) as a
+# project of its own, runs tests/src/bin/compose_e2e.rs through the load balancer, and tears it
+# all down — also on failure, after printing the services' logs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '[compose-e2e] %s\n' "$*" >&2; }
+
+bash scripts/test-env.sh
+if docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+else
+  command -v docker-compose >/dev/null 2>&1 || {
+    log "installing docker-compose"
+    sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
+    $sudo_cmd apt-get install -y -qq docker-compose >/dev/null
+  }
+  compose=(docker-compose)
+fi
+project="chat-e2e-$$"
+compose+=(-p "$project")
+
+# A plain `docker build` of the CLI without buildx would use the legacy builder, which builds the
+# toolchain stages too; Debian's docker.io CLI has BuildKit built in.
+build_image() {
+  if docker buildx version >/dev/null 2>&1; then
+    DOCKER_BUILDKIT=1 docker build "$@"
+  else
+    DOCKER_BUILDKIT=1 /usr/bin/docker build "$@"
+  fi
+}
+
+cargo build --locked --profile dist -p chat-server
+log "building image chat-server:e2e (target prebuilt)"
+build_image --quiet --target prebuilt -t chat-server:e2e . >/dev/null
+
+export CHAT_IMAGE=chat-server:e2e CHAT_RESTART=no ADMIN_TOKEN=e2e-admin-token
+export LEAVE_GRACE_MS=3000 NODE_TIMEOUT_MS=3000 RUST_LOG=info
+LB_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export LB_PORT
+
+teardown() {
+  local status=$?
+  if [ "$status" -ne 0 ]; then
+    log "failed; last logs:"
+    "${compose[@]}" logs --no-color --tail=40 >&2 || true
+  fi
+  "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+  exit "$status"
+}
+trap teardown EXIT
+
+log "starting $project on port $LB_PORT"
+"${compose[@]}" up -d --no-build
+E2E_LB_PORT=$LB_PORT E2E_ADMIN_TOKEN=$ADMIN_TOKEN E2E_COMPOSE="${compose[*]}" \
+  E2E_GRACE_MS=$LEAVE_GRACE_MS E2E_NODE_TIMEOUT_MS=$NODE_TIMEOUT_MS \
+  cargo run --locked --quiet -p cluster-tests --bin compose_e2e
+log "passed"
