@@ -5,17 +5,14 @@
 # all down — also on failure, after printing the services' logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-log() { printf '[compose-e2e] %s\n' "$*" >&2; }
+LOG_PREFIX=compose-e2e
+. scripts/lib.sh
 
 bash scripts/test-env.sh
 if docker compose version >/dev/null 2>&1; then
   compose=(docker compose)
 else
-  command -v docker-compose >/dev/null 2>&1 || {
-    log "installing docker-compose"
-    sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
-    $sudo_cmd apt-get install -y -qq docker-compose >/dev/null
-  }
+  command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
   compose=(docker-compose)
 fi
 project="chat-e2e-$$"

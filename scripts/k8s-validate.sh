@@ -3,21 +3,15 @@
 # schemas (kubernetes-validate from PyPI, strict: unknown fields fail).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-log() { printf '[k8s-validate] %s\n' "$*" >&2; }
+LOG_PREFIX=k8s-validate
+. scripts/lib.sh
 kubernetes_version=1.31.0
 
 venv=target/k8s-venv
-if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1; then
-  log "preparing $venv (kubernetes-validate)"
-  mkdir -p target
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
-fi
-if ! command -v kubectl >/dev/null 2>&1; then
-  log "installing kubectl (Debian's kubernetes-client)"
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
-  $sudo_cmd apt-get install -y -qq kubernetes-client >/dev/null
-fi
+"$venv/bin/kubernetes-validate" --version >/dev/null 2>&1 ||
+  python_venv "$venv" kubernetes-validate==1.37.0
+# Debian's kubernetes-client where no kubectl is installed.
+command -v kubectl >/dev/null 2>&1 || apt_install kubernetes-client
 
 rendered=target/k8s-rendered.yaml
 kubectl kustomize k8s >"$rendered"

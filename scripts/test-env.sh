@@ -2,22 +2,14 @@
 # Prepares what the tests need on a Debian machine: a running Docker engine; the images `redis:7`
 # (tests), `debian:bookworm-slim` and `haproxy:2.6` (the compose deployment); Node.js with the
 # interop peers of tests/interop (`npm ci`); a Python virtual environment with python-socketio for
-# the smoke test; Debian's Chromium and the built web client of web/ for the browser test. A laptop with Docker and registry access only pulls the images; a machine that
-# reaches Debian's packages but no image registry gets the engine from `docker.io` and the images
-# imported from one debootstrapped Debian root (redis-server and haproxy included).
+# the smoke test; Debian's Chromium and the built web client of web/ for the browser test. A laptop
+# with Docker and registry access only pulls the images; a machine that reaches Debian's packages
+# but no image registry gets the engine from `docker.io` and the images imported from one
+# debootstrapped Debian root (redis-server and haproxy included).
 set -euo pipefail
 
-log() { printf '[test-env] %s\n' "$*" >&2; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-
-apt_install() {
-  local missing=()
-  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "installing ${missing[*]}"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
+LOG_PREFIX=test-env
+. "$(dirname "$0")/lib.sh"
 
 ensure_engine() {
   if docker info >/dev/null 2>&1; then return 0; fi
@@ -65,13 +57,8 @@ ensure_image() {
 
 # tests/interop: socket.io, @socket.io/redis-adapter and @socket.io/redis-emitter, from the lockfile.
 ensure_node_peers() {
-  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
-  local dir=tests/interop
-  if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
-    [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-    log "npm ci in $dir"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
-  fi
+  ensure_node
+  npm_ci tests/interop
 }
 
 # target/smoke-venv: python-socketio for tests/smoke (its path is exported by scripts/test.sh).
@@ -80,24 +67,14 @@ ensure_smoke_venv() {
   if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import socketio' 2>/dev/null; then
     return 0
   fi
-  log "preparing $venv (python-socketio)"
-  mkdir -p target
-  python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/smoke/requirements.txt
+  python_venv "$venv" -r tests/smoke/requirements.txt
 }
 
-# web/: the browser client, bundled into web/dist (served by chat-server), and its end-to-end test,
-# which drives Debian's Chromium with playwright-core from the lockfile. The build takes a second,
-# so it always runs: the bundle never lags behind web/src.
+# web/: the built client, and Debian's Chromium for its end-to-end test (playwright-core from the
+# lockfile drives it).
 ensure_web_client() {
   [ -x /usr/bin/chromium ] || apt_install chromium
-  local dir=web
-  if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
-    [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-    log "npm ci in $dir"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
-  fi
-  (cd "$dir" && npm run --silent build >/dev/null)
+  build_web_client
 }
 
 cd "$(dirname "$0")/.."
