@@ -1,0 +1,169 @@
+//! The two Rust adapters under test, each set up the way its documentation shows, with the
+//! buffer sizes left at their defaults unless a flag sets them.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use fred::{
+    prelude::{Builder, Config},
+    types::RespVersion,
+};
+use serde_json::{Value, json};
+use socketio_cluster::{
+    Cluster, ClusterAdapter, ClusterConfig, RedisDriver, RedisDriverConfig, Target,
+};
+use socketioxide::{SocketIo, adapter::Emitter, extract::SocketRef, handler::ConnectHandler};
+use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
+
+use crate::{
+    app::{self, Backend, Shared},
+    warnings::WarningCounter,
+};
+
+pub struct Settings {
+    pub redis_url: String,
+    pub node_name: String,
+    pub key: String,
+    pub max_buffer: Option<usize>,
+    pub receive_buffer: Option<usize>,
+    pub stream_buffer: Option<usize>,
+}
+
+/// Our adapter.
+#[derive(Clone)]
+struct ClusterBackend(Cluster<RedisDriver>);
+
+impl Backend for ClusterBackend {
+    type A = ClusterAdapter<RedisDriver>;
+
+    async fn count(&self, _io: SocketIo<Self::A>) -> Result<usize, String> {
+        let sockets = self.0.fetch_sockets("/", &Target::all()).await;
+        sockets.map(|s| s.len()).map_err(|e| e.to_string())
+    }
+
+    async fn rooms(&self, _io: SocketIo<Self::A>) -> Result<usize, String> {
+        self.0
+            .rooms("/")
+            .await
+            .map(|r| r.len())
+            .map_err(|e| e.to_string())
+    }
+
+    fn connected(&self, socket: &SocketRef<Self::A>, auth: &Value) {
+        // Node.js apps set socket.data; fetchSockets ships it, so the comparison carries it too.
+        if let Err(err) = socketio_cluster::track(socket, &json!({ "i": auth["i"] })) {
+            tracing::warn!(%err, "cannot track socket");
+        }
+    }
+
+    fn counters(&self) -> Value {
+        let s = self.0.stats();
+        json!({
+            "published": s.published,
+            "received": s.received,
+            "lost": s.lost,
+            "malformed": s.malformed,
+            "undelivered": s.undelivered,
+            "request_timeouts": s.request_timeouts,
+        })
+    }
+
+    /// Redis messages lost before they were read, and packets local sockets could not take
+    /// (failed local broadcasts are among them).
+    fn dropped(&self, _emit_errors: u64, _warnings: &BTreeMap<String, u64>) -> u64 {
+        let s = self.0.stats();
+        s.lost + s.undelivered
+    }
+}
+
+pub async fn cluster(settings: &Settings, warnings: WarningCounter) -> anyhow::Result<Router> {
+    let mut driver_config = RedisDriverConfig::new(&settings.redis_url);
+    if let Some(n) = settings.receive_buffer {
+        driver_config.receive_buffer = n;
+    }
+    let driver = RedisDriver::connect(driver_config).await?;
+    let cluster = Cluster::new(
+        driver,
+        ClusterConfig {
+            key: settings.key.clone(),
+            node_name: settings.node_name.clone(),
+            ..ClusterConfig::default()
+        },
+    );
+    let backend = ClusterBackend(cluster.clone());
+    let mut builder = SocketIo::builder().with_adapter::<ClusterAdapter<RedisDriver>>(cluster);
+    if let Some(n) = settings.max_buffer {
+        builder = builder.max_buffer_size(n);
+    }
+    let (layer, io) = builder
+        .with_state(backend.clone())
+        .with_state(Shared::new(warnings))
+        .build_layer();
+    backend.0.bind(&io);
+    io.ns("/", app::connected.with(app::listen::<ClusterBackend>))
+        .await?;
+    Ok(Router::new().layer(layer))
+}
+
+/// socketioxide-redis (fred driver, sharded pub/sub).
+#[derive(Clone)]
+struct SocketioxideRedisBackend;
+
+impl Backend for SocketioxideRedisBackend {
+    type A = FredAdapter<Emitter>;
+
+    async fn count(&self, io: SocketIo<Self::A>) -> Result<usize, String> {
+        let sockets = io.fetch_sockets().await;
+        sockets.map(|s| s.len()).map_err(|e| e.to_string())
+    }
+
+    async fn rooms(&self, io: SocketIo<Self::A>) -> Result<usize, String> {
+        io.rooms().await.map(|r| r.len()).map_err(|e| e.to_string())
+    }
+
+    fn connected(&self, _socket: &SocketRef<Self::A>, _auth: &Value) {}
+
+    fn counters(&self) -> Value {
+        Value::Null
+    }
+
+    /// Failed local broadcasts, and the adapter's warnings: each is a message it dropped or a
+    /// lag of its receive channel (one or more messages lost), so a lower bound.
+    fn dropped(&self, emit_errors: u64, warnings: &BTreeMap<String, u64>) -> u64 {
+        emit_errors + warnings.get("socketioxide_redis").copied().unwrap_or(0)
+    }
+}
+
+pub async fn socketioxide_redis(
+    settings: &Settings,
+    warnings: WarningCounter,
+) -> anyhow::Result<Router> {
+    let mut config = Config::from_url(&settings.redis_url)?;
+    // Its drivers speak RESP3; fred does not read the protocol from the URL.
+    config.version = RespVersion::RESP3;
+    let mut builder = Builder::from_config(config);
+    if let Some(n) = settings.receive_buffer {
+        builder.with_performance_config(|perf| perf.broadcast_channel_capacity = n);
+    }
+    let client = builder.build_subscriber_client()?;
+    let mut adapter_config = RedisAdapterConfig::new().with_prefix(settings.key.clone());
+    if let Some(n) = settings.stream_buffer {
+        adapter_config = adapter_config.with_stream_buffer(n);
+    }
+    let adapter = RedisAdapterCtr::new_with_fred_config(client, adapter_config).await?;
+    let mut builder = SocketIo::builder().with_adapter::<FredAdapter<Emitter>>(adapter);
+    if let Some(n) = settings.max_buffer {
+        builder = builder.max_buffer_size(n);
+    }
+    let (layer, io) = builder
+        .with_state(SocketioxideRedisBackend)
+        .with_state(Shared::new(warnings))
+        .build_layer();
+    io.ns(
+        "/",
+        app::connected.with(app::listen::<SocketioxideRedisBackend>),
+    )
+    .await?;
+    tracing::debug!(node = %settings.node_name, "socketioxide-redis node ready");
+    Ok(Router::new().layer(layer))
+}

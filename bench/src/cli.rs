@@ -1,0 +1,247 @@
+//! Command-line flags, and the plan they make (the smoke run's tiny sizes included).
+
+use std::{fmt, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// One big room, half of it on each of 2 nodes; the message rate steps up.
+    Fanout,
+    /// Many rooms of 2 clients on different nodes; the message rate steps up.
+    Rooms,
+    /// `fetchSockets` and `allRooms` round trips with 2 and 3 nodes.
+    Requests,
+    /// Idle connections: memory per connection and connect rate.
+    Idle,
+    /// The real chat server: join, then messages with history on (our adapter only).
+    Chat,
+    All,
+}
+
+impl Scenario {
+    pub const EACH: [Self; 5] = [
+        Self::Fanout,
+        Self::Rooms,
+        Self::Requests,
+        Self::Idle,
+        Self::Chat,
+    ];
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.to_possible_value().map(|v| v.get_name().to_string());
+        f.write_str(&name.unwrap_or_default())
+    }
+}
+
+/// The servers compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Impl {
+    /// `bench-app` on this workspace's `socketio-cluster`.
+    Cluster,
+    /// `bench-app` on `socketioxide-redis` (fred driver).
+    SocketioxideRedis,
+    /// `bench/node/app.mjs` on socket.io + `@socket.io/redis-adapter`.
+    Node,
+}
+
+impl fmt::Display for Impl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.to_possible_value().map(|v| v.get_name().to_string());
+        f.write_str(&name.unwrap_or_default())
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    about = "Load generator for socketio-cluster against socketioxide-redis and Node.js' @socket.io/redis-adapter",
+    long_about = None
+)]
+pub struct Args {
+    /// Scenarios to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub scenario: Vec<Scenario>,
+    /// Implementations, comma-separated; each round runs them in this order.
+    #[arg(
+        long = "impl",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cluster,socketioxide-redis,node"
+    )]
+    pub impls: Vec<Impl>,
+    /// Rounds: every scenario runs A, B, C, A, B, C… so noise hits all implementations alike.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
+    /// Seconds of traffic per step.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration_secs: f64,
+    /// Clients of the fanout room and of the requests scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Clients of the fanout room that send.
+    #[arg(long, default_value_t = 4)]
+    pub senders: usize,
+    /// Fanout steps: messages per second, all senders together.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "50,100,200,400,700,1000,1500,2000,3000"
+    )]
+    pub rates: Vec<f64>,
+    /// Rooms of 2 clients in the rooms scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub rooms: usize,
+    /// Rooms steps: messages per second, all rooms together.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,2000,4000,6000,8000,12000,16000,24000,32000"
+    )]
+    pub room_rates: Vec<f64>,
+    /// Sequential requests per kind (`count`, `rooms`) in the requests scenario.
+    #[arg(long, default_value_t = 300)]
+    pub requests: usize,
+    /// Node counts of the requests scenario.
+    #[arg(long, value_delimiter = ',', default_value = "2,3")]
+    pub request_nodes: Vec<usize>,
+    /// Clients of the idle scenario.
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_clients: usize,
+    /// Rooms of the chat scenario.
+    #[arg(long, default_value_t = 100)]
+    pub chat_rooms: usize,
+    /// Users per chat room.
+    #[arg(long, default_value_t = 10)]
+    pub chat_room_size: usize,
+    /// Chat steps: messages per second, all rooms together.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "200,500,1000,2000,3000,5000,8000"
+    )]
+    pub chat_rates: Vec<f64>,
+    /// Filler bytes in each message (a short chat line).
+    #[arg(long, default_value_t = 64)]
+    pub payload_bytes: usize,
+    /// A step passes with no loss, no duplicate and a p99 latency up to this.
+    #[arg(long, default_value_t = 250.0)]
+    pub max_p99_ms: f64,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 200)]
+    pub connect_concurrency: usize,
+    /// socketioxide's per-socket buffer in bench-app (default: the library's, 128).
+    #[arg(long)]
+    pub max_buffer: Option<usize>,
+    /// fred's receive buffer in bench-app (default: each adapter's own).
+    #[arg(long)]
+    pub receive_buffer: Option<usize>,
+    /// socketioxide-redis' stream buffer (default: its own, 1024).
+    #[arg(long)]
+    pub stream_buffer: Option<usize>,
+    /// Use this Redis instead of starting one in Docker (then its CPU is not measured).
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// The Docker image of the Redis started for the run.
+    #[arg(long, default_value = "redis:7")]
+    pub redis_image: String,
+    /// The Node.js app (its node_modules installed with `npm ci`).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/node/app.mjs"))]
+    pub node_app: PathBuf,
+    /// Where the servers' logs go (a folder per run).
+    #[arg(long, default_value = "target/bench-logs")]
+    pub log_dir: PathBuf,
+    /// Write every measured step here, as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// A few seconds of everything at tiny sizes, for CI: fails on any error, loss or duplicate
+    /// (latency up to 5 s passes).
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+/// Sizes and rates of a run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub duration: Duration,
+    pub fanout_clients: usize,
+    pub senders: usize,
+    pub rates: Vec<f64>,
+    pub rooms: usize,
+    pub room_rates: Vec<f64>,
+    pub request_clients: usize,
+    pub requests: usize,
+    pub request_nodes: Vec<usize>,
+    pub idle_clients: usize,
+    pub chat_rooms: usize,
+    pub chat_room_size: usize,
+    pub chat_rates: Vec<f64>,
+    pub payload_bytes: usize,
+    pub max_p99_ms: f64,
+    pub concurrency: usize,
+    /// Run every step even after one fails (the smoke run checks them all).
+    pub smoke: bool,
+}
+
+impl Args {
+    pub fn scenarios(&self) -> Vec<Scenario> {
+        if self.scenario.contains(&Scenario::All) {
+            return Scenario::EACH.to_vec();
+        }
+        let mut scenarios = Vec::new();
+        for s in &self.scenario {
+            if !scenarios.contains(s) {
+                scenarios.push(*s);
+            }
+        }
+        scenarios
+    }
+
+    pub fn plan(&self) -> Plan {
+        let plan = Plan {
+            duration: Duration::from_secs_f64(self.duration_secs.max(0.1)),
+            fanout_clients: self.clients,
+            senders: self.senders.clamp(1, self.clients.max(1)),
+            rates: self.rates.clone(),
+            rooms: self.rooms,
+            room_rates: self.room_rates.clone(),
+            request_clients: self.clients,
+            requests: self.requests,
+            request_nodes: self.request_nodes.clone(),
+            idle_clients: self.idle_clients,
+            chat_rooms: self.chat_rooms,
+            chat_room_size: self.chat_room_size.max(1),
+            chat_rates: self.chat_rates.clone(),
+            payload_bytes: self.payload_bytes,
+            max_p99_ms: self.max_p99_ms,
+            concurrency: self.connect_concurrency.max(1),
+            smoke: self.smoke,
+        };
+        if !self.smoke {
+            return plan;
+        }
+        Plan {
+            duration: Duration::from_secs(1),
+            fanout_clients: 40,
+            senders: 2,
+            rates: vec![50.0, 100.0],
+            rooms: 20,
+            room_rates: vec![100.0],
+            request_clients: 20,
+            requests: 20,
+            idle_clients: 200,
+            chat_rooms: 4,
+            chat_room_size: 3,
+            chat_rates: vec![20.0],
+            // A loaded CI machine running debug builds is slow; the smoke run checks that
+            // everything arrives, once, not how fast.
+            max_p99_ms: 5000.0,
+            ..plan
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! What receivers count: unique deliveries per (sender, seq), duplicates and strays, and the
+//! latency histogram they share.
+
+use std::{
+    sync::{Mutex, OnceLock},
+    time::Instant,
+};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::sio::Tag;
+
+/// Microseconds since the generator started: senders stamp messages with it and receivers
+/// subtract it, on the same clock.
+pub fn now_us() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// Sequence numbers above this are garbage, not a reason to allocate.
+const MAX_SEQ: u64 = 1 << 28;
+
+/// One receiver's count of the current step.
+#[derive(Debug, Default)]
+pub struct Tally {
+    step: u32,
+    /// The senders whose messages this receiver must get, with a bit per sequence number.
+    expected: Vec<(u32, Vec<u64>)>,
+    /// Deliveries counted once each.
+    pub unique: u64,
+    pub duplicates: u64,
+    /// Tagged messages from a sender it should not hear, or from another step (late).
+    pub stray: u64,
+    /// Tagged events whose tag could not be read.
+    pub malformed: u64,
+    /// Acks of fire-and-forget messages (the chat's `message`): `ok` or not.
+    pub acks_ok: u64,
+    pub acks_failed: u64,
+    /// Whether the server closed the connection.
+    pub closed: bool,
+}
+
+/// What a step lost, summed over receivers.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Losses {
+    pub expected: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub stray: u64,
+    pub malformed: u64,
+    pub acks_ok: u64,
+    pub acks_failed: u64,
+    pub closed: u64,
+}
+
+impl Tally {
+    pub fn expect(&mut self, senders: impl IntoIterator<Item = u32>) {
+        self.expected = senders.into_iter().map(|s| (s, Vec::new())).collect();
+    }
+
+    /// Starts counting `step` from zero.
+    pub fn begin(&mut self, step: u32) {
+        for (_, bits) in &mut self.expected {
+            bits.clear();
+        }
+        let expected = std::mem::take(&mut self.expected);
+        let closed = self.closed;
+        *self = Self {
+            step,
+            expected,
+            closed,
+            ..Self::default()
+        };
+    }
+
+    /// Counts one delivery; `false` when it does not count towards the step.
+    pub fn record(&mut self, tag: Tag) -> bool {
+        let slot = self.expected.iter_mut().find(|(s, _)| *s == tag.sender);
+        let (Some((_, bits)), true, true) = (slot, tag.step == self.step, tag.seq < MAX_SEQ) else {
+            self.stray += 1;
+            return false;
+        };
+        let (word, bit) = ((tag.seq / 64) as usize, tag.seq % 64);
+        if bits.len() <= word {
+            bits.resize(word + 1, 0);
+        }
+        if bits[word] & (1 << bit) != 0 {
+            self.duplicates += 1;
+            return false;
+        }
+        bits[word] |= 1 << bit;
+        self.unique += 1;
+        true
+    }
+
+    /// Adds this receiver's count to `losses`, given how many messages each sender sent
+    /// (`sent[sender]`).
+    pub fn settle(&self, sent: &[u64], losses: &mut Losses) {
+        for (sender, bits) in &self.expected {
+            let sent = sent.get(*sender as usize).copied().unwrap_or(0);
+            let got: u64 = bits
+                .iter()
+                .enumerate()
+                .map(|(i, word)| {
+                    let first = i as u64 * 64;
+                    let valid = match sent.saturating_sub(first) {
+                        n if n >= 64 => u64::MAX,
+                        n => (1u64 << n) - 1,
+                    };
+                    u64::from((word & valid).count_ones())
+                })
+                .sum();
+            losses.expected += sent;
+            losses.lost += sent - got.min(sent);
+        }
+        losses.delivered += self.unique;
+        losses.duplicates += self.duplicates;
+        losses.stray += self.stray;
+        losses.malformed += self.malformed;
+        losses.acks_ok += self.acks_ok;
+        losses.acks_failed += self.acks_failed;
+        losses.closed += u64::from(self.closed);
+    }
+}
+
+/// Latencies in microseconds, in shards so that receivers seldom wait for each other.
+pub struct Latencies {
+    shards: Vec<Mutex<Histogram<u64>>>,
+}
+
+/// Up to a minute, at 0.1 % precision.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_max(60_000_000, 3).expect("valid histogram bounds")
+}
+
+impl Latencies {
+    pub fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards).map(|_| Mutex::new(histogram())).collect(),
+        }
+    }
+
+    pub fn record(&self, shard: usize, values: &[u64]) {
+        if values.is_empty() {
+            return;
+        }
+        let mut h = self.shards[shard % self.shards.len()].lock().unwrap();
+        for &v in values {
+            h.saturating_record(v);
+        }
+    }
+
+    pub fn reset(&self) {
+        for shard in &self.shards {
+            shard.lock().unwrap().reset();
+        }
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut all = histogram();
+        for shard in &self.shards {
+            // Same bounds everywhere, so adding cannot fail.
+            let _ = all.add(&*shard.lock().unwrap());
+        }
+        Summary::of(&all)
+    }
+}
+
+/// Percentiles of a latency histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Summary {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Summary {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        }
+    }
+
+    /// Of a list of durations in microseconds.
+    pub fn of_values(values: &[u64]) -> Self {
+        let mut h = histogram();
+        for &v in values {
+            h.saturating_record(v);
+        }
+        Self::of(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(step: u32, sender: u32, seq: u64) -> Tag {
+        Tag {
+            step,
+            sender,
+            seq,
+            sent_us: 0,
+        }
+    }
+
+    #[test]
+    fn counts_losses_duplicates_and_strays() {
+        let mut tally = Tally::default();
+        tally.expect([1, 2]);
+        tally.begin(7);
+        for seq in [0, 1, 2, 70] {
+            assert!(tally.record(tag(7, 1, seq)));
+        }
+        assert!(!tally.record(tag(7, 1, 2)), "duplicate");
+        assert!(!tally.record(tag(6, 1, 3)), "late, from the step before");
+        assert!(!tally.record(tag(7, 9, 0)), "not a sender of its room");
+        assert!(tally.record(tag(7, 2, 0)));
+        let mut sent = vec![0; 3];
+        sent[1] = 100;
+        sent[2] = 1;
+        let mut losses = Losses::default();
+        tally.settle(&sent, &mut losses);
+        assert_eq!(losses.expected, 101);
+        assert_eq!(losses.delivered, 5);
+        assert_eq!(losses.lost, 96);
+        assert_eq!(losses.duplicates, 1);
+        assert_eq!(losses.stray, 2);
+    }
+
+    #[test]
+    fn a_new_step_starts_from_zero() {
+        let mut tally = Tally::default();
+        tally.expect([0]);
+        tally.begin(1);
+        tally.record(tag(1, 0, 0));
+        tally.begin(2);
+        assert!(tally.record(tag(2, 0, 0)));
+        let mut losses = Losses::default();
+        tally.settle(&[1], &mut losses);
+        assert_eq!((losses.lost, losses.delivered), (0, 1));
+    }
+
+    #[test]
+    fn latency_percentiles() {
+        let latencies = Latencies::new(2);
+        latencies.record(0, &[1000, 2000]);
+        latencies.record(1, &[3000, 250_000]);
+        let s = latencies.summary();
+        assert_eq!(s.count, 4);
+        assert!((s.p50_ms - 2.0).abs() < 0.01);
+        assert!((s.max_ms - 250.0).abs() < 0.5);
+    }
+}
