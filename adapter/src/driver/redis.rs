@@ -23,6 +23,8 @@ pub struct RedisDriverConfig {
     /// `redis://host:port[/db]`, `rediss://…`, or a `redis-cluster://…` URL.
     pub url: String,
     /// How many received messages may wait to be read before the oldest are lost (and counted).
+    /// fred allocates this capacity up front for each of the subscriber's event channels: about
+    /// 1 MiB per 1024 messages, whatever the traffic.
     pub receive_buffer: usize,
     /// Delay between reconnection attempts; they go on forever.
     pub reconnect_delay: Duration,
@@ -32,7 +34,7 @@ impl RedisDriverConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            receive_buffer: 1 << 16,
+            receive_buffer: 1 << 13,
             reconnect_delay: Duration::from_millis(100),
         }
     }
@@ -53,13 +55,14 @@ impl RedisDriver {
         let delay_ms = u32::try_from(config.reconnect_delay.as_millis()).unwrap_or(u32::MAX);
         builder
             .set_policy(ReconnectPolicy::new_constant(0, delay_ms))
-            .with_performance_config(|perf| perf.broadcast_channel_capacity = config.receive_buffer)
             .with_connection_config(|conn| {
                 conn.connection_timeout = Duration::from_secs(5);
                 conn.internal_command_timeout = Duration::from_secs(5);
             });
+        // Only the subscriber receives messages: the publisher keeps fred's small default.
         let publisher = builder.build().map_err(DriverError::new)?;
         let subscriber = builder
+            .with_performance_config(|perf| perf.broadcast_channel_capacity = config.receive_buffer)
             .build_subscriber_client()
             .map_err(DriverError::new)?;
         publisher.init().await.map_err(DriverError::new)?;

@@ -48,7 +48,7 @@ struct Args {
     #[arg(long)]
     max_buffer: Option<usize>,
     /// How many received Redis messages may wait to be read (fred's broadcast channel capacity;
-    /// the defaults are 65536 in our adapter, fred's 32 in socketioxide-redis).
+    /// the defaults are 8192 in our adapter, fred's 32 in socketioxide-redis).
     #[arg(long)]
     receive_buffer: Option<usize>,
     /// socketioxide-redis only: the per-channel stream buffer (its default is 1024).
