@@ -57,6 +57,10 @@ pub struct Config {
     /// `publishOnSpecificResponseChannel`); `false` answers on the shared one.
     #[arg(long, env = "REDIS_SPECIFIC_RESPONSE_CHANNEL", default_value_t = true, action = clap::ArgAction::Set)]
     pub redis_specific_response_channel: bool,
+    /// Packets that may wait for one slow client before the next are refused (counted and
+    /// logged). The queue grows on demand, so idle sockets do not pay for the size.
+    #[arg(long, env = "SOCKET_BUFFER", default_value_t = 1024)]
+    pub socket_buffer: usize,
     /// The built web client (`cd web && npm ci && npm run build`), served at `/`; relative paths
     /// are relative to the working directory.
     #[arg(long, env = "WEB_DIR", default_value = "web/dist")]

@@ -20,6 +20,7 @@ pub mod web;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use socketio_cluster::{
     Cluster, ClusterConfig,
     presence::{MemoryPresence, PresenceStore, RedisPresence},
@@ -93,6 +94,7 @@ impl Server {
         );
         let chat = Arc::new(Chat::new(config, cluster.clone(), presence, history));
         let (layer, io) = SocketIo::builder()
+            .max_buffer_size(chat.config.socket_buffer)
             .with_adapter::<Adapter>(cluster.clone())
             .with_state(chat.clone())
             .build_layer();
@@ -123,6 +125,13 @@ impl Server {
                 }
             };
             let service = app.into_make_service_with_connect_info::<SocketAddr>();
+            // Small broadcasts must leave at once, not wait for the client's delayed ACK (Nagle's
+            // algorithm adds up to 40 ms); Node.js servers turn it off too.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::warn!(%err, "cannot set TCP_NODELAY");
+                }
+            });
             if let Err(err) = axum::serve(listener, service)
                 .with_graceful_shutdown(shutdown)
                 .await
