@@ -5,6 +5,9 @@
 # (scripts/test-env.sh) and Node.js. Extra arguments go to `bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+LOG_PREFIX=bench-smoke
+. scripts/lib.sh
+ensure_node
+npm_ci bench/node
 cargo build --locked -p cluster-bench -p chat-server
-(cd bench/node && npm ci --no-audit --no-fund)
 exec "${CARGO_TARGET_DIR:-target}/debug/bench" --smoke "$@"
