@@ -46,6 +46,27 @@ pub struct Step {
 }
 
 impl Step {
+    /// A step of `count` sequential request round trips (acks) over `secs`.
+    pub fn requests(
+        label: &str,
+        count: usize,
+        secs: f64,
+        latency: Summary,
+        usage: Vec<ProcDelta>,
+    ) -> Self {
+        Self {
+            label: label.to_string(),
+            rate: count as f64 / secs,
+            secs,
+            sent: count as u64,
+            sent_per_s: count as f64 / secs,
+            latency,
+            usage,
+            passed: true,
+            ..Self::default()
+        }
+    }
+
     /// CPU seconds of the server nodes together (not Redis, not the generator).
     fn server_cpu(&self) -> f64 {
         self.usage

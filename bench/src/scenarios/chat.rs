@@ -50,17 +50,13 @@ pub async fn run(ctx: &mut Ctx, nodes: usize, run: &mut Run) -> anyhow::Result<(
         latency.p50_ms,
         latency.p99_ms
     );
-    run.steps.push(Step {
-        label: "join".into(),
-        rate: joins.len() as f64 / secs,
+    run.steps.push(Step::requests(
+        "join",
+        joins.len(),
         secs,
-        sent: joins.len() as u64,
-        sent_per_s: joins.len() as f64 / secs,
         latency,
-        usage: after.since(&before),
-        passed: true,
-        ..Step::default()
-    });
+        after.since(&before),
+    ));
 
     let mut senders = Vec::new();
     for room in 0..rooms {

@@ -48,17 +48,13 @@ pub async fn run(ctx: &mut Ctx, imp: Impl, nodes: usize, run: &mut Run) -> anyho
             "  {event:>6}, {nodes} nodes: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             latency.p50_ms, latency.p99_ms, latency.max_ms
         );
-        run.steps.push(Step {
-            label: event.to_string(),
-            rate: rtts.len() as f64 / secs,
+        run.steps.push(Step::requests(
+            event,
+            rtts.len(),
             secs,
-            sent: rtts.len() as u64,
-            sent_per_s: rtts.len() as f64 / secs,
             latency,
-            usage: after.since(&before),
-            passed: true,
-            ..Step::default()
-        });
+            after.since(&before),
+        ));
     }
     Ok(())
 }
