@@ -40,8 +40,10 @@ export LB_PORT
 teardown() {
   local status=$?
   if [ "$status" -ne 0 ]; then
-    log "failed; last logs:"
-    "${compose[@]}" logs --no-color --tail=40 >&2 || true
+    mkdir -p target
+    "${compose[@]}" logs --no-color >target/compose-e2e.log 2>&1 || true
+    log "failed; last logs (all of them in target/compose-e2e.log):"
+    tail -n 60 target/compose-e2e.log >&2 || true
   fi
   "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
   exit "$status"

@@ -232,13 +232,15 @@ async fn killed_node(deployment: &Deployment) -> anyhow::Result<()> {
         .context("no node with two users")?;
     // On the victim: the first user never comes back, the others reconnect at once.
     let mut on_victim = by_node.remove(&victim).unwrap();
-    let (leaver, _) = on_victim.remove(0);
+    // Kept open until the kill: its socket must die with the node, not disconnect first.
+    let (leaver, mut leaver_client) = on_victim.remove(0);
     let mut survivors: Vec<(String, Client)> = by_node.into_values().flatten().collect();
     let observer = &mut survivors[0].1;
     observer.drain(Duration::from_millis(200)).await;
 
     eprintln!("[e2e] docker kill {victim}");
     deployment.compose(&["kill", &victim])?;
+    leaver_client.disconnected().await?;
     let mut returned = Vec::new();
     for (name, mut client) in on_victim {
         client.disconnected().await?;
