@@ -548,6 +548,7 @@ impl<D: Driver> Inner<D> {
         if waiting.is_done() && !publish_anyway {
             return Ok(());
         }
+        let at_start = waiting.clone();
         let mut reg = self.pending.register();
         req.uid = Some(self.uid().to_string());
         req.request_id = Some(reg.id.clone());
@@ -567,7 +568,12 @@ impl<D: Driver> Inner<D> {
                 }
                 Ok(NodeEvent::Left { node, .. }) = events.recv() => waiting.node_down(&node.uid),
                 _ = recount.tick(), if waiting.foreign() > 0 => {
-                    if let Ok(now) = self.expected(nsp, channels, Expect::AllNodes).await {
+                    // Only while this crate's live nodes are those of the start: a node of ours
+                    // heard from since filled an anonymous slot then, and its leaving the count
+                    // must not pass for a Node.js node that died.
+                    if let Ok(now) = self.expected(nsp, channels, Expect::AllNodes).await
+                        && now.same_nodes(&at_start)
+                    {
                         waiting.foreign_alive(now.foreign());
                     }
                 }

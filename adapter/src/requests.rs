@@ -90,6 +90,11 @@ impl Waiting {
         self.nodes.remove(uid);
     }
 
+    /// Whether both wait for the same nodes of this crate.
+    pub fn same_nodes(&self, other: &Self) -> bool {
+        self.nodes == other.nodes
+    }
+
     /// Node.js nodes not heard from yet.
     pub fn foreign(&self) -> usize {
         self.anonymous
@@ -145,6 +150,9 @@ mod tests {
         assert_eq!(w.foreign(), 1);
         w.answered(None);
         assert!(w.is_done());
+        let ours = Waiting::new(["a".to_string()], 1);
+        assert!(ours.same_nodes(&Waiting::new(["a".to_string()], 0)));
+        assert!(!ours.same_nodes(&Waiting::new(["a".to_string(), "b".to_string()], 0)));
     }
 
     #[test]
