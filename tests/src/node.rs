@@ -14,6 +14,7 @@ use socketio_cluster::{Cluster, ClusterAdapter, ClusterConfig, Driver, ServerEve
 use socketioxide::{
     SocketIo,
     extract::{Data, SocketRef},
+    handler::ConnectHandler,
 };
 
 /// Liveness timings short enough for tests.
@@ -95,8 +96,8 @@ async fn serve<D: Driver>(config: ClusterConfig, driver: D) -> anyhow::Result<St
         .with_adapter::<ClusterAdapter<D>>(cluster.clone())
         .build_layer();
     cluster.bind(&io);
-    io.ns("/", on_connect::<D>).await?;
-    io.dyn_ns("/{name}", on_connect::<D>)?;
+    io.ns("/", connected::<D>.with(set_up::<D>)).await?;
+    io.dyn_ns("/{name}", connected::<D>.with(set_up::<D>))?;
     let events = Arc::new(Mutex::new(Vec::new()));
     for nsp in ["/", "/dyn-a"] {
         let (events, name) = (events.clone(), name.clone());
@@ -116,7 +117,13 @@ async fn serve<D: Driver>(config: ClusterConfig, driver: D) -> anyhow::Result<St
     Ok((port, io, cluster, events))
 }
 
-async fn on_connect<D: Driver>(socket: SocketRef<ClusterAdapter<D>>, Data(auth): Data<Value>) {
+/// Connect middleware: socketioxide runs it before it sends the connect packet (the connect
+/// handler runs later, in a task of its own), so the rooms are joined by the time a test's client
+/// is connected.
+async fn set_up<D: Driver>(
+    socket: SocketRef<ClusterAdapter<D>>,
+    Data(auth): Data<Value>,
+) -> Result<(), std::convert::Infallible> {
     let _ = socketio_cluster::track(&socket, &auth["data"]);
     if let Some(rooms) = auth["rooms"].as_array() {
         for room in rooms.iter().filter_map(Value::as_str) {
@@ -129,4 +136,9 @@ async fn on_connect<D: Driver>(socket: SocketRef<ClusterAdapter<D>>, Data(auth):
             let _ = socket.broadcast().emit("news", &v).await;
         },
     );
+    Ok(())
+}
+
+async fn connected<D: Driver>(socket: SocketRef<ClusterAdapter<D>>) {
+    tracing::debug!(socket = %socket.id, "connected");
 }
