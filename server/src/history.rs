@@ -67,7 +67,7 @@ impl History {
                 prefix,
                 keep,
             } => {
-                let place = format!("{nsp}|{room}");
+                let place = place(nsp, room);
                 let keys = vec![
                     format!("{prefix}:{place}:seq"),
                     format!("{prefix}:{place}:list"),
@@ -80,7 +80,7 @@ impl History {
             }
             Self::Memory { rooms, keep } => {
                 let mut rooms = rooms.lock().unwrap();
-                let (seq, kept) = rooms.entry(format!("{nsp}|{room}")).or_default();
+                let (seq, kept) = rooms.entry(place(nsp, room)).or_default();
                 *seq += 1;
                 let message = Message {
                     id: format!("{seq:016}"),
@@ -112,7 +112,7 @@ impl History {
                     return Ok(Vec::new());
                 }
                 let stored: Vec<String> = client
-                    .lrange(format!("{prefix}:{nsp}|{room}:list"), 0, -1)
+                    .lrange(format!("{prefix}:{}:list", place(nsp, room)), 0, -1)
                     .await?;
                 stored
                     .iter()
@@ -122,11 +122,16 @@ impl History {
             Self::Memory { rooms, .. } => Ok(rooms
                 .lock()
                 .unwrap()
-                .get(&format!("{nsp}|{room}"))
+                .get(&place(nsp, room))
                 .map(|(_, kept)| kept.iter().cloned().collect())
                 .unwrap_or_default()),
         }
     }
+}
+
+/// A room of a namespace, as history keys name it: `append` writes and `recent` reads the same.
+fn place(nsp: &str, room: &str) -> String {
+    format!("{nsp}|{room}")
 }
 
 #[cfg(test)]
