@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     channels::Channels,
-    cluster::{Expect, Inner},
+    cluster::Inner,
     driver::Driver,
     error::ClusterError,
     membership::NodeEvent,
@@ -36,10 +36,6 @@ pub(crate) async fn remote<D: Driver>(
     wire_opts: WireOpts,
     codec: Codec,
 ) -> Result<BoxStream<'static, AckStreamItem<AckError>>, ClusterError> {
-    let mut waiting = node.expected(nsp, channels, Expect::AllNodes).await?;
-    if waiting.is_done() {
-        return Ok(stream::empty().boxed());
-    }
     let timeout = opts::ack_timeout(&wire_opts).unwrap_or(Duration::from_secs(5));
     let mut reg = node.register_request();
     let mut events = node.membership.events();
@@ -52,8 +48,12 @@ pub(crate) async fn remote<D: Driver>(
         ..Default::default()
     };
     Stats::add(&node.stats.requests, 1);
-    node.publish(channels.request.clone(), wire::encode(&req)?)
+    let mut waiting = node
+        .publish_request(nsp, channels, wire::encode(&req)?)
         .await?;
+    if waiting.is_done() {
+        return Ok(stream::empty().boxed());
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let node = node.clone();
     tokio::spawn(async move {

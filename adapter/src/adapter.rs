@@ -33,12 +33,12 @@ use crate::{
     driver::Driver,
     error::ClusterError,
     opts,
-    socket::RemoteSocket,
+    socket::{Described, RemoteSocket},
     stats::Stats,
     value::{self, Codec},
     wire::{
-        self, BroadcastMessage, EVENT, RequestType, WireOpts, WirePacket, WireRequest,
-        WireResponse, WireSocket,
+        self, BroadcastMessage, EVENT, RequestType, SocketEntry, WireOpts, WirePacket, WireRequest,
+        WireResponse,
     },
 };
 
@@ -278,7 +278,13 @@ impl<D: Driver> ClusterAdapter<D> {
         &self,
         wire_opts: &WireOpts,
     ) -> Result<Vec<RemoteSocket>, ClusterError> {
-        let mut sockets = self.describe_local(wire_opts);
+        let node = &self.node.config.node_name;
+        let uid = self.node.uid();
+        let mut sockets: Vec<RemoteSocket> = self
+            .describe_local(wire_opts)
+            .into_iter()
+            .map(|(id, described, rooms)| described.to_remote(id, rooms, node, uid))
+            .collect();
         sockets.extend(
             self.node
                 .fetch_from_others(&self.nsp, &self.channels, wire_opts)
@@ -287,7 +293,8 @@ impl<D: Driver> ClusterAdapter<D> {
         Ok(sockets)
     }
 
-    fn describe_local(&self, wire_opts: &WireOpts) -> Vec<RemoteSocket> {
+    /// This node's sockets matching `wire_opts`: id, description and rooms.
+    fn describe_local(&self, wire_opts: &WireOpts) -> Vec<(String, Described, Vec<String>)> {
         let sids = self.local.sockets(opts::to_local(wire_opts));
         let with_rooms = sids.into_iter().map(|sid| {
             let rooms = self
@@ -439,7 +446,7 @@ impl<D: Driver> ClusterAdapter<D> {
                     .local
                     .sockets(opts)
                     .into_iter()
-                    .map(|s| s.to_string().into())
+                    .map(|s| SocketEntry::Id(s.to_string()))
                     .collect();
                 reply(WireResponse {
                     sockets: Some(sockets),
@@ -469,16 +476,24 @@ impl<D: Driver> ClusterAdapter<D> {
                 }
             }
             RequestType::RemoteFetch => {
-                let sockets = self
-                    .describe_local(req.opts.as_ref().unwrap_or(&WireOpts::default()))
-                    .into_iter()
-                    .filter_map(|s| wire::named_value(&to_wire_socket(s)).ok())
-                    .collect();
-                reply(WireResponse {
-                    sockets: Some(sockets),
-                    ..response
-                })
-                .await;
+                let described =
+                    self.describe_local(req.opts.as_ref().unwrap_or(&WireOpts::default()));
+                let encoded = wire::fetch_response(
+                    &response.request_id,
+                    self.node.uid(),
+                    &self.node.config.node_name,
+                    described
+                        .iter()
+                        .map(|(_, d, rooms)| (&d.fields[..], &rooms[..])),
+                );
+                self.node
+                    .send_response(
+                        &self.channels,
+                        req.uid.as_deref(),
+                        &response.request_id,
+                        encoded,
+                    )
+                    .await;
             }
             RequestType::ServerSideEmit => {
                 let ack = self.on_server_event(&req).await;
@@ -590,16 +605,6 @@ pub(crate) fn every_socket() -> BroadcastOptions {
     let mut opts = BroadcastOptions::default();
     opts.add_flag(BroadcastFlags::Broadcast);
     opts
-}
-
-fn to_wire_socket(s: RemoteSocket) -> WireSocket {
-    WireSocket {
-        id: s.id,
-        handshake: wire::named_value(&s.handshake).unwrap_or(rmpv::Value::Nil),
-        rooms: s.rooms,
-        data: value::json_to_wire(&s.data),
-        node: s.node,
-    }
 }
 
 fn adapter_error(err: ClusterError) -> BroadcastError {

@@ -24,17 +24,17 @@ use crate::{
     channels::{self, Channels, Route},
     config::ClusterConfig,
     driver::{Driver, Incoming},
-    error::ClusterError,
+    error::{ClusterError, WireError},
     membership::{Membership, NodeEvent, NodeInfo},
     opts::Target,
     requests::{Pending, Registration, Waiting},
-    socket::{self, RemoteSocket},
+    socket::{self, Described, HandshakeCell, RemoteSocket},
     stats::{ClusterStats, Stats},
     value::Codec,
     value::{json_to_wire, wire_to_json},
     wire::{
-        self, BroadcastMessage, Heartbeat, RequestType, WireFlags, WireOpts, WirePacket,
-        WireRequest, WireResponse, WireSocket,
+        self, BroadcastMessage, Heartbeat, RequestType, SocketEntry, WireFlags, WireOpts,
+        WirePacket, WireRequest, WireResponse, WireSocket,
     },
 };
 
@@ -393,6 +393,17 @@ pub(crate) enum Expect {
     OwnNodes,
 }
 
+/// What decides whom a request waits for: this crate's nodes, and the channels whose subscriber
+/// counts reveal the others.
+struct Census {
+    /// Whether this node itself serves the namespace (and so counts among the subscribers).
+    serves: bool,
+    alive: Vec<String>,
+    dead: Vec<String>,
+    /// The request channel, then the own channel of each node in `dead`.
+    probe: Vec<String>,
+}
+
 impl<D: Driver> Inner<D> {
     pub fn uid(&self) -> &str {
         self.uid.get().map_or("", String::as_str)
@@ -480,30 +491,58 @@ impl<D: Driver> Inner<D> {
     /// Sends a response to a request of node `to`.
     pub async fn respond(&self, channels: &Channels, to: Option<&str>, mut res: WireResponse) {
         res.uid = Some(self.uid().to_string());
+        self.send_response(channels, to, &res.request_id, wire::encode(&res))
+            .await;
+    }
+
+    /// Sends an encoded response to request `request_id` of node `to`.
+    pub async fn send_response(
+        &self,
+        channels: &Channels,
+        to: Option<&str>,
+        request_id: &str,
+        encoded: Result<Vec<u8>, WireError>,
+    ) {
         let channel = match to {
             Some(uid) if self.config.specific_response_channel => channels.specific_response(uid),
             _ => channels.response.clone(),
         };
-        let sent = match wire::encode(&res) {
+        let sent = match encoded {
             Ok(bytes) => self.publish(channel, bytes).await,
             Err(err) => Err(err.into()),
         };
         if let Err(err) = sent {
-            tracing::warn!(%err, request = %res.request_id, "could not send a response");
+            tracing::warn!(%err, request = %request_id, "could not send a response");
         }
     }
 
-    /// Who a request to namespace `nsp` must wait for.
-    pub async fn expected(
+    /// Who a request to namespace `nsp` would wait for now, Node.js nodes included.
+    pub async fn expected(&self, nsp: &str, channels: &Channels) -> Result<Waiting, ClusterError> {
+        let census = self.census(nsp, channels);
+        let counts = self.driver.num_sub(census.probe.clone()).await?;
+        Ok(self.tally(census, &counts))
+    }
+
+    /// Publishes a request to every node serving `nsp` and tells whom it reached: the count and
+    /// the publish are one step, so no node subscribes or leaves in between.
+    pub async fn publish_request(
         &self,
         nsp: &str,
         channels: &Channels,
-        expect: Expect,
+        payload: Vec<u8>,
     ) -> Result<Waiting, ClusterError> {
+        let census = self.census(nsp, channels);
+        Stats::add(&self.stats.published, 1);
+        let counts = self
+            .driver
+            .num_sub_then_publish(census.probe.clone(), channels.request.clone(), payload)
+            .await?;
+        Ok(self.tally(census, &counts))
+    }
+
+    /// What to count before a request to namespace `nsp`.
+    fn census(&self, nsp: &str, channels: &Channels) -> Census {
         let alive = self.membership.alive_in(nsp);
-        if let Expect::OwnNodes = expect {
-            return Ok(Waiting::new(alive, 0));
-        }
         // A dead node still counted by NUMSUB (a frozen process keeps its connection) must not be
         // mistaken for a Node.js node: its own channel tells whether its connection lives.
         let dead = self.membership.dead_in(nsp);
@@ -512,22 +551,31 @@ impl<D: Driver> Inner<D> {
             dead.iter()
                 .map(|uid| channels::node_channel(&self.config.key, uid)),
         );
-        let counts = self.driver.num_sub(probe).await?;
+        Census {
+            serves: self.serves(nsp),
+            alive,
+            dead,
+            probe,
+        }
+    }
+
+    /// Who a request waits for, given the subscriber counts of the census' probe.
+    fn tally(&self, census: Census, counts: &[u64]) -> Waiting {
         let mut zombies = 0;
-        for (uid, count) in dead.iter().zip(&counts[1..]) {
+        for (uid, count) in census.dead.iter().zip(&counts[1..]) {
             if *count > 0 {
                 zombies += 1;
             } else {
                 self.membership.forget(uid);
             }
         }
-        let known = u64::from(self.serves(nsp)) + alive.len() as u64 + zombies;
+        let known = u64::from(census.serves) + census.alive.len() as u64 + zombies;
         let anonymous = counts[0].saturating_sub(known) as usize;
-        Ok(Waiting::new(alive, anonymous))
+        Waiting::new(census.alive, anonymous)
     }
 
     pub async fn server_count(&self, nsp: &str, channels: &Channels) -> Result<u16, ClusterError> {
-        let others = self.expected(nsp, channels, Expect::AllNodes).await?.len();
+        let others = self.expected(nsp, channels).await?.len();
         Ok(u16::try_from(1 + others).unwrap_or(u16::MAX))
     }
 
@@ -543,18 +591,20 @@ impl<D: Driver> Inner<D> {
         mut on_response: impl FnMut(WireResponse),
     ) -> Result<(), ClusterError> {
         let mut events = self.membership.events();
-        let publish_anyway = matches!(expect, Expect::OwnNodes);
-        let mut waiting = self.expected(nsp, channels, expect).await?;
-        if waiting.is_done() && !publish_anyway {
-            return Ok(());
-        }
-        let at_start = waiting.clone();
         let mut reg = self.pending.register();
         req.uid = Some(self.uid().to_string());
         req.request_id = Some(reg.id.clone());
+        let payload = wire::encode(&req)?;
         Stats::add(&self.stats.requests, 1);
-        self.publish(channels.request.clone(), wire::encode(&req)?)
-            .await?;
+        let mut waiting = match expect {
+            Expect::OwnNodes => {
+                let alive = self.membership.alive_in(nsp);
+                self.publish(channels.request.clone(), payload).await?;
+                Waiting::new(alive, 0)
+            }
+            Expect::AllNodes => self.publish_request(nsp, channels, payload).await?,
+        };
+        let at_start = waiting.clone();
         let deadline = tokio::time::sleep(self.config.request_timeout);
         tokio::pin!(deadline);
         // Node.js nodes send no heartbeat: NUMSUB, asked again now and then, tells when one died.
@@ -571,7 +621,7 @@ impl<D: Driver> Inner<D> {
                     // Only while this crate's live nodes are those of the start: a node of ours
                     // heard from since filled an anonymous slot then, and its leaving the count
                     // must not pass for a Node.js node that died.
-                    if let Ok(now) = self.expected(nsp, channels, Expect::AllNodes).await
+                    if let Ok(now) = self.expected(nsp, channels).await
                         && now.same_nodes(&at_start)
                     {
                         waiting.foreign_alive(now.foreign());
@@ -685,12 +735,16 @@ impl<D: Driver> Inner<D> {
                     .uid
                     .as_deref()
                     .and_then(|uid| self.membership.name_of(uid));
-                for raw in res.sockets.unwrap_or_default() {
-                    match rmpv::ext::from_value::<WireSocket>(raw) {
-                        Ok(s) => sockets.push(from_wire_socket(s, node.clone(), res.uid.clone())),
-                        Err(err) => {
-                            Stats::add(&self.stats.malformed, 1);
-                            tracing::warn!(%err, "ignoring a malformed socket in a fetch response");
+                for entry in res.sockets.unwrap_or_default() {
+                    match entry {
+                        SocketEntry::Socket(s) => {
+                            sockets.push(from_wire_socket(*s, node.clone(), res.uid.clone()));
+                        }
+                        SocketEntry::Id(id) => {
+                            self.malformed(
+                                "fetch response",
+                                &format!("socket {id} without a description"),
+                            );
                         }
                     }
                 }
@@ -700,28 +754,30 @@ impl<D: Driver> Inner<D> {
         Ok(sockets)
     }
 
-    /// Describes sockets of this node.
+    /// Describes sockets of this node, with their ids and rooms; sockets gone meanwhile are left
+    /// out. Before [`Cluster::bind`], sockets are described by id and rooms only.
     pub fn describe(
         &self,
         nsp: &str,
         sids: impl IntoIterator<Item = (Sid, Vec<String>)>,
-    ) -> Vec<RemoteSocket> {
+    ) -> Vec<(String, Described, Vec<String>)> {
         let io = self.io.read().unwrap().clone();
-        let ns = io.as_ref().and_then(|io| io.of(nsp));
+        let ns = io.as_ref().map(|io| io.of(nsp));
         sids.into_iter()
-            .map(
-                |(sid, rooms)| match ns.as_ref().and_then(|ns| ns.get_socket(sid)) {
-                    Some(s) => socket::describe(&s, rooms, &self.config.node_name, self.uid()),
-                    None => RemoteSocket {
-                        id: sid.to_string(),
-                        node: Some(self.config.node_name.clone()),
-                        node_uid: Some(self.uid().to_string()),
-                        rooms,
-                        data: Value::Null,
-                        handshake: Default::default(),
-                    },
-                },
-            )
+            .filter_map(|(sid, rooms)| {
+                let id = sid.to_string();
+                let described = match &ns {
+                    Some(ns) => Described::of(&*ns.as_ref()?.get_socket(sid)?),
+                    None => Described::bare(&id),
+                };
+                match described {
+                    Ok(described) => Some((id, described, rooms)),
+                    Err(err) => {
+                        tracing::warn!(%err, socket = %id, "cannot describe a socket");
+                        None
+                    }
+                }
+            })
             .collect()
     }
 
@@ -779,7 +835,7 @@ impl<D: Driver> Inner<D> {
                 }
                 Err(err) => self.malformed("request", &err),
             },
-            Route::Response { .. } => match wire::decode::<WireResponse>(&payload) {
+            Route::Response { .. } => match wire::decode_response(&payload) {
                 Ok(res) => {
                     if !self.pending.deliver(res) {
                         tracing::trace!("response to an unknown or finished request");
@@ -870,6 +926,6 @@ fn from_wire_socket(s: WireSocket, node: Option<String>, uid: Option<String>) ->
         node_uid: uid,
         rooms: s.rooms,
         data: wire_to_json(&s.data).unwrap_or(Value::Null),
-        handshake: rmpv::ext::from_value(s.handshake).unwrap_or_default(),
+        handshake: HandshakeCell::from(s.handshake),
     }
 }

@@ -26,6 +26,15 @@ pub enum WireError {
     Data(String),
 }
 
+/// Socket data that could not be stored with its socket.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackError {
+    #[error("socket data is not representable as JSON: {0}")]
+    Data(#[from] serde_json::Error),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
 /// Errors of cluster operations.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

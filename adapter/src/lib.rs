@@ -75,7 +75,7 @@ pub use config::ClusterConfig;
 pub use driver::{
     Driver, Incoming, IncomingStream, MemoryDriver, MemoryHub, RedisDriver, RedisDriverConfig,
 };
-pub use error::{ClusterError, DriverError, WireError};
+pub use error::{ClusterError, DriverError, TrackError, WireError};
 pub use membership::{NodeEvent, NodeInfo};
 pub use opts::Target;
 pub use socket::{Handshake, RemoteSocket, data, data_as, set_data, track};

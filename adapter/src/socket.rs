@@ -7,52 +7,98 @@
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::extract::ConnectInfo;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use socketioxide::{adapter::Adapter, socket::Socket};
 
+use crate::{
+    error::{TrackError, WireError},
+    wire::{self, WireHandshake},
+};
+
 /// Headers never shipped to other nodes: they carry credentials.
 const PRIVATE_HEADERS: [&str; 2] = ["authorization", "cookie"];
 
-/// What this crate stores in a socket's extensions.
+/// What this crate stores in a socket's extensions: its description, built once. A fetch
+/// request copies the encoded fields instead of describing every socket again.
 #[derive(Clone)]
-struct Tracked {
-    data: Arc<Value>,
-    issued_ms: u64,
+pub(crate) struct Described {
+    pub data: Arc<Value>,
+    pub handshake: Arc<Handshake>,
+    /// `id`, `handshake` and `data` as MessagePack key-value pairs (see [`wire::socket_fields`]).
+    pub fields: Bytes,
+}
+
+impl Described {
+    fn new(id: &str, data: Arc<Value>, handshake: Arc<Handshake>) -> Result<Self, WireError> {
+        let fields = wire::socket_fields(id, &handshake, &data)?.into();
+        Ok(Self {
+            data,
+            handshake,
+            fields,
+        })
+    }
+
+    /// The description of a socket of this node: the stored one, or one made now for a socket
+    /// never tracked.
+    pub fn of<A: Adapter>(socket: &Socket<A>) -> Result<Self, WireError> {
+        match socket.extensions.get::<Self>() {
+            Some(described) => Ok(described),
+            None => Self::new(
+                &socket.id.to_string(),
+                Arc::new(Value::Null),
+                Arc::new(handshake_of(socket, 0)),
+            ),
+        }
+    }
+
+    /// A socket known by its id only.
+    pub fn bare(id: &str) -> Result<Self, WireError> {
+        Self::new(id, Arc::new(Value::Null), Arc::default())
+    }
+
+    /// This description with its rooms and node, as `fetchSockets()` returns it.
+    pub fn to_remote(&self, id: String, rooms: Vec<String>, node: &str, uid: &str) -> RemoteSocket {
+        RemoteSocket {
+            id,
+            node: Some(node.to_string()),
+            node_uid: Some(uid.to_string()),
+            rooms,
+            data: (*self.data).clone(),
+            handshake: self.handshake.clone().into(),
+        }
+    }
 }
 
 /// Starts tracking a socket: sets its data and puts it in the room named after its id, as
 /// Node.js does, so other nodes (Node.js ones included) can address it with `to(socket_id)`.
 /// Call it from the connect handler.
-pub fn track<A: Adapter>(
-    socket: &Socket<A>,
-    data: &impl Serialize,
-) -> Result<(), serde_json::Error> {
-    let data = serde_json::to_value(data)?;
+pub fn track<A: Adapter>(socket: &Socket<A>, data: &impl Serialize) -> Result<(), TrackError> {
+    let data = Arc::new(serde_json::to_value(data)?);
+    let handshake = Arc::new(handshake_of(socket, now_ms()));
     socket.join(socket.id.to_string());
-    socket.extensions.insert(Tracked {
-        data: Arc::new(data),
-        issued_ms: now_ms(),
-    });
+    socket
+        .extensions
+        .insert(Described::new(&socket.id.to_string(), data, handshake)?);
     Ok(())
 }
 
 /// Replaces the data of a tracked socket (`socket.data = …` in Node.js).
-pub fn set_data<A: Adapter>(
-    socket: &Socket<A>,
-    data: &impl Serialize,
-) -> Result<(), serde_json::Error> {
+pub fn set_data<A: Adapter>(socket: &Socket<A>, data: &impl Serialize) -> Result<(), TrackError> {
     let data = Arc::new(serde_json::to_value(data)?);
-    let issued_ms = socket
+    let handshake = match socket.extensions.get::<Described>() {
+        Some(described) => described.handshake,
+        None => Arc::new(handshake_of(socket, now_ms())),
+    };
+    socket
         .extensions
-        .get::<Tracked>()
-        .map_or_else(now_ms, |t| t.issued_ms);
-    socket.extensions.insert(Tracked { data, issued_ms });
+        .insert(Described::new(&socket.id.to_string(), data, handshake)?);
     Ok(())
 }
 
@@ -60,14 +106,14 @@ pub fn set_data<A: Adapter>(
 pub fn data<A: Adapter>(socket: &Socket<A>) -> Value {
     socket
         .extensions
-        .get::<Tracked>()
-        .map_or(Value::Null, |t| (*t.data).clone())
+        .get::<Described>()
+        .map_or(Value::Null, |d| (*d.data).clone())
 }
 
 /// The data of a socket of this node, deserialized.
 pub fn data_as<A: Adapter, T: DeserializeOwned>(socket: &Socket<A>) -> Option<T> {
-    let tracked = socket.extensions.get::<Tracked>()?;
-    T::deserialize(&*tracked.data).ok()
+    let described = socket.extensions.get::<Described>()?;
+    T::deserialize(&*described.data).ok()
 }
 
 /// The handshake of a socket, with the fields of Node.js' `socket.handshake`.
@@ -98,7 +144,7 @@ pub struct Handshake {
 }
 
 /// A socket anywhere in the cluster, as `fetchSockets()` describes it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RemoteSocket {
     pub id: String,
     /// The name of the node holding it; `None` for Node.js nodes, which do not say.
@@ -108,24 +154,60 @@ pub struct RemoteSocket {
     /// Its rooms, its own id included when tracked.
     pub rooms: Vec<String>,
     pub data: Value,
-    pub handshake: Handshake,
+    pub(crate) handshake: HandshakeCell,
 }
 
 impl RemoteSocket {
+    /// Its handshake. Another node's arrives encoded and is decoded on first use.
+    pub fn handshake(&self) -> Arc<Handshake> {
+        self.handshake
+            .decoded
+            .get_or_init(|| match &self.handshake.encoded {
+                Some(encoded) => Arc::new(encoded.decode().unwrap_or_else(|err| {
+                    tracing::warn!(%err, socket = %self.id, "unreadable handshake");
+                    Handshake::default()
+                })),
+                None => Arc::default(),
+            })
+            .clone()
+    }
+
     /// The socket data, deserialized.
     pub fn data_as<T: DeserializeOwned>(&self) -> Option<T> {
         T::deserialize(&self.data).ok()
     }
 }
 
-/// Describes a socket of this node.
-pub(crate) fn describe<A: Adapter>(
-    socket: &Socket<A>,
-    rooms: Vec<String>,
-    node: &str,
-    uid: &str,
-) -> RemoteSocket {
-    let tracked = socket.extensions.get::<Tracked>();
+/// A handshake, shared or still encoded.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HandshakeCell {
+    encoded: Option<WireHandshake>,
+    decoded: OnceLock<Arc<Handshake>>,
+}
+
+impl From<Arc<Handshake>> for HandshakeCell {
+    fn from(handshake: Arc<Handshake>) -> Self {
+        Self {
+            encoded: None,
+            decoded: OnceLock::from(handshake),
+        }
+    }
+}
+
+impl From<WireHandshake> for HandshakeCell {
+    fn from(handshake: WireHandshake) -> Self {
+        match handshake {
+            WireHandshake::Decoded(handshake) => Arc::new(handshake).into(),
+            encoded => Self {
+                encoded: Some(encoded),
+                decoded: OnceLock::new(),
+            },
+        }
+    }
+}
+
+/// The handshake of a socket of this node, connected at `issued` (ms since the epoch).
+fn handshake_of<A: Adapter>(socket: &Socket<A>, issued: u64) -> Handshake {
     let parts = socket.req_parts();
     let headers: Map<String, Value> = parts
         .headers
@@ -144,29 +226,21 @@ pub(crate) fn describe<A: Adapter>(
             (decode_component(k), Value::from(decode_component(v)))
         })
         .collect();
-    let issued = tracked.as_ref().map_or(0, |t| t.issued_ms);
-    RemoteSocket {
-        id: socket.id.to_string(),
-        node: Some(node.to_string()),
-        node_uid: Some(uid.to_string()),
-        rooms,
-        data: tracked.map_or(Value::Null, |t| (*t.data).clone()),
-        handshake: Handshake {
-            xdomain: parts.headers.contains_key(http::header::ORIGIN),
-            secure: false,
-            time: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(issued))
-                .to_string(),
-            address: parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip().to_string())
-                .unwrap_or_default(),
-            issued,
-            url: parts.uri.to_string(),
-            headers,
-            query,
-            auth: Map::new(),
-        },
+    Handshake {
+        xdomain: parts.headers.contains_key(http::header::ORIGIN),
+        secure: false,
+        time: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(issued))
+            .to_string(),
+        address: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string())
+            .unwrap_or_default(),
+        issued,
+        url: parts.uri.to_string(),
+        headers,
+        query,
+        auth: Map::new(),
     }
 }
 

@@ -7,9 +7,15 @@
 //! Fields this crate adds (`uid` and `node` on responses, `sid` on acks, `requestId` on
 //! join/leave/disconnect) are ignored by Node.js nodes.
 
-use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
+use std::fmt;
 
-use crate::error::WireError;
+use bytes::Bytes;
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{DeserializeOwned, MapAccess, Visitor, value::MapAccessDeserializer},
+};
+
+use crate::{error::WireError, socket::Handshake};
 
 /// The request and response types of the Node.js adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +157,7 @@ pub(crate) struct WireResponse {
     pub uid: Option<String>,
     /// Socket ids (SOCKETS) or socket descriptions (REMOTE_FETCH).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sockets: Option<Vec<rmpv::Value>>,
+    pub sockets: Option<Vec<SocketEntry>>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -175,12 +181,46 @@ pub(crate) struct WireResponse {
     pub sid: Option<String>,
 }
 
+/// One element of a response's `sockets`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub(crate) enum SocketEntry {
+    /// A socket id (SOCKETS).
+    Id(String),
+    /// A socket description (REMOTE_FETCH).
+    Socket(Box<WireSocket>),
+}
+
+impl<'de> Deserialize<'de> for SocketEntry {
+    /// Told apart by their first token, without buffering the value as `untagged` would.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = SocketEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a socket id or a socket description")
+            }
+            fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<SocketEntry, E> {
+                Ok(SocketEntry::Id(id.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, id: String) -> Result<SocketEntry, E> {
+                Ok(SocketEntry::Id(id))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SocketEntry, A::Error> {
+                WireSocket::deserialize(MapAccessDeserializer::new(map))
+                    .map(|s| SocketEntry::Socket(Box::new(s)))
+            }
+        }
+        d.deserialize_any(EntryVisitor)
+    }
+}
+
 /// One socket of a REMOTE_FETCH response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct WireSocket {
     pub id: String,
-    #[serde(default = "nil")]
-    pub handshake: rmpv::Value,
+    #[serde(default)]
+    pub handshake: WireHandshake,
     #[serde(default, deserialize_with = "room_list")]
     pub rooms: Vec<String>,
     #[serde(default = "nil")]
@@ -188,6 +228,43 @@ pub(crate) struct WireSocket {
     /// The name of the node holding the socket (this crate's nodes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+}
+
+/// The handshake of a fetched socket. Most of a fetch response is handshakes, which few callers
+/// read: one that came as MessagePack stays encoded until [`WireHandshake::decode`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum WireHandshake {
+    Decoded(Handshake),
+    Encoded(Bytes),
+}
+
+impl Default for WireHandshake {
+    fn default() -> Self {
+        Self::Decoded(Handshake::default())
+    }
+}
+
+impl WireHandshake {
+    pub fn decode(&self) -> Result<Handshake, WireError> {
+        match self {
+            Self::Decoded(handshake) => Ok(handshake.clone()),
+            Self::Encoded(bytes) => rmp_serde::from_slice(bytes).map_err(WireError::Decode),
+        }
+    }
+}
+
+impl Serialize for WireHandshake {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.decode()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireHandshake {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Handshake::deserialize(d).map(Self::Decoded)
+    }
 }
 
 /// A liveness message on `{key}-heartbeat#` (this crate's own).
@@ -209,11 +286,257 @@ pub(crate) fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
     rmp_serde::to_vec_named(msg).map_err(WireError::Encode)
 }
 
-/// A value as a MessagePack value with named fields, for struct fields of dynamic type:
-/// `rmpv::ext::to_value` writes structs as arrays, which Node.js reads as garbage.
-pub(crate) fn named_value<T: Serialize>(v: &T) -> Result<rmpv::Value, WireError> {
-    let bytes = encode(v)?;
-    rmpv::decode::read_value(&mut bytes.as_slice()).map_err(|e| WireError::Data(e.to_string()))
+/// The fields of a fetched socket that change only with its data (`id`, `handshake`, `data`) as
+/// MessagePack key-value pairs, so a fetch response copies them instead of encoding them again.
+pub(crate) fn socket_fields(
+    id: &str,
+    handshake: &Handshake,
+    data: &serde_json::Value,
+) -> Result<Vec<u8>, WireError> {
+    let mut out = Writer(Vec::with_capacity(256));
+    out.value(&"id")?;
+    out.value(&id)?;
+    out.value(&"handshake")?;
+    out.value(handshake)?;
+    out.value(&"data")?;
+    out.value(data)?;
+    Ok(out.0)
+}
+
+/// A REMOTE_FETCH response, `{requestId, uid, sockets: [{id, handshake, data, rooms, node}]}`,
+/// framed around each socket's [`socket_fields`].
+pub(crate) fn fetch_response<'a>(
+    request_id: &str,
+    uid: &str,
+    node: &str,
+    sockets: impl ExactSizeIterator<Item = (&'a [u8], &'a [String])>,
+) -> Result<Vec<u8>, WireError> {
+    let mut out = Writer(Vec::with_capacity(64 + sockets.len() * 320));
+    out.map(3)?;
+    out.value(&"requestId")?;
+    out.value(&request_id)?;
+    out.value(&"uid")?;
+    out.value(&uid)?;
+    out.value(&"sockets")?;
+    out.array(sockets.len())?;
+    for (fields, rooms) in sockets {
+        out.map(5)?;
+        out.0.extend_from_slice(fields);
+        out.value(&"rooms")?;
+        out.value(&rooms)?;
+        out.value(&"node")?;
+        out.value(&node)?;
+    }
+    Ok(out.0)
+}
+
+/// Writes MessagePack piece by piece, for messages built around already encoded parts.
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), WireError> {
+        v.serialize(&mut rmp_serde::Serializer::new(&mut self.0).with_struct_map())
+            .map_err(WireError::Encode)
+    }
+
+    fn map(&mut self, len: usize) -> Result<(), WireError> {
+        rmp::encode::write_map_len(&mut self.0, container_len(len)?)
+            .map(drop)
+            .map_err(|e| WireError::Data(e.to_string()))
+    }
+
+    fn array(&mut self, len: usize) -> Result<(), WireError> {
+        rmp::encode::write_array_len(&mut self.0, container_len(len)?)
+            .map(drop)
+            .map_err(|e| WireError::Data(e.to_string()))
+    }
+}
+
+fn container_len(len: usize) -> Result<u32, WireError> {
+    u32::try_from(len).map_err(|_| WireError::Data(format!("{len} elements are too many")))
+}
+
+/// Decodes a response. Its socket handshakes, when sent as MessagePack, are kept encoded: a
+/// fetch of 1000 sockets would spend most of its time building handshakes nobody reads.
+pub(crate) fn decode_response(payload: &Bytes) -> Result<WireResponse, WireError> {
+    if payload.first() == Some(&b'{') {
+        return decode(payload);
+    }
+    let mut cursor = Cursor::new(payload);
+    let (mut others, mut other_fields, mut sockets) = (Vec::new(), 0, None);
+    for _ in 0..cursor.map_len()? {
+        let start = cursor.pos;
+        if cursor.str()? == "sockets" {
+            sockets = Some(socket_entries(&mut cursor, payload)?);
+        } else {
+            cursor.skip()?;
+            others.extend_from_slice(&payload[start..cursor.pos]);
+            other_fields += 1;
+        }
+    }
+    let mut res: WireResponse = reframe_map(other_fields, &others)?;
+    res.sockets = sockets;
+    Ok(res)
+}
+
+/// The `sockets` of a MessagePack response: ids, or socket maps whose handshake stays encoded.
+fn socket_entries(cursor: &mut Cursor<'_>, payload: &Bytes) -> Result<Vec<SocketEntry>, WireError> {
+    let len = cursor.array_len()?;
+    let mut entries = Vec::with_capacity(len.min(cursor.remaining()));
+    for _ in 0..len {
+        if cursor.peek_is_str()? {
+            entries.push(SocketEntry::Id(cursor.str()?.to_owned()));
+            continue;
+        }
+        let (mut others, mut other_fields, mut handshake) = (Vec::new(), 0, None);
+        for _ in 0..cursor.map_len()? {
+            let start = cursor.pos;
+            let is_handshake = cursor.str()? == "handshake";
+            let value_start = cursor.pos;
+            cursor.skip()?;
+            if is_handshake {
+                handshake = Some(payload.slice(value_start..cursor.pos));
+            } else {
+                others.extend_from_slice(&payload[start..cursor.pos]);
+                other_fields += 1;
+            }
+        }
+        let mut socket: WireSocket = reframe_map(other_fields, &others)?;
+        if let Some(bytes) = handshake {
+            socket.handshake = WireHandshake::Encoded(bytes);
+        }
+        entries.push(SocketEntry::Socket(Box::new(socket)));
+    }
+    Ok(entries)
+}
+
+/// Decodes `fields` (encoded key-value pairs) as a map of `len` entries.
+fn reframe_map<T: DeserializeOwned>(len: usize, fields: &[u8]) -> Result<T, WireError> {
+    let mut map = Writer(Vec::with_capacity(fields.len() + 5));
+    map.map(len)?;
+    map.0.extend_from_slice(fields);
+    rmp_serde::from_slice(&map.0).map_err(WireError::Decode)
+}
+
+/// Walks MessagePack by hand, to find where values start and end without decoding them.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|end| *end <= self.buf.len())
+            .ok_or_else(|| WireError::Data("truncated MessagePack".into()))?;
+        let bytes = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn uint(&mut self, width: usize) -> Result<usize, WireError> {
+        let n = self
+            .take(width)?
+            .iter()
+            .fold(0u64, |n, b| n << 8 | u64::from(*b));
+        usize::try_from(n).map_err(|_| WireError::Data("MessagePack length too large".into()))
+    }
+
+    fn peek_is_str(&self) -> Result<bool, WireError> {
+        let byte = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| WireError::Data("truncated MessagePack".into()))?;
+        Ok(matches!(byte, 0xa0..=0xbf | 0xd9..=0xdb))
+    }
+
+    fn str(&mut self) -> Result<&'a str, WireError> {
+        let len = match self.take(1)?[0] {
+            b @ 0xa0..=0xbf => usize::from(b & 0x1f),
+            0xd9 => self.uint(1)?,
+            0xda => self.uint(2)?,
+            0xdb => self.uint(4)?,
+            b => {
+                return Err(WireError::Data(format!(
+                    "expected a string, found 0x{b:02x}"
+                )));
+            }
+        };
+        std::str::from_utf8(self.take(len)?).map_err(|e| WireError::Data(e.to_string()))
+    }
+
+    fn map_len(&mut self) -> Result<usize, WireError> {
+        match self.take(1)?[0] {
+            b @ 0x80..=0x8f => Ok(usize::from(b & 0x0f)),
+            0xde => self.uint(2),
+            0xdf => self.uint(4),
+            b => Err(WireError::Data(format!("expected a map, found 0x{b:02x}"))),
+        }
+    }
+
+    fn array_len(&mut self) -> Result<usize, WireError> {
+        match self.take(1)?[0] {
+            b @ 0x90..=0x9f => Ok(usize::from(b & 0x0f)),
+            0xdc => self.uint(2),
+            0xdd => self.uint(4),
+            b => Err(WireError::Data(format!(
+                "expected an array, found 0x{b:02x}"
+            ))),
+        }
+    }
+
+    /// Steps over one value, nested ones included; a loop, not recursion, so that no nesting
+    /// depth can exhaust the stack.
+    fn skip(&mut self) -> Result<(), WireError> {
+        let mut values = 1usize;
+        while values > 0 {
+            values -= 1;
+            let (payload, nested) = match self.take(1)?[0] {
+                0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
+                b @ 0x80..=0x8f => (0, 2 * usize::from(b & 0x0f)),
+                b @ 0x90..=0x9f => (0, usize::from(b & 0x0f)),
+                b @ 0xa0..=0xbf => (usize::from(b & 0x1f), 0),
+                0xcc | 0xd0 => (1, 0),
+                0xcd | 0xd1 => (2, 0),
+                0xca | 0xce | 0xd2 => (4, 0),
+                0xcb | 0xcf | 0xd3 => (8, 0),
+                0xc4 | 0xd9 => (self.uint(1)?, 0),
+                0xc5 | 0xda => (self.uint(2)?, 0),
+                0xc6 | 0xdb => (self.uint(4)?, 0),
+                0xd4 => (2, 0),
+                0xd5 => (3, 0),
+                0xd6 => (5, 0),
+                0xd7 => (9, 0),
+                0xd8 => (17, 0),
+                0xc7 => (self.uint(1)? + 1, 0),
+                0xc8 => (self.uint(2)? + 1, 0),
+                0xc9 => (self.uint(4)? + 1, 0),
+                0xdc => (0, self.uint(2)?),
+                0xdd => (0, self.uint(4)?),
+                0xde => (0, 2 * self.uint(2)?),
+                0xdf => (0, 2 * self.uint(4)?),
+                0xc1 => return Err(WireError::Data("reserved MessagePack marker 0xc1".into())),
+            };
+            self.take(payload)?;
+            values = values
+                .checked_add(nested)
+                .filter(|n| *n <= self.remaining())
+                .ok_or_else(|| {
+                    WireError::Data("MessagePack container larger than its message".into())
+                })?;
+        }
+        Ok(())
+    }
 }
 
 /// Decodes a message sent as JSON (first byte `{`) or MessagePack.
@@ -323,28 +646,127 @@ mod tests {
     }
 
     #[test]
-    fn fetched_sockets_carry_named_fields_as_node_reads_them() {
-        #[derive(Serialize)]
-        struct Handshake {
-            url: &'static str,
-        }
-        let socket = WireSocket {
-            id: "s1".into(),
-            handshake: named_value(&Handshake { url: "/socket.io/" }).unwrap(),
-            rooms: vec!["s1".into()],
-            data: rmpv::Value::Nil,
-            node: None,
+    fn fetch_responses_carry_named_fields_as_node_reads_them() {
+        let handshake = Handshake {
+            url: "/socket.io/?EIO=4".into(),
+            issued: 42,
+            ..Default::default()
         };
-        let value = named_value(&socket).unwrap();
+        let fields = socket_fields("s1", &handshake, &serde_json::json!({"user": "ann"})).unwrap();
+        let rooms = vec!["s1".to_string(), "lobby".to_string()];
+        let bytes = fetch_response(
+            "r1",
+            "n1",
+            "node-a",
+            [(&fields[..], &rooms[..])].into_iter(),
+        )
+        .unwrap();
+
+        let value = rmpv::decode::read_value(&mut bytes.as_slice()).unwrap();
         let field = |v: &rmpv::Value, name: &str| {
             let map = v.as_map().expect("a map, not an array");
             map.iter()
                 .find(|(k, _)| k.as_str() == Some(name))
                 .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no field {name}"))
         };
-        assert_eq!(field(&value, "id"), Some("s1".into()));
-        let handshake = field(&value, "handshake").unwrap();
-        assert_eq!(field(&handshake, "url"), Some("/socket.io/".into()));
+        assert_eq!(field(&value, "requestId"), "r1".into());
+        let socket = field(&value, "sockets").as_array().unwrap()[0].clone();
+        assert_eq!(field(&socket, "id"), "s1".into());
+        assert_eq!(field(&socket, "node"), "node-a".into());
+        assert_eq!(field(&field(&socket, "data"), "user"), "ann".into());
+        assert_eq!(field(&field(&socket, "handshake"), "issued"), 42.into());
+
+        let res = decode_response(&Bytes::from(bytes.clone())).unwrap();
+        assert_eq!(res.uid.as_deref(), Some("n1"));
+        assert_eq!(res.request_id, "r1");
+        let Some([SocketEntry::Socket(s)]) = res.sockets.as_deref() else {
+            panic!("one socket expected: {:?}", res.sockets);
+        };
+        assert_eq!(s.rooms, rooms);
+        assert!(matches!(s.handshake, WireHandshake::Encoded(_)));
+        assert_eq!(s.handshake.decode().unwrap(), handshake);
+        assert_eq!(
+            s.data,
+            rmpv::Value::Map(vec![("user".into(), "ann".into())])
+        );
+        assert_eq!(s.node.as_deref(), Some("node-a"));
+
+        // The generic decoder reads the same response the same way, handshake decoded.
+        let eager: WireResponse = decode(&bytes).unwrap();
+        let Some([SocketEntry::Socket(e)]) = eager.sockets.as_deref() else {
+            panic!("one socket expected");
+        };
+        assert_eq!(e.handshake, WireHandshake::Decoded(handshake));
+        assert_eq!((&e.id, &e.rooms, &e.data), (&s.id, &s.rooms, &s.data));
+    }
+
+    #[test]
+    fn reads_socket_ids_and_node_descriptions_alike() {
+        let json = br#"{"requestId":"r1","sockets":["a",{"id":"b","rooms":["b",7],"data":{"x":1},
+            "handshake":{"headers":{"host":"h"},"time":"t","address":"::1","xdomain":false,
+            "secure":true,"issued":1700000000000,"url":"/socket.io/","query":{"EIO":"4"},"auth":{}}}]}"#;
+        let res: WireResponse = decode(json).unwrap();
+        let sockets = res.sockets.unwrap();
+        assert_eq!(sockets[0], SocketEntry::Id("a".into()));
+        let SocketEntry::Socket(b) = &sockets[1] else {
+            panic!("a description expected")
+        };
+        assert_eq!(b.rooms, ["b", "7"]);
+        let handshake = b.handshake.decode().unwrap();
+        assert_eq!(handshake.issued, 1_700_000_000_000);
+        assert!(handshake.secure);
+        assert_eq!(handshake.query["EIO"], "4");
+    }
+
+    #[test]
+    fn decodes_every_response_field_around_the_sockets() {
+        let res = WireResponse {
+            kind: Some(RequestType::BroadcastAck),
+            request_id: "r2".into(),
+            uid: Some("n2".into()),
+            sockets: Some(vec![SocketEntry::Id("a".into())]),
+            rooms: Some(vec!["x".into()]),
+            data: Some(rmpv::Value::Array(vec![
+                1.into(),
+                rmpv::Value::Binary(vec![7]),
+            ])),
+            client_count: Some(3),
+            packet: Some("ok".into()),
+            sid: Some("s".into()),
+        };
+        let bytes = Bytes::from(encode(&res).unwrap());
+        assert_eq!(decode_response(&bytes).unwrap(), res);
+    }
+
+    #[test]
+    fn a_hostile_response_is_an_error_not_a_crash() {
+        let hostile: [&[u8]; 5] = [
+            // {"sockets": [[[[…]]]]} nested far deeper than any stack would allow recursing
+            &[
+                &[0x81, 0xa7][..],
+                b"sockets",
+                &[0x91, 0x81, 0xa9],
+                b"handshake",
+                &[0x91; 100_000],
+            ]
+            .concat(),
+            // an array claiming 4 billion elements
+            &[
+                &[0x81, 0xa7][..],
+                b"sockets",
+                &[0xdd, 0xff, 0xff, 0xff, 0xff],
+            ]
+            .concat(),
+            // a map claiming 4 billion entries
+            &[0xdf, 0xff, 0xff, 0xff, 0xff],
+            // a string running past the end
+            &[0x81, 0xda, 0xff, 0xff],
+            &[],
+        ];
+        for bytes in hostile {
+            assert!(decode_response(&Bytes::from(bytes.to_vec())).is_err());
+        }
     }
 
     #[test]

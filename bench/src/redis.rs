@@ -17,23 +17,34 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// `docker run` of `image` on a free loopback port.
+    /// `docker run` of `image` in the host's network namespace, on a free loopback port: a
+    /// published port would put Docker's userland proxy, copying every byte, between Redis and
+    /// the nodes, and measure the proxy as much as the adapters.
     pub fn start(image: &str) -> anyhow::Result<Self> {
-        let port = procs::free_port()?;
+        let port = procs::free_port()?.to_string();
         let out = docker(&[
             "run",
             "-d",
             "--rm",
-            "-p",
-            &format!("127.0.0.1:{port}:6379"),
+            "--network",
+            "host",
             image,
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
         ])?;
         let mut redis = Self {
             url: format!("redis://127.0.0.1:{port}"),
             container: Some(out.trim().to_string()),
             pid: None,
         };
-        redis.wait_ready()?;
+        redis.wait_ready(&port)?;
         redis.pid = redis.inspect("{{.State.Pid}}")?.trim().parse().ok();
         Ok(redis)
     }
@@ -47,13 +58,15 @@ impl Redis {
         }
     }
 
-    fn wait_ready(&self) -> anyhow::Result<()> {
+    fn wait_ready(&self, port: &str) -> anyhow::Result<()> {
         let Some(id) = &self.container else {
             return Ok(());
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if docker(&["exec", id, "redis-cli", "ping"]).is_ok_and(|out| out.contains("PONG")) {
+            if docker(&["exec", id, "redis-cli", "-p", port, "ping"])
+                .is_ok_and(|out| out.contains("PONG"))
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -192,12 +192,13 @@ async fn resolve(chat: &Chat, ns: &str, spec: TargetSpec) -> Result<Option<Targe
 
 fn describe(s: RemoteSocket) -> Value {
     let rooms: Vec<&String> = s.rooms.iter().filter(|r| **r != s.id).collect();
+    let handshake = s.handshake();
     json!({
         "id": s.id,
         "node": s.node,
         "rooms": rooms,
         "data": { "userId": s.data["userId"], "name": s.data["name"] },
-        "handshake": { "address": s.handshake.address, "time": s.handshake.time, "query": s.handshake.query },
+        "handshake": { "address": handshake.address, "time": handshake.time, "query": handshake.query },
     })
 }
 

@@ -307,11 +307,11 @@ async fn fetch_sockets_returns_remote_sockets_with_data_and_handshake<D: Driver>
             assert_eq!(s.data, json!({ "user": format!("u{i}") }));
             assert_eq!(s.node.as_deref(), Some(nodes[i].name.as_str()));
             assert!(s.rooms.contains(&"f".to_string()) && s.rooms.contains(&s.id));
-            assert_eq!(s.handshake.address, "127.0.0.1");
-            assert_eq!(s.handshake.query["userId"], json!(format!("u{i}")));
-            assert_eq!(s.handshake.query["EIO"], json!("4"));
-            assert!(s.handshake.issued > 0);
-            assert!(s.handshake.auth.is_empty(), "auth never leaves the node");
+            assert_eq!(s.handshake().address, "127.0.0.1");
+            assert_eq!(s.handshake().query["userId"], json!(format!("u{i}")));
+            assert_eq!(s.handshake().query["EIO"], json!("4"));
+            assert!(s.handshake().issued > 0);
+            assert!(s.handshake().auth.is_empty(), "auth never leaves the node");
         }
         let except = node
             .cluster

@@ -367,9 +367,9 @@ async fn fetch_sockets_crosses_both_ways(mixed: &Mixed) -> anyhow::Result<()> {
             BTreeSet::from(["lobby", "vip", users.id("n2").as_str()])
         );
         assert_eq!(n2.node, None, "a Node.js socket has no Rust node name");
-        assert_eq!(n2.handshake.query["EIO"], json!("4"));
-        assert!(n2.handshake.url.starts_with("/socket.io/"));
-        assert!(n2.handshake.issued > 0);
+        assert_eq!(n2.handshake().query["EIO"], json!("4"));
+        assert!(n2.handshake().url.starts_with("/socket.io/"));
+        assert!(n2.handshake().issued > 0);
     }
 
     // The admin API lists Node.js sockets too, and can target them by user id.

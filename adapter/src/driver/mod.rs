@@ -61,6 +61,23 @@ pub trait Driver: Send + Sync + 'static {
         channels: Vec<String>,
     ) -> impl Future<Output = Result<Vec<u64>, DriverError>> + Send;
 
+    /// Counts the subscribers of `probe` (as [`Driver::num_sub`]), then publishes `payload` on
+    /// `channel`, with no subscription changing in between: a request then waits for exactly the
+    /// nodes that receive it. This default does it in two steps; override it where the transport
+    /// can do both at once.
+    fn num_sub_then_publish(
+        &self,
+        probe: Vec<String>,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u64>, DriverError>> + Send {
+        async move {
+            let counts = self.num_sub(probe).await?;
+            self.publish(channel, payload).await?;
+            Ok(counts)
+        }
+    }
+
     /// Everything that arrives on this driver's subscriptions. Called once, by the cluster.
     fn incoming(&self) -> IncomingStream;
 }

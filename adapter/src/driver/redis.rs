@@ -141,23 +141,35 @@ impl Driver for RedisDriver {
 
     async fn num_sub(&self, channels: Vec<String>) -> Result<Vec<u64>, DriverError> {
         let n = channels.len();
-        // NUMSUB answers [channel, count, channel, count, …].
         let reply: Vec<fred::types::Value> = self
             .publisher
             .pubsub_numsub(channels)
             .await
             .map_err(DriverError::new)?;
-        let counts: Vec<u64> = reply
-            .chunks(2)
-            .map(|pair| pair.get(1).and_then(|v| v.as_u64()).unwrap_or(0))
-            .collect();
-        if counts.len() == n {
-            Ok(counts)
-        } else {
-            Err(DriverError(
-                format!("NUMSUB answered {} counts for {n} channels", counts.len()).into(),
-            ))
-        }
+        numsub_counts(&reply, n)
+    }
+
+    /// One pipeline, written at once: Redis runs a client's buffered commands back to back, so no
+    /// other client subscribes or unsubscribes between the count and the publish.
+    async fn num_sub_then_publish(
+        &self,
+        probe: Vec<String>,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u64>, DriverError> {
+        let n = probe.len();
+        let pipeline = self.publisher.pipeline();
+        let () = pipeline
+            .pubsub_numsub(probe)
+            .await
+            .map_err(DriverError::new)?;
+        let () = pipeline
+            .publish(channel, Bytes::from(payload))
+            .await
+            .map_err(DriverError::new)?;
+        let (reply, _receivers): (Vec<fred::types::Value>, u64) =
+            pipeline.all().await.map_err(DriverError::new)?;
+        numsub_counts(&reply, n)
     }
 
     fn incoming(&self) -> IncomingStream {
@@ -169,7 +181,7 @@ impl Driver for RedisDriver {
                     msg = messages.recv() => match msg {
                         Ok(msg) => Incoming::Message {
                             channel: msg.channel.to_string(),
-                            payload: msg.value.as_bytes().map(Bytes::copy_from_slice).unwrap_or_default(),
+                            payload: payload_of(msg.value),
                         },
                         Err(RecvError::Lagged(n)) => Incoming::Lost(n),
                         Err(RecvError::Closed) => return None,
@@ -182,5 +194,29 @@ impl Driver for RedisDriver {
                 Some((item, (messages, reconnects)))
             },
         ))
+    }
+}
+
+/// The counts of a `PUBSUB NUMSUB` reply, `[channel, count, channel, count, …]`, for `n` channels.
+fn numsub_counts(reply: &[fred::types::Value], n: usize) -> Result<Vec<u64>, DriverError> {
+    let counts: Vec<u64> = reply
+        .chunks(2)
+        .map(|pair| pair.get(1).and_then(|v| v.as_u64()).unwrap_or(0))
+        .collect();
+    if counts.len() == n {
+        Ok(counts)
+    } else {
+        Err(DriverError(
+            format!("NUMSUB answered {} counts for {n} channels", counts.len()).into(),
+        ))
+    }
+}
+
+/// A message's payload, without copying it.
+fn payload_of(value: fred::types::Value) -> Bytes {
+    match value {
+        fred::types::Value::Bytes(bytes) => bytes,
+        fred::types::Value::String(text) => text.into_inner(),
+        _ => Bytes::new(),
     }
 }
