@@ -138,6 +138,10 @@ pub struct Args {
     /// socketioxide's per-socket buffer in bench-app (default: the library's, 128).
     #[arg(long)]
     pub max_buffer: Option<usize>,
+    /// engineioxide's WebSocket read buffer in bench-app, both Rust implementations (the
+    /// library's default is 4096; this bytes-per-connection cost is most of what it tunes).
+    #[arg(long, default_value = "1024")]
+    pub ws_read_buffer: Option<usize>,
     /// fred's receive buffer in bench-app (default: each adapter's own).
     #[arg(long)]
     pub receive_buffer: Option<usize>,

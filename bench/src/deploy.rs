@@ -33,6 +33,7 @@ pub struct Env {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Tuning {
     pub max_buffer: Option<usize>,
+    pub ws_read_buffer: Option<usize>,
     pub receive_buffer: Option<usize>,
     pub stream_buffer: Option<usize>,
 }
@@ -234,6 +235,7 @@ fn app_command(env: &Env, imp: Impl, name: &str, key: &str) -> anyhow::Result<Co
         .env("RUST_LOG", "warn");
     let tuning = [
         ("--max-buffer", env.tuning.max_buffer),
+        ("--ws-read-buffer", env.tuning.ws_read_buffer),
         ("--receive-buffer", env.tuning.receive_buffer),
         ("--stream-buffer", env.tuning.stream_buffer),
     ];

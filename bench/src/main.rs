@@ -88,6 +88,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     };
     let tuning = Tuning {
         max_buffer: args.max_buffer,
+        ws_read_buffer: args.ws_read_buffer,
         receive_buffer: args.receive_buffer,
         stream_buffer: args.stream_buffer,
     };

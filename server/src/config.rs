@@ -61,6 +61,10 @@ pub struct Config {
     /// logged). The queue grows on demand, so idle sockets do not pay for the size.
     #[arg(long, env = "SOCKET_BUFFER", default_value_t = 1024)]
     pub socket_buffer: usize,
+    /// Bytes each WebSocket reads at once. Allocated per connection, idle or not: 1024 instead
+    /// of engineioxide's 4096 saves 3 KiB per connection; a bigger message takes more reads.
+    #[arg(long, env = "WS_READ_BUFFER", default_value_t = 1024)]
+    pub ws_read_buffer: usize,
     /// The built web client (`cd web && npm ci && npm run build`), served at `/`; relative paths
     /// are relative to the working directory.
     #[arg(long, env = "WEB_DIR", default_value = "web/dist")]

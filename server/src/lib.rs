@@ -95,6 +95,7 @@ impl Server {
         let chat = Arc::new(Chat::new(config, cluster.clone(), presence, history));
         let (layer, io) = SocketIo::builder()
             .max_buffer_size(chat.config.socket_buffer)
+            .ws_read_buffer_size(chat.config.ws_read_buffer)
             .with_adapter::<Adapter>(cluster.clone())
             .with_state(chat.clone())
             .build_layer();
@@ -105,7 +106,10 @@ impl Server {
         web::report(&chat.config.web_dir);
         let app = admin::routes(chat.clone())
             .merge(web::routes(&chat.config.web_dir))
-            .layer(layer);
+            .layer(layer)
+            .layer(axum::middleware::map_request(
+                socketio_cluster::compact_request_parts,
+            ));
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let mode = if chat.config.redis_url.is_some() {

@@ -25,6 +25,7 @@ pub struct Settings {
     pub node_name: String,
     pub key: String,
     pub max_buffer: Option<usize>,
+    pub ws_read_buffer: Option<usize>,
     pub receive_buffer: Option<usize>,
     pub stream_buffer: Option<usize>,
 }
@@ -95,6 +96,9 @@ pub async fn cluster(settings: &Settings, warnings: WarningCounter) -> anyhow::R
     if let Some(n) = settings.max_buffer {
         builder = builder.max_buffer_size(n);
     }
+    if let Some(n) = settings.ws_read_buffer {
+        builder = builder.ws_read_buffer_size(n);
+    }
     let (layer, io) = builder
         .with_state(backend.clone())
         .with_state(Shared::new(warnings))
@@ -154,6 +158,9 @@ pub async fn socketioxide_redis(
     let mut builder = SocketIo::builder().with_adapter::<FredAdapter<Emitter>>(adapter);
     if let Some(n) = settings.max_buffer {
         builder = builder.max_buffer_size(n);
+    }
+    if let Some(n) = settings.ws_read_buffer {
+        builder = builder.ws_read_buffer_size(n);
     }
     let (layer, io) = builder
         .with_state(SocketioxideRedisBackend)

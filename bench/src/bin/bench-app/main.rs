@@ -47,6 +47,9 @@ struct Args {
     /// socketioxide's per-socket packet buffer (`max_buffer_size`; its default is 128).
     #[arg(long)]
     max_buffer: Option<usize>,
+    /// engineioxide's per-connection WebSocket read buffer (`ws_read_buffer_size`; default 4096).
+    #[arg(long)]
+    ws_read_buffer: Option<usize>,
     /// How many received Redis messages may wait to be read (fred's broadcast channel capacity;
     /// the defaults are 8192 in our adapter, fred's 32 in socketioxide-redis).
     #[arg(long)]
@@ -70,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         node_name: args.node_name,
         key: args.key,
         max_buffer: args.max_buffer,
+        ws_read_buffer: args.ws_read_buffer,
         receive_buffer: args.receive_buffer,
         stream_buffer: args.stream_buffer,
     };
@@ -86,6 +90,10 @@ async fn main() -> anyhow::Result<()> {
             tracing::warn!(%err, "cannot set TCP_NODELAY");
         }
     });
+    // Both Rust apps free hyper's read buffer of each upgraded connection (see the function).
+    let router = router.layer(axum::middleware::map_request(
+        socketio_cluster::compact_request_parts,
+    ));
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
