@@ -363,18 +363,11 @@ pub(crate) fn decode_response(payload: &Bytes) -> Result<WireResponse, WireError
         return decode(payload);
     }
     let mut cursor = Cursor::new(payload);
-    let (mut others, mut other_fields, mut sockets) = (Vec::new(), 0, None);
-    for _ in 0..cursor.map_len()? {
-        let start = cursor.pos;
-        if cursor.str()? == "sockets" {
-            sockets = Some(socket_entries(&mut cursor, payload)?);
-        } else {
-            cursor.skip()?;
-            others.extend_from_slice(&payload[start..cursor.pos]);
-            other_fields += 1;
-        }
-    }
-    let mut res: WireResponse = reframe_map(other_fields, &others)?;
+    let mut sockets = None;
+    let mut res: WireResponse = decode_map_except(&mut cursor, "sockets", |cursor| {
+        sockets = Some(socket_entries(cursor, payload)?);
+        Ok(())
+    })?;
     res.sockets = sockets;
     Ok(res)
 }
@@ -388,26 +381,40 @@ fn socket_entries(cursor: &mut Cursor<'_>, payload: &Bytes) -> Result<Vec<Socket
             entries.push(SocketEntry::Id(cursor.str()?.to_owned()));
             continue;
         }
-        let (mut others, mut other_fields, mut handshake) = (Vec::new(), 0, None);
-        for _ in 0..cursor.map_len()? {
+        let mut handshake = None;
+        let mut socket: WireSocket = decode_map_except(cursor, "handshake", |cursor| {
             let start = cursor.pos;
-            let is_handshake = cursor.str()? == "handshake";
-            let value_start = cursor.pos;
             cursor.skip()?;
-            if is_handshake {
-                handshake = Some(payload.slice(value_start..cursor.pos));
-            } else {
-                others.extend_from_slice(&payload[start..cursor.pos]);
-                other_fields += 1;
-            }
-        }
-        let mut socket: WireSocket = reframe_map(other_fields, &others)?;
+            handshake = Some(payload.slice(start..cursor.pos));
+            Ok(())
+        })?;
         if let Some(bytes) = handshake {
             socket.handshake = WireHandshake::Encoded(bytes);
         }
         entries.push(SocketEntry::Socket(Box::new(socket)));
     }
     Ok(entries)
+}
+
+/// Decodes the map at the cursor with serde, except the value of `field`, which `read_field`
+/// reads from the cursor itself.
+fn decode_map_except<T: DeserializeOwned>(
+    cursor: &mut Cursor<'_>,
+    field: &str,
+    mut read_field: impl FnMut(&mut Cursor<'_>) -> Result<(), WireError>,
+) -> Result<T, WireError> {
+    let (mut others, mut other_fields) = (Vec::new(), 0);
+    for _ in 0..cursor.map_len()? {
+        let start = cursor.pos;
+        if cursor.str()? == field {
+            read_field(cursor)?;
+        } else {
+            cursor.skip()?;
+            others.extend_from_slice(&cursor.buf[start..cursor.pos]);
+            other_fields += 1;
+        }
+    }
+    reframe_map(other_fields, &others)
 }
 
 /// Decodes `fields` (encoded key-value pairs) as a map of `len` entries.

@@ -12,7 +12,12 @@ use serde_json::{Value, json};
 use socketio_cluster::{
     Cluster, ClusterAdapter, ClusterConfig, RedisDriver, RedisDriverConfig, Target,
 };
-use socketioxide::{SocketIo, adapter::Emitter, extract::SocketRef, handler::ConnectHandler};
+use socketioxide::{
+    SocketIo, SocketIoBuilder,
+    adapter::{Adapter, Emitter},
+    extract::SocketRef,
+    handler::ConnectHandler,
+};
 use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
 
 use crate::{
@@ -28,6 +33,19 @@ pub struct Settings {
     pub ws_read_buffer: Option<usize>,
     pub receive_buffer: Option<usize>,
     pub stream_buffer: Option<usize>,
+}
+
+impl Settings {
+    /// socketioxide's buffers, where the run sets them.
+    fn tune<A: Adapter>(&self, mut builder: SocketIoBuilder<A>) -> SocketIoBuilder<A> {
+        if let Some(n) = self.max_buffer {
+            builder = builder.max_buffer_size(n);
+        }
+        if let Some(n) = self.ws_read_buffer {
+            builder = builder.ws_read_buffer_size(n);
+        }
+        builder
+    }
 }
 
 /// Our adapter.
@@ -92,13 +110,8 @@ pub async fn cluster(settings: &Settings, warnings: WarningCounter) -> anyhow::R
         },
     );
     let backend = ClusterBackend(cluster.clone());
-    let mut builder = SocketIo::builder().with_adapter::<ClusterAdapter<RedisDriver>>(cluster);
-    if let Some(n) = settings.max_buffer {
-        builder = builder.max_buffer_size(n);
-    }
-    if let Some(n) = settings.ws_read_buffer {
-        builder = builder.ws_read_buffer_size(n);
-    }
+    let builder =
+        settings.tune(SocketIo::builder().with_adapter::<ClusterAdapter<RedisDriver>>(cluster));
     let (layer, io) = builder
         .with_state(backend.clone())
         .with_state(Shared::new(warnings))
@@ -155,13 +168,7 @@ pub async fn socketioxide_redis(
         adapter_config = adapter_config.with_stream_buffer(n);
     }
     let adapter = RedisAdapterCtr::new_with_fred_config(client, adapter_config).await?;
-    let mut builder = SocketIo::builder().with_adapter::<FredAdapter<Emitter>>(adapter);
-    if let Some(n) = settings.max_buffer {
-        builder = builder.max_buffer_size(n);
-    }
-    if let Some(n) = settings.ws_read_buffer {
-        builder = builder.ws_read_buffer_size(n);
-    }
+    let builder = settings.tune(SocketIo::builder().with_adapter::<FredAdapter<Emitter>>(adapter));
     let (layer, io) = builder
         .with_state(SocketioxideRedisBackend)
         .with_state(Shared::new(warnings))
