@@ -21,7 +21,7 @@ use socketioxide_core::{
     adapter::{
         AckStreamItem, BroadcastFlags, BroadcastOptions, CoreAdapter, CoreLocalAdapter,
         DefinedAdapter, RemoteSocketData, Room, RoomParam, Spawnable,
-        errors::{AdapterError, BroadcastError, SocketError},
+        errors::{AdapterError, BroadcastError},
     },
     packet::Packet,
 };
@@ -30,6 +30,7 @@ use crate::{
     acks,
     channels::Channels,
     cluster::{Cluster, Inner},
+    delivery::{self, Evictions},
     driver::Driver,
     error::ClusterError,
     opts,
@@ -53,6 +54,7 @@ pub struct ClusterAdapter<D: Driver> {
     codec: Codec,
     channels: Channels,
     nsp: String,
+    evictions: Evictions,
 }
 
 /// The initialization of a namespace: subscribing to its channels. Await it for a static
@@ -93,6 +95,7 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
             codec: Codec::of(local.parser()),
             local,
             nsp,
+            evictions: Evictions::default(),
         }
     }
 
@@ -151,8 +154,10 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
                 .await
                 .map_err(adapter_error)?;
         }
-        self.deliver_locally(packet, opts)
-            .map_err(BroadcastError::Socket)
+        // Clients that could not take the packet are being disconnected (see `delivery`): the
+        // broadcast itself succeeded for everyone who stays connected.
+        self.deliver_locally(packet, opts);
+        Ok(())
     }
 
     async fn broadcast_with_ack(
@@ -328,16 +333,16 @@ impl<D: Driver> ClusterAdapter<D> {
         })
     }
 
-    /// Hands a packet to local sockets, counting those that could not take it.
-    fn deliver_locally(
-        &self,
-        packet: Packet,
-        opts: BroadcastOptions,
-    ) -> Result<(), Vec<SocketError>> {
-        self.local.broadcast(packet, opts).inspect_err(|errors| {
-            Stats::add(&self.node.stats.undelivered, errors.len() as u64);
-            tracing::warn!(nsp = %self.nsp, count = errors.len(), ?errors, "packets not delivered to local clients");
-        })
+    /// Hands a packet to local sockets, counting those that could not take it and disconnecting
+    /// those that cannot keep up.
+    fn deliver_locally(&self, packet: Packet, opts: BroadcastOptions) {
+        let delivered = self.evictions.deliver(&self.local, packet, opts);
+        Stats::add(&self.node.stats.undelivered, delivered.undelivered as u64);
+        for sid in delivered.to_evict {
+            Stats::add(&self.node.stats.evicted, 1);
+            tracing::warn!(nsp = %self.nsp, socket = %sid, "disconnecting a client that cannot keep up: its packet buffer is full");
+            tokio::spawn(evict(self.node.clone(), self.nsp.clone(), sid));
+        }
     }
 
     /// Relays a join, leave or disconnect unless it targets only this node.
@@ -377,7 +382,7 @@ impl<D: Driver> ClusterAdapter<D> {
     pub(crate) fn deliver_wire(&self, data: rmpv::Value, opts: BroadcastOptions) {
         match self.codec.value_of(data) {
             Ok(value) => {
-                let _ = self.deliver_locally(Packet::event(self.local.path().clone(), value), opts);
+                self.deliver_locally(Packet::event(self.local.path().clone(), value), opts);
             }
             Err(err) => self.node.malformed("broadcast", &err),
         }
@@ -596,6 +601,22 @@ impl<D: Driver> ClusterAdapter<D> {
                 ..response.clone()
             };
             self.node.respond(&self.channels, to, res).await;
+        }
+    }
+}
+
+/// Disconnects a socket of `nsp` that could not keep up, as soon as its buffer has room for the
+/// disconnect packet (or until it is gone otherwise).
+async fn evict<D: Driver>(node: Arc<Inner<D>>, nsp: String, sid: Sid) {
+    let mut retry = tokio::time::interval(delivery::EVICTION_RETRY);
+    loop {
+        retry.tick().await;
+        let Some(adapter) = node.adapter(&nsp) else {
+            return;
+        };
+        if adapter.evictions.try_disconnect(&adapter.local, sid) {
+            tracing::info!(%nsp, socket = %sid, "disconnected a client that could not keep up");
+            return;
         }
     }
 }

@@ -25,6 +25,9 @@
 //! * **Resilience** — the Redis driver reconnects forever and restores subscriptions; messages
 //!   lost in between, or dropped because they arrived faster than read, are counted
 //!   ([`ClusterStats::lost`]) and logged.
+//! * **Slow clients** — a local client whose packet buffer is full gets no further broadcast and
+//!   is disconnected ([`ClusterStats::evicted`]), so a client never misses a message while it
+//!   stays connected.
 //!
 //! # Example
 //! ```no_run
@@ -57,6 +60,7 @@ mod adapter;
 mod channels;
 mod cluster;
 mod config;
+mod delivery;
 mod driver;
 mod error;
 mod membership;

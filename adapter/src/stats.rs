@@ -12,6 +12,7 @@ pub(crate) struct Stats {
     pub requests: AtomicU64,
     pub request_timeouts: AtomicU64,
     pub undelivered: AtomicU64,
+    pub evicted: AtomicU64,
 }
 
 /// A snapshot of a node's cluster counters (all monotonic).
@@ -31,8 +32,12 @@ pub struct ClusterStats {
     pub requests: u64,
     /// Cluster requests that timed out.
     pub request_timeouts: u64,
-    /// Packets that could not be handed to a local client (buffer full or closed).
+    /// Packets that could not be handed to a local client: its buffer was full, it was closing,
+    /// or it was being disconnected for not keeping up.
     pub undelivered: u64,
+    /// Local clients disconnected because their packet buffer was full: they could not keep up,
+    /// and a client never misses a packet while it stays connected.
+    pub evicted: u64,
 }
 
 impl Stats {
@@ -50,6 +55,7 @@ impl Stats {
             requests: self.requests.load(Relaxed),
             request_timeouts: self.request_timeouts.load(Relaxed),
             undelivered: self.undelivered.load(Relaxed),
+            evicted: self.evicted.load(Relaxed),
         }
     }
 }

@@ -381,6 +381,20 @@ impl Task {
             tracing::warn!(client = self.index, %err, "connection failed");
         }
         self.tally.lock().unwrap().closed = true;
+        if !self.out.is_empty() {
+            tracing::warn!(
+                client = self.index,
+                bytes = self.out.len(),
+                "closed with unsent data"
+            );
+        }
+        // A closed sender still tells how many messages it sent, so the step can settle what
+        // its receivers lost; requests go unanswered.
+        while let Some(command) = commands.recv().await {
+            if let Command::Pace(_, done) = command {
+                let _ = done.send(self.pacer.take().map_or(0, |p| p.sent));
+            }
+        }
     }
 
     async fn serve(

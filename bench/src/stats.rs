@@ -47,6 +47,9 @@ pub struct Losses {
     pub expected: u64,
     pub delivered: u64,
     pub lost: u64,
+    /// Lost by receivers the server did not disconnect: silent losses, which must never happen
+    /// (a server may only drop a client's messages by disconnecting it).
+    pub lost_open: u64,
     pub duplicates: u64,
     pub stray: u64,
     pub malformed: u64,
@@ -95,6 +98,20 @@ impl Tally {
         true
     }
 
+    /// One past the highest sequence number received from `sender` in this step (0: none).
+    pub fn heard(&self, sender: u32) -> u64 {
+        let Some((_, bits)) = self.expected.iter().find(|(s, _)| *s == sender) else {
+            return 0;
+        };
+        bits.iter()
+            .enumerate()
+            .rev()
+            .find(|(_, word)| **word != 0)
+            .map_or(0, |(i, word)| {
+                i as u64 * 64 + 64 - u64::from(word.leading_zeros())
+            })
+    }
+
     /// Adds this receiver's count to `losses`, given how many messages each sender sent
     /// (`sent[sender]`).
     pub fn settle(&self, sent: &[u64], losses: &mut Losses) {
@@ -112,8 +129,12 @@ impl Tally {
                     u64::from((word & valid).count_ones())
                 })
                 .sum();
+            let lost = sent - got.min(sent);
             losses.expected += sent;
-            losses.lost += sent - got.min(sent);
+            losses.lost += lost;
+            if !self.closed {
+                losses.lost_open += lost;
+            }
         }
         losses.delivered += self.unique;
         losses.duplicates += self.duplicates;
@@ -235,6 +256,12 @@ mod tests {
         assert_eq!(losses.lost, 96);
         assert_eq!(losses.duplicates, 1);
         assert_eq!(losses.stray, 2);
+        assert_eq!(losses.lost_open, 96, "the receiver is still connected");
+        assert_eq!((tally.heard(1), tally.heard(2), tally.heard(5)), (71, 1, 0));
+        tally.closed = true;
+        let mut losses = Losses::default();
+        tally.settle(&sent, &mut losses);
+        assert_eq!((losses.lost, losses.lost_open), (96, 0));
     }
 
     #[test]

@@ -57,8 +57,9 @@ pub struct Config {
     /// `publishOnSpecificResponseChannel`); `false` answers on the shared one.
     #[arg(long, env = "REDIS_SPECIFIC_RESPONSE_CHANNEL", default_value_t = true, action = clap::ArgAction::Set)]
     pub redis_specific_response_channel: bool,
-    /// Packets that may wait for one slow client before the next are refused (counted and
-    /// logged). The queue grows on demand, so idle sockets do not pay for the size.
+    /// Packets that may wait for one slow client; a client whose queue is full is disconnected
+    /// (counted and logged) rather than left with a gap. The queue grows on demand, so idle
+    /// sockets do not pay for the size.
     #[arg(long, env = "SOCKET_BUFFER", default_value_t = 1024)]
     pub socket_buffer: usize,
     /// Bytes each WebSocket reads at once. Allocated per connection, idle or not: 1024 instead

@@ -154,6 +154,11 @@ impl Metrics {
             "Packets a local client could not take (buffer full or gone)",
             ConstCounter::new(c.undelivered),
         );
+        registry.register(
+            "slow_clients_disconnected",
+            "Clients disconnected because their packet buffer was full (they could not keep up)",
+            ConstCounter::new(c.evicted),
+        );
         let mut out = String::new();
         let _ = encode(&mut out, &registry);
         out

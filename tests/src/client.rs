@@ -29,6 +29,8 @@ enum Command {
         id: u64,
         reply: oneshot::Sender<Vec<Value>>,
     },
+    /// Stop (`true`) or resume reading from the connection, as a client that cannot keep up.
+    Pause(bool),
     Close,
 }
 
@@ -196,6 +198,17 @@ impl Client {
         self.closed_at.get().copied()
     }
 
+    /// Stops reading from the connection: what the server sends piles up in the kernel's
+    /// buffers, then in the server's, as with a client on a link too slow for its traffic.
+    pub fn pause_reading(&self) {
+        let _ = self.commands.send(Command::Pause(true));
+    }
+
+    /// Reads again after [`pause_reading`](Self::pause_reading).
+    pub fn resume_reading(&self) {
+        let _ = self.commands.send(Command::Pause(false));
+    }
+
     /// Closes the connection.
     pub fn close(&self) {
         let _ = self.commands.send(Command::Close);
@@ -259,14 +272,16 @@ impl Connection {
         } = self;
         let mut pending_acks: std::collections::HashMap<u64, oneshot::Sender<Vec<Value>>> =
             Default::default();
+        let mut paused = false;
         loop {
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(Command::Send(text)) => { if ws.send(Message::text(text)).await.is_err() { break } }
                     Some(Command::Ack { id, reply }) => { pending_acks.insert(id, reply); }
+                    Some(Command::Pause(pause)) => paused = pause,
                     Some(Command::Close) | None => { let _ = ws.close(None).await; break }
                 },
-                frame = ws.next() => {
+                frame = ws.next(), if !paused => {
                     let text = match frame {
                         Some(Ok(Message::Text(t))) => t.to_string(),
                         Some(Ok(_)) => continue,

@@ -6,7 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cluster_tests::{Checked, Client, TestNode, TestRedis, init_tracing, test_config, unique_key};
+use cluster_tests::{
+    Checked, Client, Received, TestNode, TestRedis, init_tracing, test_config, unique_key,
+};
 use futures_util::StreamExt;
 use serde_json::json;
 use socketio_cluster::{
@@ -251,6 +253,74 @@ async fn disconnect_sockets_reaches_every_node<D: Driver>(
     kicked1.disconnected().await?;
     nodes[0].io.emit("still-here", &1).await.check()?;
     assert_eq!(stays.event("still-here").await?, vec![json!(1)]);
+    Ok(())
+}
+
+on_both_drivers!(
+    a_client_that_cannot_keep_up_is_disconnected_never_left_with_a_gap,
+    2
+);
+async fn a_client_that_cannot_keep_up_is_disconnected_never_left_with_a_gap<D: Driver>(
+    nodes: &[TestNode<D>],
+) -> anyhow::Result<()> {
+    let mut slow = client(&nodes[1], "/", "slow", &["flood"]).await;
+    let mut near = client(&nodes[1], "/", "near", &["flood"]).await;
+    let mut far = client(&nodes[0], "/", "far", &["flood"]).await;
+    slow.pause_reading();
+    // Big packets from the other node, until the slow client's buffer on node 1 overflowed,
+    // then some more, which it must not get either.
+    const AFTER: u64 = 20;
+    let pad = "x".repeat(64 << 10);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut sent, mut until) = (0u64, None);
+    while until.is_none_or(|n| sent < n) {
+        nodes[0]
+            .io
+            .to("flood")
+            .emit("flood", &(sent, &pad))
+            .await
+            .check()?;
+        sent += 1;
+        if until.is_none() && nodes[1].cluster.stats().evicted > 0 {
+            until = Some(sent + AFTER);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no overflow after {sent} packets"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Those that keep up got everything, in order.
+    for keeps_up in [&mut near, &mut far] {
+        for i in 0..sent {
+            assert_eq!(keeps_up.event("flood").await?[0], json!(i));
+        }
+    }
+    // The slow one got a gapless beginning, then the disconnect, and nothing after it.
+    slow.resume_reading();
+    let received = slow.drain(Duration::from_secs(3)).await;
+    let got: Vec<u64> = received
+        .iter()
+        .take_while(|r| !matches!(r, Received::Disconnected))
+        .filter_map(|r| match r {
+            Received::Event { name, args } if name == "flood" => args[0].as_u64(),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        received.contains(&Received::Disconnected),
+        "the slow client was not disconnected"
+    );
+    assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>(), "a gap");
+    let missed = sent - got.len() as u64;
+    assert!(missed > AFTER, "missed {missed} of {sent}");
+    let stats = nodes[1].cluster.stats();
+    assert_eq!((stats.evicted, stats.undelivered), (1, missed), "{stats:?}");
+    let left = nodes[0]
+        .cluster
+        .fetch_sockets("/", &Target::rooms(["flood"]))
+        .await?;
+    assert_eq!(left.len(), 2);
     Ok(())
 }
 

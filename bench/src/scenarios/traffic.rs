@@ -135,11 +135,13 @@ impl Traffic {
             .measure(ctx, deployment, &label, rate, duration)
             .await?;
         eprintln!(
-            "  {label:>16}: {:>9.0} msgs/s {:>10.0} deliveries/s, lost {}, dup {}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms{}",
+            "  {label:>16}: {:>9.0} msgs/s {:>10.0} deliveries/s, lost {} ({} while connected), dup {}, closed {}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms{}",
             step.sent_per_s,
             step.delivered_per_s,
             step.losses.lost,
+            step.losses.lost_open,
             step.losses.duplicates,
+            step.losses.closed,
             step.latency.p50_ms,
             step.latency.p99_ms,
             step.latency.max_ms,
@@ -187,6 +189,7 @@ impl Traffic {
         let after = deployment.snapshot(&ctx.env.redis)?;
         let counters_after = self.counters().await?;
         deployment.check_alive()?;
+        self.discount_unheard(&mut sent);
         let mut losses = Losses::default();
         for client in &self.clients {
             client.tally.lock().unwrap().settle(&sent, &mut losses);
@@ -213,6 +216,23 @@ impl Traffic {
             extra: BTreeMap::new(),
             passed,
         })
+    }
+
+    /// A sender the server disconnected goes on sending until it reads the disconnect, and the
+    /// server broadcasts none of that: its messages count only up to the last one anybody got.
+    fn discount_unheard(&self, sent: &mut [u64]) {
+        for (i, _) in &self.senders {
+            if !self.clients[*i].tally.lock().unwrap().closed {
+                continue;
+            }
+            let heard = self
+                .clients
+                .iter()
+                .map(|c| c.tally.lock().unwrap().heard(*i as u32))
+                .max()
+                .unwrap_or(0);
+            sent[*i] = sent[*i].min(heard);
+        }
     }
 
     /// Until deliveries stop coming.

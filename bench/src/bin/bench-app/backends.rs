@@ -83,6 +83,7 @@ impl Backend for ClusterBackend {
             "lost": s.lost,
             "malformed": s.malformed,
             "undelivered": s.undelivered,
+            "evicted": s.evicted,
             "request_timeouts": s.request_timeouts,
         })
     }
