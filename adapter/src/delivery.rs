@@ -21,7 +21,7 @@ use socketioxide_core::{
 pub(crate) const EVICTION_RETRY: Duration = Duration::from_millis(10);
 
 /// What one delivery did, for the caller's counters and logs.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Default)]
 pub(crate) struct Delivered {
     /// Sockets that did not take the packet: closing, being evicted, or evicted by this delivery.
     pub undelivered: usize,

@@ -151,7 +151,7 @@ impl Metrics {
         );
         registry.register(
             "dropped_messages_undelivered",
-            "Packets a local client could not take (buffer full or gone)",
+            "Packets a local client did not get: its buffer was full, it was closing, or it was being disconnected as too slow",
             ConstCounter::new(c.undelivered),
         );
         registry.register(
