@@ -91,7 +91,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "50,100,200,400,700,1000,1500,2000,3000"
+        default_value = "50,100,200,400,700,850,1000,1250,1500,2000,2500,3000"
     )]
     pub rates: Vec<f64>,
     /// Rooms of 2 clients in the rooms scenario.
@@ -101,7 +101,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1000,2000,4000,6000,8000,12000,16000,24000,32000"
+        default_value = "1000,2000,4000,8000,12000,16000,20000,24000,28000,32000,36000,40000,48000"
     )]
     pub room_rates: Vec<f64>,
     /// Sequential requests per kind (`count`, `rooms`) in the requests scenario.
@@ -123,7 +123,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "200,500,1000,2000,3000,5000,8000"
+        default_value = "200,500,1000,2000,3000,5000,8000,10000,12000,16000"
     )]
     pub chat_rates: Vec<f64>,
     /// Filler bytes in each message (a short chat line).
