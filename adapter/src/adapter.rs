@@ -285,16 +285,19 @@ impl<D: Driver> ClusterAdapter<D> {
     ) -> Result<Vec<RemoteSocket>, ClusterError> {
         let node = &self.node.config.node_name;
         let uid = self.node.uid();
-        let mut sockets: Vec<RemoteSocket> = self
-            .describe_local(wire_opts)
-            .into_iter()
-            .map(|(id, described, rooms)| described.to_remote(id, rooms, node, uid))
-            .collect();
-        sockets.extend(
-            self.node
-                .fetch_from_others(&self.nsp, &self.channels, wire_opts)
-                .await?,
-        );
+        // The request is polled first, so it is on its way and the other nodes describe their
+        // sockets while this one describes its own.
+        let remote = self
+            .node
+            .fetch_from_others(&self.nsp, &self.channels, wire_opts);
+        let local = async {
+            self.describe_local(wire_opts)
+                .into_iter()
+                .map(|(id, described, rooms)| described.to_remote(id, rooms, node, uid))
+                .collect::<Vec<RemoteSocket>>()
+        };
+        let (remote, mut sockets) = futures_util::join!(remote, local);
+        sockets.extend(remote?);
         Ok(sockets)
     }
 

@@ -379,21 +379,40 @@ fn socket_entries(cursor: &mut Cursor<'_>, payload: &Bytes) -> Result<Vec<Socket
     for _ in 0..len {
         if cursor.peek_is_str()? {
             entries.push(SocketEntry::Id(cursor.str()?.to_owned()));
-            continue;
+        } else {
+            entries.push(SocketEntry::Socket(Box::new(wire_socket(cursor, payload)?)));
         }
-        let mut handshake = None;
-        let mut socket: WireSocket = decode_map_except(cursor, "handshake", |cursor| {
-            let start = cursor.pos;
-            cursor.skip()?;
-            handshake = Some(payload.slice(start..cursor.pos));
-            Ok(())
-        })?;
-        if let Some(bytes) = handshake {
-            socket.handshake = WireHandshake::Encoded(bytes);
-        }
-        entries.push(SocketEntry::Socket(Box::new(socket)));
     }
     Ok(entries)
+}
+
+/// One socket map of a fetch response, read field by field: a response holds hundreds of them,
+/// and serde would first copy each one out to decode it.
+fn wire_socket(cursor: &mut Cursor<'_>, payload: &Bytes) -> Result<WireSocket, WireError> {
+    let mut id = None;
+    let mut socket = WireSocket {
+        id: String::new(),
+        handshake: WireHandshake::default(),
+        rooms: Vec::new(),
+        data: nil(),
+        node: None,
+    };
+    for _ in 0..cursor.map_len()? {
+        match cursor.str()? {
+            "id" => id = Some(cursor.str()?.to_owned()),
+            "handshake" => {
+                let start = cursor.pos;
+                cursor.skip()?;
+                socket.handshake = WireHandshake::Encoded(payload.slice(start..cursor.pos));
+            }
+            "rooms" => socket.rooms = cursor.rooms()?,
+            "data" => socket.data = cursor.value()?,
+            "node" => socket.node = cursor.nil_or(Cursor::str)?.map(str::to_owned),
+            _ => cursor.skip()?,
+        }
+    }
+    socket.id = id.ok_or_else(|| WireError::Data("a fetched socket without an id".into()))?;
+    Ok(socket)
 }
 
 /// Decodes the map at the cursor with serde, except the value of `field`, which `read_field`
@@ -465,6 +484,47 @@ impl<'a> Cursor<'a> {
             .get(self.pos)
             .ok_or_else(|| WireError::Data("truncated MessagePack".into()))?;
         Ok(matches!(byte, 0xa0..=0xbf | 0xd9..=0xdb))
+    }
+
+    /// `None` for nil, else what `read` reads.
+    fn nil_or<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, WireError>,
+    ) -> Result<Option<T>, WireError> {
+        if self.buf.get(self.pos) == Some(&0xc0) {
+            self.pos += 1;
+            return Ok(None);
+        }
+        read(self).map(Some)
+    }
+
+    /// The value at the cursor, decoded (its extent is checked first, so no length in it can
+    /// claim more than the message holds).
+    fn value(&mut self) -> Result<rmpv::Value, WireError> {
+        let start = self.pos;
+        self.skip()?;
+        rmpv::decode::read_value(&mut &self.buf[start..self.pos])
+            .map_err(|e| WireError::Data(e.to_string()))
+    }
+
+    /// A room list: strings, or the numbers Node.js lets through; nil is no rooms.
+    fn rooms(&mut self) -> Result<Vec<String>, WireError> {
+        let Some(len) = self.nil_or(Self::array_len)? else {
+            return Ok(Vec::new());
+        };
+        let mut rooms = Vec::with_capacity(len.min(self.remaining()));
+        for _ in 0..len {
+            if self.peek_is_str()? {
+                rooms.push(self.str()?.to_owned());
+                continue;
+            }
+            rooms.push(match self.value()? {
+                rmpv::Value::Integer(n) => n.to_string(),
+                rmpv::Value::F64(n) => n.to_string(),
+                other => return Err(WireError::Data(format!("invalid room {other}"))),
+            });
+        }
+        Ok(rooms)
     }
 
     fn str(&mut self) -> Result<&'a str, WireError> {
@@ -727,6 +787,50 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_node_js_fetch_response_field_by_field() {
+        let socket = |fields: Vec<(&str, rmpv::Value)>| {
+            rmpv::Value::Map(fields.into_iter().map(|(k, v)| (k.into(), v)).collect())
+        };
+        let response = socket(vec![
+            ("requestId", "r1".into()),
+            (
+                "sockets",
+                rmpv::Value::Array(vec![
+                    socket(vec![
+                        ("id", "b".into()),
+                        ("later", rmpv::Value::Array(vec![1.into()])),
+                        ("rooms", rmpv::Value::Array(vec!["b".into(), 7.into()])),
+                        ("data", socket(vec![("x", 1.into())])),
+                        ("handshake", socket(vec![("issued", 42.into())])),
+                        ("node", rmpv::Value::Nil),
+                    ]),
+                    socket(vec![("id", "c".into()), ("rooms", rmpv::Value::Nil)]),
+                ]),
+            ),
+        ]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &response).unwrap();
+        let sockets = decode_response(&Bytes::from(bytes))
+            .unwrap()
+            .sockets
+            .unwrap();
+        let [SocketEntry::Socket(b), SocketEntry::Socket(c)] = &sockets[..] else {
+            panic!("two descriptions expected, got {sockets:?}")
+        };
+        assert_eq!(
+            (b.id.as_str(), b.rooms.as_slice()),
+            ("b", ["b", "7"].map(String::from).as_slice())
+        );
+        assert_eq!(b.data, socket(vec![("x", 1.into())]));
+        assert_eq!(b.handshake.decode().unwrap().issued, 42);
+        assert_eq!(b.node, None);
+        assert_eq!(
+            (c.id.as_str(), c.rooms.len(), &c.data),
+            ("c", 0, &rmpv::Value::Nil)
+        );
+    }
+
+    #[test]
     fn decodes_every_response_field_around_the_sockets() {
         let res = WireResponse {
             kind: Some(RequestType::BroadcastAck),
@@ -748,7 +852,7 @@ mod tests {
 
     #[test]
     fn a_hostile_response_is_an_error_not_a_crash() {
-        let hostile: [&[u8]; 5] = [
+        let hostile: [&[u8]; 7] = [
             // {"sockets": [[[[…]]]]} nested far deeper than any stack would allow recursing
             &[
                 &[0x81, 0xa7][..],
@@ -758,6 +862,19 @@ mod tests {
                 &[0x91; 100_000],
             ]
             .concat(),
+            // socket data nested deeper than any stack would allow recursing
+            &[
+                &[0x81, 0xa7][..],
+                b"sockets",
+                &[0x91, 0x82, 0xa2],
+                b"id",
+                &[0xa1, b's', 0xa4],
+                b"data",
+                &[0x91; 100_000],
+            ]
+            .concat(),
+            // a socket without an id
+            &[&[0x81, 0xa7][..], b"sockets", &[0x91, 0x80]].concat(),
             // an array claiming 4 billion elements
             &[
                 &[0x81, 0xa7][..],
