@@ -518,11 +518,7 @@ impl<'a> Cursor<'a> {
                 rooms.push(self.str()?.to_owned());
                 continue;
             }
-            rooms.push(match self.value()? {
-                rmpv::Value::Integer(n) => n.to_string(),
-                rmpv::Value::F64(n) => n.to_string(),
-                other => return Err(WireError::Data(format!("invalid room {other}"))),
-            });
+            rooms.push(room_name(self.value()?).map_err(WireError::Data)?);
         }
         Ok(rooms)
     }
@@ -620,18 +616,20 @@ fn nil() -> rmpv::Value {
 }
 
 /// Rooms are strings, but Node.js lets numbers through: accept both.
+fn room_name(value: rmpv::Value) -> Result<String, String> {
+    match value {
+        rmpv::Value::String(s) => s.into_str().ok_or_else(|| "room is not UTF-8".to_string()),
+        rmpv::Value::Integer(n) => Ok(n.to_string()),
+        rmpv::Value::F64(n) => Ok(n.to_string()),
+        other => Err(format!("invalid room {other}")),
+    }
+}
+
 fn room_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let values = Option::<Vec<rmpv::Value>>::deserialize(d)?.unwrap_or_default();
     values
         .into_iter()
-        .map(|v| match v {
-            rmpv::Value::String(s) => s
-                .into_str()
-                .ok_or_else(|| serde::de::Error::custom("room is not UTF-8")),
-            rmpv::Value::Integer(n) => Ok(n.to_string()),
-            rmpv::Value::F64(n) => Ok(n.to_string()),
-            other => Err(serde::de::Error::custom(format!("invalid room {other}"))),
-        })
+        .map(|v| room_name(v).map_err(serde::de::Error::custom))
         .collect()
 }
 
