@@ -2,6 +2,7 @@
 //! the other nodes through the cluster protocol.
 
 use std::{
+    borrow::Cow,
     collections::HashSet,
     future::Future,
     pin::Pin,
@@ -283,17 +284,19 @@ impl<D: Driver> ClusterAdapter<D> {
         &self,
         wire_opts: &WireOpts,
     ) -> Result<Vec<RemoteSocket>, ClusterError> {
-        let node = &self.node.config.node_name;
-        let uid = self.node.uid();
         // The request is polled first, so it is on its way and the other nodes describe their
         // sockets while this one describes its own.
         let remote = self
             .node
             .fetch_from_others(&self.nsp, &self.channels, wire_opts);
         let local = async {
+            let node = Arc::<str>::from(self.node.config.node_name.as_str());
+            let uid = Arc::<str>::from(self.node.uid());
             self.describe_local(wire_opts)
                 .into_iter()
-                .map(|(id, described, rooms)| described.to_remote(id, rooms, node, uid))
+                .map(|(sid, described, rooms)| {
+                    described.to_remote(sid.to_string(), rooms, &node, &uid)
+                })
                 .collect::<Vec<RemoteSocket>>()
         };
         let (remote, mut sockets) = futures_util::join!(remote, local);
@@ -302,14 +305,14 @@ impl<D: Driver> ClusterAdapter<D> {
     }
 
     /// This node's sockets matching `wire_opts`: id, description and rooms.
-    fn describe_local(&self, wire_opts: &WireOpts) -> Vec<(String, Described, Vec<String>)> {
+    fn describe_local(&self, wire_opts: &WireOpts) -> Vec<(Sid, Described, Vec<String>)> {
         let sids = self.local.sockets(opts::to_local(wire_opts));
         let with_rooms = sids.into_iter().map(|sid| {
             let rooms = self
                 .local
                 .socket_rooms(sid)
                 .into_iter()
-                .map(|r| r.to_string())
+                .map(Cow::into_owned)
                 .collect();
             (sid, rooms)
         });
@@ -492,7 +495,7 @@ impl<D: Driver> ClusterAdapter<D> {
                     &self.node.config.node_name,
                     described
                         .iter()
-                        .map(|(_, d, rooms)| (&d.fields[..], &rooms[..])),
+                        .map(|(_, d, rooms)| (d.fields(), &rooms[..])),
                 );
                 self.node
                     .send_response(

@@ -28,7 +28,7 @@ use crate::{
     membership::{Membership, NodeEvent, NodeInfo},
     opts::Target,
     requests::{Pending, Registration, Waiting},
-    socket::{self, Described, HandshakeCell, RemoteSocket},
+    socket::{self, Described, RemoteSocket},
     stats::{ClusterStats, Stats},
     value::Codec,
     value::{json_to_wire, wire_to_json},
@@ -731,15 +731,15 @@ impl<D: Driver> Inner<D> {
             "fetchSockets",
             Expect::AllNodes,
             |res| {
+                let uid = res.uid.as_deref().map(Arc::<str>::from);
                 let node = res
                     .uid
                     .as_deref()
-                    .and_then(|uid| self.membership.name_of(uid));
+                    .and_then(|uid| self.membership.name_of(uid))
+                    .map(Arc::<str>::from);
                 for entry in res.sockets.unwrap_or_default() {
                     match entry {
-                        SocketEntry::Socket(s) => {
-                            sockets.push(from_wire_socket(*s, node.clone(), res.uid.clone()));
-                        }
+                        SocketEntry::Socket(s) => sockets.push(from_wire_socket(*s, &node, &uid)),
                         SocketEntry::Id(id) => {
                             self.malformed(
                                 "fetch response",
@@ -754,26 +754,25 @@ impl<D: Driver> Inner<D> {
         Ok(sockets)
     }
 
-    /// Describes sockets of this node, with their ids and rooms; sockets gone meanwhile are left
-    /// out. Before [`Cluster::bind`], sockets are described by id and rooms only.
+    /// Describes sockets of this node, with their rooms; sockets gone meanwhile are left out.
+    /// Before [`Cluster::bind`], sockets are described by id and rooms only.
     pub fn describe(
         &self,
         nsp: &str,
         sids: impl IntoIterator<Item = (Sid, Vec<String>)>,
-    ) -> Vec<(String, Described, Vec<String>)> {
+    ) -> Vec<(Sid, Described, Vec<String>)> {
         let io = self.io.read().unwrap().clone();
         let ns = io.as_ref().map(|io| io.of(nsp));
         sids.into_iter()
             .filter_map(|(sid, rooms)| {
-                let id = sid.to_string();
                 let described = match &ns {
                     Some(ns) => Described::of(&*ns.as_ref()?.get_socket(sid)?),
-                    None => Described::bare(&id),
+                    None => Described::bare(&sid.to_string()),
                 };
                 match described {
-                    Ok(described) => Some((id, described, rooms)),
+                    Ok(described) => Some((sid, described, rooms)),
                     Err(err) => {
-                        tracing::warn!(%err, socket = %id, "cannot describe a socket");
+                        tracing::warn!(%err, socket = %sid, "cannot describe a socket");
                         None
                     }
                 }
@@ -919,13 +918,17 @@ fn event_data(event: &str, args: &[Value]) -> rmpv::Value {
     rmpv::Value::Array(items)
 }
 
-fn from_wire_socket(s: WireSocket, node: Option<String>, uid: Option<String>) -> RemoteSocket {
+fn from_wire_socket(
+    s: WireSocket,
+    node: &Option<Arc<str>>,
+    uid: &Option<Arc<str>>,
+) -> RemoteSocket {
     RemoteSocket {
         id: s.id,
-        node: s.node.or(node),
-        node_uid: uid,
+        node: s.node.or_else(|| node.clone()),
+        node_uid: uid.clone(),
         rooms: s.rooms,
-        data: wire_to_json(&s.data).unwrap_or(Value::Null),
-        handshake: HandshakeCell::from(s.handshake),
+        data: s.data.into(),
+        handshake: s.handshake.into(),
     }
 }

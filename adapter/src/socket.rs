@@ -19,30 +19,33 @@ use socketioxide::{adapter::Adapter, socket::Socket};
 
 use crate::{
     error::{TrackError, WireError},
-    wire::{self, WireHandshake},
+    wire::{self, FromWire, WirePart},
 };
 
 /// Headers never shipped to other nodes: they carry credentials.
 const PRIVATE_HEADERS: [&str; 2] = ["authorization", "cookie"];
 
 /// What this crate stores in a socket's extensions: its description, built once. A fetch
-/// request copies the encoded fields instead of describing every socket again.
+/// request copies the encoded fields instead of describing every socket again. One `Arc`, so
+/// that reading it from the extensions of hundreds of sockets costs one count each.
 #[derive(Clone)]
-pub(crate) struct Described {
-    pub data: Arc<Value>,
-    pub handshake: Arc<Handshake>,
+pub(crate) struct Described(Arc<Description>);
+
+struct Description {
+    data: Arc<Value>,
+    handshake: Arc<Handshake>,
     /// `id`, `handshake` and `data` as MessagePack key-value pairs (see [`wire::socket_fields`]).
-    pub fields: Bytes,
+    fields: Vec<u8>,
 }
 
 impl Described {
     fn new(id: &str, data: Arc<Value>, handshake: Arc<Handshake>) -> Result<Self, WireError> {
-        let fields = wire::socket_fields(id, &handshake, &data)?.into();
-        Ok(Self {
+        let fields = wire::socket_fields(id, &handshake, &data)?;
+        Ok(Self(Arc::new(Description {
             data,
             handshake,
             fields,
-        })
+        })))
     }
 
     /// The description of a socket of this node: the stored one, or one made now for a socket
@@ -63,15 +66,25 @@ impl Described {
         Self::new(id, Arc::new(Value::Null), Arc::default())
     }
 
+    pub fn fields(&self) -> &[u8] {
+        &self.0.fields
+    }
+
     /// This description with its rooms and node, as `fetchSockets()` returns it.
-    pub fn to_remote(&self, id: String, rooms: Vec<String>, node: &str, uid: &str) -> RemoteSocket {
+    pub fn to_remote(
+        &self,
+        id: String,
+        rooms: Vec<String>,
+        node: &Arc<str>,
+        uid: &Arc<str>,
+    ) -> RemoteSocket {
         RemoteSocket {
             id,
-            node: Some(node.to_string()),
-            node_uid: Some(uid.to_string()),
+            node: Some(node.clone()),
+            node_uid: Some(uid.clone()),
             rooms,
-            data: (*self.data).clone(),
-            handshake: self.handshake.clone().into(),
+            data: self.0.data.clone().into(),
+            handshake: self.0.handshake.clone().into(),
         }
     }
 }
@@ -93,7 +106,7 @@ pub fn track<A: Adapter>(socket: &Socket<A>, data: &impl Serialize) -> Result<()
 pub fn set_data<A: Adapter>(socket: &Socket<A>, data: &impl Serialize) -> Result<(), TrackError> {
     let data = Arc::new(serde_json::to_value(data)?);
     let handshake = match socket.extensions.get::<Described>() {
-        Some(described) => described.handshake,
+        Some(described) => described.0.handshake.clone(),
         None => Arc::new(handshake_of(socket, now_ms())),
     };
     socket
@@ -107,13 +120,13 @@ pub fn data<A: Adapter>(socket: &Socket<A>) -> Value {
     socket
         .extensions
         .get::<Described>()
-        .map_or(Value::Null, |d| (*d.data).clone())
+        .map_or(Value::Null, |d| (*d.0.data).clone())
 }
 
 /// The data of a socket of this node, deserialized.
 pub fn data_as<A: Adapter, T: DeserializeOwned>(socket: &Socket<A>) -> Option<T> {
     let described = socket.extensions.get::<Described>()?;
-    T::deserialize(&*described.data).ok()
+    T::deserialize(&*described.0.data).ok()
 }
 
 /// The handshake of a socket, with the fields of Node.js' `socket.handshake`.
@@ -146,59 +159,86 @@ pub struct Handshake {
 /// A socket anywhere in the cluster, as `fetchSockets()` describes it.
 #[derive(Debug, Clone)]
 pub struct RemoteSocket {
-    pub id: String,
-    /// The name of the node holding it; `None` for Node.js nodes, which do not say.
-    pub node: Option<String>,
-    /// The cluster id of the node holding it, when it is a node of this crate.
-    pub node_uid: Option<String>,
-    /// Its rooms, its own id included when tracked.
-    pub rooms: Vec<String>,
-    pub data: Value,
-    pub(crate) handshake: HandshakeCell,
+    pub(crate) id: String,
+    pub(crate) node: Option<Arc<str>>,
+    pub(crate) node_uid: Option<Arc<str>>,
+    pub(crate) rooms: Vec<String>,
+    pub(crate) data: Part<Value>,
+    pub(crate) handshake: Part<Handshake>,
 }
 
 impl RemoteSocket {
-    /// Its handshake. Another node's arrives encoded and is decoded on first use.
-    pub fn handshake(&self) -> Arc<Handshake> {
-        self.handshake
-            .decoded
-            .get_or_init(|| match &self.handshake.encoded {
-                Some(encoded) => Arc::new(encoded.decode().unwrap_or_else(|err| {
-                    tracing::warn!(%err, socket = %self.id, "unreadable handshake");
-                    Handshake::default()
-                })),
-                None => Arc::default(),
-            })
-            .clone()
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The name of the node holding it; `None` for Node.js nodes, which do not say.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// The cluster id of the node holding it, when it is a node of this crate.
+    pub fn node_uid(&self) -> Option<&str> {
+        self.node_uid.as_deref()
+    }
+
+    /// Its rooms, its own id included when tracked.
+    pub fn rooms(&self) -> &[String] {
+        &self.rooms
+    }
+
+    /// Its data (`Value::Null` when untracked). Another node's arrives encoded and is decoded on
+    /// first use.
+    pub fn data(&self) -> &Value {
+        self.data.get(&self.id, "data")
     }
 
     /// The socket data, deserialized.
     pub fn data_as<T: DeserializeOwned>(&self) -> Option<T> {
-        T::deserialize(&self.data).ok()
+        T::deserialize(self.data()).ok()
+    }
+
+    /// Its handshake. Another node's arrives encoded and is decoded on first use.
+    pub fn handshake(&self) -> &Handshake {
+        self.handshake.get(&self.id, "handshake")
     }
 }
 
-/// A handshake, shared or still encoded.
+/// The handshake or data of a fetched socket: shared with the socket's description, or still
+/// encoded and decoded once, on first read.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct HandshakeCell {
-    encoded: Option<WireHandshake>,
-    decoded: OnceLock<Arc<Handshake>>,
+pub(crate) struct Part<T> {
+    encoded: Option<Bytes>,
+    decoded: OnceLock<Arc<T>>,
 }
 
-impl From<Arc<Handshake>> for HandshakeCell {
-    fn from(handshake: Arc<Handshake>) -> Self {
+impl<T: FromWire + Default> Part<T> {
+    /// The decoded part; an unreadable one is logged and read as the default value.
+    fn get(&self, socket: &str, part: &str) -> &T {
+        self.decoded.get_or_init(|| match &self.encoded {
+            Some(encoded) => Arc::new(T::from_wire(encoded).unwrap_or_else(|err| {
+                tracing::warn!(%err, socket, "unreadable {part} of a fetched socket");
+                T::default()
+            })),
+            None => Arc::default(),
+        })
+    }
+}
+
+impl<T> From<Arc<T>> for Part<T> {
+    fn from(part: Arc<T>) -> Self {
         Self {
             encoded: None,
-            decoded: OnceLock::from(handshake),
+            decoded: OnceLock::from(part),
         }
     }
 }
 
-impl From<WireHandshake> for HandshakeCell {
-    fn from(handshake: WireHandshake) -> Self {
-        match handshake {
-            WireHandshake::Decoded(handshake) => Arc::new(handshake).into(),
-            encoded => Self {
+impl<T> From<WirePart<T>> for Part<T> {
+    fn from(part: WirePart<T>) -> Self {
+        match part {
+            WirePart::Decoded(part) => Arc::new(part).into(),
+            WirePart::Encoded(encoded) => Self {
                 encoded: Some(encoded),
                 decoded: OnceLock::new(),
             },
@@ -275,12 +315,34 @@ pub(crate) fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::decode_component;
+    use serde_json::json;
+
+    use super::*;
 
     #[test]
     fn query_components_are_percent_decoded() {
         assert_eq!(decode_component("a%20b+c"), "a b c");
         assert_eq!(decode_component("%zz%4"), "%zz%4");
         assert_eq!(decode_component("%C3%A9"), "é");
+    }
+
+    #[test]
+    fn an_unreadable_fetched_part_reads_as_its_default() {
+        let data = Part::<Value>::from(WirePart::Encoded(Bytes::from_static(&[0xc1])));
+        assert_eq!(*data.get("s", "data"), Value::Null);
+        let handshake = Part::<Handshake>::from(WirePart::Encoded(Bytes::from_static(&[0x91])));
+        assert_eq!(*handshake.get("s", "handshake"), Handshake::default());
+    }
+
+    #[test]
+    fn a_fetched_part_is_decoded_once_and_a_local_one_shared() {
+        let encoded = rmp_serde::to_vec(&json!({"a": 1})).unwrap();
+        let data = Part::<Value>::from(WirePart::Encoded(Bytes::from(encoded)));
+        assert_eq!(*data.get("s", "data"), json!({"a": 1}));
+        assert!(std::ptr::eq(data.get("s", "data"), data.get("s", "data")));
+
+        let shared = Arc::new(json!([1]));
+        let local = Part::from(shared.clone());
+        assert!(std::ptr::eq(local.get("s", "data"), &*shared));
     }
 }

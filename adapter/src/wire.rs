@@ -7,7 +7,7 @@
 //! Fields this crate adds (`uid` and `node` on responses, `sid` on acks, `requestId` on
 //! join/leave/disconnect) are ignored by Node.js nodes.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use bytes::Bytes;
 use serde::{
@@ -15,7 +15,7 @@ use serde::{
     de::{DeserializeOwned, MapAccess, Visitor, value::MapAccessDeserializer},
 };
 
-use crate::{error::WireError, socket::Handshake};
+use crate::{error::WireError, socket::Handshake, value};
 
 /// The request and response types of the Node.js adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,40 +220,40 @@ impl<'de> Deserialize<'de> for SocketEntry {
 pub(crate) struct WireSocket {
     pub id: String,
     #[serde(default)]
-    pub handshake: WireHandshake,
+    pub handshake: WirePart<Handshake>,
     #[serde(default, deserialize_with = "room_list")]
     pub rooms: Vec<String>,
-    #[serde(default = "nil")]
-    pub data: rmpv::Value,
+    #[serde(default)]
+    pub data: WirePart<serde_json::Value>,
     /// The name of the node holding the socket (this crate's nodes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    pub node: Option<Arc<str>>,
 }
 
-/// The handshake of a fetched socket. Most of a fetch response is handshakes, which few callers
-/// read: one that came as MessagePack stays encoded until [`WireHandshake::decode`].
+/// The handshake or the data of a fetched socket. They are most of a fetch response and few
+/// callers read them, so when they came as MessagePack they stay encoded until decoded.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum WireHandshake {
-    Decoded(Handshake),
+pub(crate) enum WirePart<T> {
+    Decoded(T),
     Encoded(Bytes),
 }
 
-impl Default for WireHandshake {
+impl<T: Default> Default for WirePart<T> {
     fn default() -> Self {
-        Self::Decoded(Handshake::default())
+        Self::Decoded(T::default())
     }
 }
 
-impl WireHandshake {
-    pub fn decode(&self) -> Result<Handshake, WireError> {
+impl<T: FromWire + Clone> WirePart<T> {
+    pub fn decode(&self) -> Result<T, WireError> {
         match self {
-            Self::Decoded(handshake) => Ok(handshake.clone()),
-            Self::Encoded(bytes) => rmp_serde::from_slice(bytes).map_err(WireError::Decode),
+            Self::Decoded(part) => Ok(part.clone()),
+            Self::Encoded(bytes) => T::from_wire(bytes),
         }
     }
 }
 
-impl Serialize for WireHandshake {
+impl<T: FromWire + Clone + Serialize> Serialize for WirePart<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.decode()
             .map_err(serde::ser::Error::custom)?
@@ -261,9 +261,34 @@ impl Serialize for WireHandshake {
     }
 }
 
-impl<'de> Deserialize<'de> for WireHandshake {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for WirePart<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Handshake::deserialize(d).map(Self::Decoded)
+        T::deserialize(d).map(Self::Decoded)
+    }
+}
+
+/// A part of a fetched socket, read from its MessagePack encoding.
+pub(crate) trait FromWire: Sized {
+    fn from_wire(bytes: &[u8]) -> Result<Self, WireError>;
+}
+
+impl FromWire for Handshake {
+    fn from_wire(bytes: &[u8]) -> Result<Self, WireError> {
+        rmp_serde::from_slice(bytes).map_err(WireError::Decode)
+    }
+}
+
+/// How deep a value read from a peer (socket data, a room) may nest. rmpv's own limit (1024)
+/// takes more than a 2 MiB thread stack in a debug build; data this deep is a hostile peer, not
+/// an application.
+const MAX_DEPTH: usize = 256;
+
+impl FromWire for serde_json::Value {
+    /// Through `rmpv`, which turns binaries into arrays of bytes as Node.js' JSON would.
+    fn from_wire(bytes: &[u8]) -> Result<Self, WireError> {
+        let value = rmpv::decode::read_value_with_max_depth(&mut &bytes[..], MAX_DEPTH)
+            .map_err(|e| WireError::Data(e.to_string()))?;
+        value::wire_to_json(&value)
     }
 }
 
@@ -356,8 +381,9 @@ fn container_len(len: usize) -> Result<u32, WireError> {
     u32::try_from(len).map_err(|_| WireError::Data(format!("{len} elements are too many")))
 }
 
-/// Decodes a response. Its socket handshakes, when sent as MessagePack, are kept encoded: a
-/// fetch of 1000 sockets would spend most of its time building handshakes nobody reads.
+/// Decodes a response. The handshakes and data of its sockets, when sent as MessagePack, are
+/// kept encoded: a fetch of 1000 sockets would spend most of its time building values nobody
+/// reads.
 pub(crate) fn decode_response(payload: &Bytes) -> Result<WireResponse, WireError> {
     if payload.first() == Some(&b'{') {
         return decode(payload);
@@ -372,42 +398,57 @@ pub(crate) fn decode_response(payload: &Bytes) -> Result<WireResponse, WireError
     Ok(res)
 }
 
-/// The `sockets` of a MessagePack response: ids, or socket maps whose handshake stays encoded.
+/// The `sockets` of a MessagePack response: ids, or socket maps whose handshake and data stay
+/// encoded.
 fn socket_entries(cursor: &mut Cursor<'_>, payload: &Bytes) -> Result<Vec<SocketEntry>, WireError> {
     let len = cursor.array_len()?;
     let mut entries = Vec::with_capacity(len.min(cursor.remaining()));
+    // Every socket of a response names the same node: one name serves them all.
+    let mut node = None;
     for _ in 0..len {
         if cursor.peek_is_str()? {
             entries.push(SocketEntry::Id(cursor.str()?.to_owned()));
         } else {
-            entries.push(SocketEntry::Socket(Box::new(wire_socket(cursor, payload)?)));
+            let socket = wire_socket(cursor, payload, &mut node)?;
+            entries.push(SocketEntry::Socket(Box::new(socket)));
         }
     }
     Ok(entries)
 }
 
 /// One socket map of a fetch response, read field by field: a response holds hundreds of them,
-/// and serde would first copy each one out to decode it.
-fn wire_socket(cursor: &mut Cursor<'_>, payload: &Bytes) -> Result<WireSocket, WireError> {
+/// and serde would first copy each one out to decode it. `node` is the last node name read.
+fn wire_socket(
+    cursor: &mut Cursor<'_>,
+    payload: &Bytes,
+    node: &mut Option<Arc<str>>,
+) -> Result<WireSocket, WireError> {
     let mut id = None;
     let mut socket = WireSocket {
         id: String::new(),
-        handshake: WireHandshake::default(),
+        handshake: WirePart::default(),
         rooms: Vec::new(),
-        data: nil(),
+        data: WirePart::default(),
         node: None,
+    };
+    let encoded = |cursor: &mut Cursor<'_>| {
+        let start = cursor.pos;
+        cursor.skip()?;
+        Ok::<_, WireError>(payload.slice(start..cursor.pos))
     };
     for _ in 0..cursor.map_len()? {
         match cursor.str()? {
             "id" => id = Some(cursor.str()?.to_owned()),
-            "handshake" => {
-                let start = cursor.pos;
-                cursor.skip()?;
-                socket.handshake = WireHandshake::Encoded(payload.slice(start..cursor.pos));
-            }
+            "handshake" => socket.handshake = WirePart::Encoded(encoded(cursor)?),
+            "data" => socket.data = WirePart::Encoded(encoded(cursor)?),
             "rooms" => socket.rooms = cursor.rooms()?,
-            "data" => socket.data = cursor.value()?,
-            "node" => socket.node = cursor.nil_or(Cursor::str)?.map(str::to_owned),
+            "node" => {
+                socket.node = match cursor.nil_or(Cursor::str)? {
+                    Some(name) if node.as_deref() == Some(name) => node.clone(),
+                    Some(name) => node.insert(Arc::from(name)).clone().into(),
+                    None => None,
+                }
+            }
             _ => cursor.skip()?,
         }
     }
@@ -503,7 +544,7 @@ impl<'a> Cursor<'a> {
     fn value(&mut self) -> Result<rmpv::Value, WireError> {
         let start = self.pos;
         self.skip()?;
-        rmpv::decode::read_value(&mut &self.buf[start..self.pos])
+        rmpv::decode::read_value_with_max_depth(&mut &self.buf[start..self.pos], MAX_DEPTH)
             .map_err(|e| WireError::Data(e.to_string()))
     }
 
@@ -749,21 +790,20 @@ mod tests {
             panic!("one socket expected: {:?}", res.sockets);
         };
         assert_eq!(s.rooms, rooms);
-        assert!(matches!(s.handshake, WireHandshake::Encoded(_)));
+        assert!(matches!(s.handshake, WirePart::Encoded(_)));
         assert_eq!(s.handshake.decode().unwrap(), handshake);
-        assert_eq!(
-            s.data,
-            rmpv::Value::Map(vec![("user".into(), "ann".into())])
-        );
+        assert!(matches!(s.data, WirePart::Encoded(_)));
+        assert_eq!(s.data.decode().unwrap(), serde_json::json!({"user": "ann"}));
         assert_eq!(s.node.as_deref(), Some("node-a"));
 
-        // The generic decoder reads the same response the same way, handshake decoded.
+        // The generic decoder reads the same response the same way, handshake and data decoded.
         let eager: WireResponse = decode(&bytes).unwrap();
         let Some([SocketEntry::Socket(e)]) = eager.sockets.as_deref() else {
             panic!("one socket expected");
         };
-        assert_eq!(e.handshake, WireHandshake::Decoded(handshake));
-        assert_eq!((&e.id, &e.rooms, &e.data), (&s.id, &s.rooms, &s.data));
+        assert_eq!(e.handshake, WirePart::Decoded(handshake));
+        assert_eq!(e.data, WirePart::Decoded(s.data.decode().unwrap()));
+        assert_eq!((&e.id, &e.rooms), (&s.id, &s.rooms));
     }
 
     #[test]
@@ -819,12 +859,12 @@ mod tests {
             (b.id.as_str(), b.rooms.as_slice()),
             ("b", ["b", "7"].map(String::from).as_slice())
         );
-        assert_eq!(b.data, socket(vec![("x", 1.into())]));
+        assert_eq!(b.data.decode().unwrap(), serde_json::json!({"x": 1}));
         assert_eq!(b.handshake.decode().unwrap().issued, 42);
         assert_eq!(b.node, None);
         assert_eq!(
-            (c.id.as_str(), c.rooms.len(), &c.data),
-            ("c", 0, &rmpv::Value::Nil)
+            (c.id.as_str(), c.rooms.len(), c.data.decode().unwrap()),
+            ("c", 0, serde_json::Value::Null)
         );
     }
 
@@ -889,6 +929,28 @@ mod tests {
         for bytes in hostile {
             assert!(decode_response(&Bytes::from(bytes.to_vec())).is_err());
         }
+    }
+
+    #[test]
+    fn socket_data_nested_too_deep_fails_when_read_not_when_fetched() {
+        // {"sockets": [{"id": "s", "data": [[[…nil…]]]}]}: valid, and deeper than any stack
+        let bytes = [
+            &[0x81, 0xa7][..],
+            b"sockets",
+            &[0x91, 0x82, 0xa2],
+            b"id",
+            &[0xa1, b's', 0xa4],
+            b"data",
+            &[0x91; 100_000],
+            &[0xc0],
+        ]
+        .concat();
+        let res = decode_response(&Bytes::from(bytes)).unwrap();
+        let Some([SocketEntry::Socket(s)]) = res.sockets.as_deref() else {
+            panic!("one socket expected: {:?}", res.sockets);
+        };
+        assert_eq!(s.id, "s");
+        assert!(s.data.decode().is_err());
     }
 
     #[test]

@@ -179,25 +179,26 @@ async fn resolve(chat: &Chat, ns: &str, spec: TargetSpec) -> Result<Option<Targe
         .await?;
     let ids: Vec<String> = sockets
         .into_iter()
-        .filter(|s| spec.socket_id.as_ref().is_none_or(|id| &s.id == id))
+        .filter(|s| spec.socket_id.as_ref().is_none_or(|id| s.id() == id))
         .filter(|s| {
             spec.user_id
                 .as_ref()
-                .is_none_or(|u| s.data["userId"].as_str() == Some(u))
+                .is_none_or(|u| s.data()["userId"].as_str() == Some(u))
         })
-        .map(|s| s.id)
+        .map(|s| s.id().to_owned())
         .collect();
     Ok((!ids.is_empty()).then(|| Target::rooms(ids)))
 }
 
-fn describe(s: RemoteSocket) -> Value {
-    let rooms: Vec<&String> = s.rooms.iter().filter(|r| **r != s.id).collect();
+fn describe(s: &RemoteSocket) -> Value {
+    let rooms: Vec<&String> = s.rooms().iter().filter(|r| *r != s.id()).collect();
     let handshake = s.handshake();
+    let data = s.data();
     json!({
-        "id": s.id,
-        "node": s.node,
+        "id": s.id(),
+        "node": s.node(),
         "rooms": rooms,
-        "data": { "userId": s.data["userId"], "name": s.data["name"] },
+        "data": { "userId": data["userId"], "name": data["name"] },
         "handshake": { "address": handshake.address, "time": handshake.time, "query": handshake.query },
     })
 }
@@ -216,9 +217,7 @@ async fn list_sockets(
         .metrics
         .time("fetch_sockets", chat.cluster.fetch_sockets(&q.ns, &target))
         .await?;
-    Ok(Json(Value::Array(
-        sockets.into_iter().map(describe).collect(),
-    )))
+    Ok(Json(Value::Array(sockets.iter().map(describe).collect())))
 }
 
 async fn list_rooms(
@@ -235,7 +234,7 @@ async fn list_rooms(
             chat.cluster.fetch_sockets(&q.ns, &everyone)
         ),
     )?;
-    let socket_rooms: HashSet<String> = sockets.into_iter().map(|s| s.id).collect();
+    let socket_rooms: HashSet<String> = sockets.iter().map(|s| s.id().to_owned()).collect();
     let rooms: Vec<String> = rooms
         .into_iter()
         .filter(|r| !socket_rooms.contains(r))

@@ -370,13 +370,13 @@ async fn fetch_sockets_returns_remote_sockets_with_data_and_handshake<D: Driver>
             .cluster
             .fetch_sockets("/", &Target::rooms(["f"]))
             .await?;
-        sockets.sort_by(|a, b| a.data["user"].as_str().cmp(&b.data["user"].as_str()));
+        sockets.sort_by(|a, b| a.data()["user"].as_str().cmp(&b.data()["user"].as_str()));
         assert_eq!(sockets.len(), 3);
         for (i, s) in sockets.iter().enumerate() {
-            assert_eq!(s.id, clients[i].id);
-            assert_eq!(s.data, json!({ "user": format!("u{i}") }));
-            assert_eq!(s.node.as_deref(), Some(nodes[i].name.as_str()));
-            assert!(s.rooms.contains(&"f".to_string()) && s.rooms.contains(&s.id));
+            assert_eq!(s.id(), clients[i].id);
+            assert_eq!(*s.data(), json!({ "user": format!("u{i}") }));
+            assert_eq!(s.node(), Some(nodes[i].name.as_str()));
+            assert!(s.rooms().iter().any(|r| r == "f") && s.rooms().iter().any(|r| r == s.id()));
             assert_eq!(s.handshake().address, "127.0.0.1");
             assert_eq!(s.handshake().query["userId"], json!(format!("u{i}")));
             assert_eq!(s.handshake().query["EIO"], json!("4"));
@@ -483,7 +483,7 @@ async fn dynamic_namespaces_are_cluster_wide_and_isolated<D: Driver>(
         .cluster
         .fetch_sockets("/dyn-a", &Target::all())
         .await?;
-    let ids: BTreeSet<String> = sockets.into_iter().map(|s| s.id).collect();
+    let ids: BTreeSet<String> = sockets.into_iter().map(|s| s.id().to_owned()).collect();
     assert_eq!(ids, BTreeSet::from([a.id.clone(), c.id.clone()]));
     assert_eq!(nodes[1].cluster.server_count("/dyn-a").await?, 3);
     Ok(())

@@ -355,18 +355,21 @@ async fn fetch_sockets_crosses_both_ways(mixed: &Mixed) -> anyhow::Result<()> {
             .cluster(i)
             .fetch_sockets("/", &Target::rooms(["vip"]))
             .await?;
-        let ids: BTreeSet<String> = sockets.iter().map(|s| s.id.clone()).collect();
+        let ids: BTreeSet<String> = sockets.iter().map(|s| s.id().to_owned()).collect();
         assert_eq!(ids, users.ids(&["r2", "n2"]));
-        let n2 = sockets.iter().find(|s| s.id == users.id("n2")).unwrap();
+        let n2 = sockets.iter().find(|s| s.id() == users.id("n2")).unwrap();
         assert_eq!(
-            n2.data,
+            *n2.data(),
             json!({ "userId": "n2", "name": "n2-name", "runtime": "node" })
         );
         assert_eq!(
-            n2.rooms.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+            n2.rooms()
+                .iter()
+                .map(String::as_str)
+                .collect::<BTreeSet<_>>(),
             BTreeSet::from(["lobby", "vip", users.id("n2").as_str()])
         );
-        assert_eq!(n2.node, None, "a Node.js socket has no Rust node name");
+        assert_eq!(n2.node(), None, "a Node.js socket has no Rust node name");
         assert_eq!(n2.handshake().query["EIO"], json!("4"));
         assert!(n2.handshake().url.starts_with("/socket.io/"));
         assert!(n2.handshake().issued > 0);
@@ -401,7 +404,10 @@ async fn room_changes_and_disconnects_cross_both_ways(mixed: &Mixed) -> anyhow::
             .fetch_sockets("/", &Target::rooms(["extra"]))
             .await
             .unwrap();
-        sockets.into_iter().map(|s| s.id).collect::<BTreeSet<_>>()
+        sockets
+            .into_iter()
+            .map(|s| s.id().to_owned())
+            .collect::<BTreeSet<_>>()
     };
     // socketsJoin from Node.js: the lobby joins `extra` on every node, so a Rust broadcast to
     // `extra` reaches them.
@@ -585,7 +591,7 @@ async fn a_killed_node_js_node_does_not_stall_rust_requests() -> anyhow::Result<
     mixed.node.kill().await?;
     let sockets = in_flight.await??;
     let in_flight_took = started.elapsed();
-    let ids: BTreeSet<String> = sockets.into_iter().map(|s| s.id).collect();
+    let ids: BTreeSet<String> = sockets.into_iter().map(|s| s.id().to_owned()).collect();
     assert_eq!(ids, rust_ids);
     // The test nodes' request timeout is 3 s; NUMSUB is asked again every 300 ms.
     assert!(
@@ -596,7 +602,7 @@ async fn a_killed_node_js_node_does_not_stall_rust_requests() -> anyhow::Result<
     let started = Instant::now();
     let sockets = mixed.cluster(0).fetch_sockets("/", &Target::all()).await?;
     let fetch = started.elapsed();
-    let ids: BTreeSet<String> = sockets.into_iter().map(|s| s.id).collect();
+    let ids: BTreeSet<String> = sockets.into_iter().map(|s| s.id().to_owned()).collect();
     assert_eq!(ids, rust_ids);
 
     let started = Instant::now();
