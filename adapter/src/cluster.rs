@@ -927,7 +927,7 @@ fn from_wire_socket(
         id: s.id,
         node: s.node.or_else(|| node.clone()),
         node_uid: uid.clone(),
-        rooms: s.rooms,
+        rooms: s.rooms.into(),
         data: s.data.into(),
         handshake: s.handshake.into(),
     }

@@ -82,7 +82,7 @@ impl Described {
             id,
             node: Some(node.clone()),
             node_uid: Some(uid.clone()),
-            rooms,
+            rooms: Arc::new(rooms).into(),
             data: self.0.data.clone().into(),
             handshake: self.0.handshake.clone().into(),
         }
@@ -162,7 +162,7 @@ pub struct RemoteSocket {
     pub(crate) id: String,
     pub(crate) node: Option<Arc<str>>,
     pub(crate) node_uid: Option<Arc<str>>,
-    pub(crate) rooms: Vec<String>,
+    pub(crate) rooms: Part<Vec<String>>,
     pub(crate) data: Part<Value>,
     pub(crate) handshake: Part<Handshake>,
 }
@@ -182,9 +182,10 @@ impl RemoteSocket {
         self.node_uid.as_deref()
     }
 
-    /// Its rooms, its own id included when tracked.
+    /// Its rooms, its own id included when tracked. Another node's arrive encoded and are
+    /// decoded on first use.
     pub fn rooms(&self) -> &[String] {
-        &self.rooms
+        self.rooms.get(&self.id, "rooms")
     }
 
     /// Its data (`Value::Null` when untracked). Another node's arrives encoded and is decoded on
@@ -204,8 +205,8 @@ impl RemoteSocket {
     }
 }
 
-/// The handshake or data of a fetched socket: shared with the socket's description, or still
-/// encoded and decoded once, on first read.
+/// The handshake, rooms or data of a fetched socket: shared with the socket's description (or
+/// made for it), or still encoded and decoded once, on first read.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Part<T> {
     encoded: Option<Bytes>,
@@ -332,6 +333,9 @@ mod tests {
         assert_eq!(*data.get("s", "data"), Value::Null);
         let handshake = Part::<Handshake>::from(WirePart::Encoded(Bytes::from_static(&[0x91])));
         assert_eq!(*handshake.get("s", "handshake"), Handshake::default());
+        // a room that is a map
+        let rooms = Part::<Vec<String>>::from(WirePart::Encoded(Bytes::from_static(&[0x91, 0x80])));
+        assert!(rooms.get("s", "rooms").is_empty());
     }
 
     #[test]

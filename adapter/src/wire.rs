@@ -221,8 +221,8 @@ pub(crate) struct WireSocket {
     pub id: String,
     #[serde(default)]
     pub handshake: WirePart<Handshake>,
-    #[serde(default, deserialize_with = "room_list")]
-    pub rooms: Vec<String>,
+    #[serde(default, deserialize_with = "room_part")]
+    pub rooms: WirePart<Vec<String>>,
     #[serde(default)]
     pub data: WirePart<serde_json::Value>,
     /// The name of the node holding the socket (this crate's nodes only).
@@ -230,8 +230,8 @@ pub(crate) struct WireSocket {
     pub node: Option<Arc<str>>,
 }
 
-/// The handshake or the data of a fetched socket. They are most of a fetch response and few
-/// callers read them, so when they came as MessagePack they stay encoded until decoded.
+/// The handshake, rooms or data of a fetched socket. They are most of a fetch response and many
+/// callers read none of them, so when they came as MessagePack they stay encoded until decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum WirePart<T> {
     Decoded(T),
@@ -275,6 +275,13 @@ pub(crate) trait FromWire: Sized {
 impl FromWire for Handshake {
     fn from_wire(bytes: &[u8]) -> Result<Self, WireError> {
         rmp_serde::from_slice(bytes).map_err(WireError::Decode)
+    }
+}
+
+impl FromWire for Vec<String> {
+    /// A room list.
+    fn from_wire(bytes: &[u8]) -> Result<Self, WireError> {
+        Cursor::new(bytes).rooms()
     }
 }
 
@@ -398,8 +405,8 @@ pub(crate) fn decode_response(payload: &Bytes) -> Result<WireResponse, WireError
     Ok(res)
 }
 
-/// The `sockets` of a MessagePack response: ids, or socket maps whose handshake and data stay
-/// encoded.
+/// The `sockets` of a MessagePack response: ids, or socket maps whose handshake, rooms and data
+/// stay encoded.
 fn socket_entries(cursor: &mut Cursor<'_>, payload: &Bytes) -> Result<Vec<SocketEntry>, WireError> {
     let len = cursor.array_len()?;
     let mut entries = Vec::with_capacity(len.min(cursor.remaining()));
@@ -427,7 +434,7 @@ fn wire_socket(
     let mut socket = WireSocket {
         id: String::new(),
         handshake: WirePart::default(),
-        rooms: Vec::new(),
+        rooms: WirePart::default(),
         data: WirePart::default(),
         node: None,
     };
@@ -441,7 +448,7 @@ fn wire_socket(
             "id" => id = Some(cursor.str()?.to_owned()),
             "handshake" => socket.handshake = WirePart::Encoded(encoded(cursor)?),
             "data" => socket.data = WirePart::Encoded(encoded(cursor)?),
-            "rooms" => socket.rooms = cursor.rooms()?,
+            "rooms" => socket.rooms = WirePart::Encoded(encoded(cursor)?),
             "node" => {
                 socket.node = match cursor.nil_or(Cursor::str)? {
                     Some(name) if node.as_deref() == Some(name) => node.clone(),
@@ -674,6 +681,10 @@ fn room_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         .collect()
 }
 
+fn room_part<'de, D: Deserializer<'de>>(d: D) -> Result<WirePart<Vec<String>>, D::Error> {
+    room_list(d).map(WirePart::Decoded)
+}
+
 fn lenient_rooms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
     room_list(d).map(Some)
 }
@@ -789,21 +800,23 @@ mod tests {
         let Some([SocketEntry::Socket(s)]) = res.sockets.as_deref() else {
             panic!("one socket expected: {:?}", res.sockets);
         };
-        assert_eq!(s.rooms, rooms);
+        assert!(matches!(s.rooms, WirePart::Encoded(_)));
+        assert_eq!(s.rooms.decode().unwrap(), rooms);
         assert!(matches!(s.handshake, WirePart::Encoded(_)));
         assert_eq!(s.handshake.decode().unwrap(), handshake);
         assert!(matches!(s.data, WirePart::Encoded(_)));
         assert_eq!(s.data.decode().unwrap(), serde_json::json!({"user": "ann"}));
         assert_eq!(s.node.as_deref(), Some("node-a"));
 
-        // The generic decoder reads the same response the same way, handshake and data decoded.
+        // The generic decoder reads the same response the same way, with every part decoded.
         let eager: WireResponse = decode(&bytes).unwrap();
         let Some([SocketEntry::Socket(e)]) = eager.sockets.as_deref() else {
             panic!("one socket expected");
         };
         assert_eq!(e.handshake, WirePart::Decoded(handshake));
         assert_eq!(e.data, WirePart::Decoded(s.data.decode().unwrap()));
-        assert_eq!((&e.id, &e.rooms), (&s.id, &s.rooms));
+        assert_eq!(e.rooms, WirePart::Decoded(rooms));
+        assert_eq!(e.id, s.id);
     }
 
     #[test]
@@ -817,7 +830,7 @@ mod tests {
         let SocketEntry::Socket(b) = &sockets[1] else {
             panic!("a description expected")
         };
-        assert_eq!(b.rooms, ["b", "7"]);
+        assert_eq!(b.rooms.decode().unwrap(), ["b", "7"]);
         let handshake = b.handshake.decode().unwrap();
         assert_eq!(handshake.issued, 1_700_000_000_000);
         assert!(handshake.secure);
@@ -856,14 +869,18 @@ mod tests {
             panic!("two descriptions expected, got {sockets:?}")
         };
         assert_eq!(
-            (b.id.as_str(), b.rooms.as_slice()),
-            ("b", ["b", "7"].map(String::from).as_slice())
+            (b.id.as_str(), b.rooms.decode().unwrap()),
+            ("b", ["b", "7"].map(String::from).to_vec())
         );
         assert_eq!(b.data.decode().unwrap(), serde_json::json!({"x": 1}));
         assert_eq!(b.handshake.decode().unwrap().issued, 42);
         assert_eq!(b.node, None);
         assert_eq!(
-            (c.id.as_str(), c.rooms.len(), c.data.decode().unwrap()),
+            (
+                c.id.as_str(),
+                c.rooms.decode().unwrap().len(),
+                c.data.decode().unwrap()
+            ),
             ("c", 0, serde_json::Value::Null)
         );
     }

@@ -5,9 +5,10 @@
 // Environment: PORT, REDIS_URL, NODE_NAME, KEY (the adapter's `key`). Prints "listening <port>"
 // once the adapter's Redis clients are connected.
 //
-// - handshake `auth: { rooms: [..] }`: the socket joins those rooms;
+// - handshake `auth: { rooms: [..], i: n }`: the socket joins those rooms (`{ i }` becomes its
+//   data);
 // - `m` with `{ r: room, ... }`: broadcast as `m` to the room, the sender included;
-// - `count` (ack): how many sockets the namespace has on every node (`fetchSockets`);
+// - `count` (ack): how many sockets with data the namespace has on every node (`fetchSockets`);
 // - `rooms` (ack): how many rooms the namespace has on every node (`allRooms`);
 // - `stats` (ack): this node's drop counters (none are known here: `{}`).
 import { createServer } from "node:http";
@@ -29,6 +30,7 @@ const io = new Server(httpServer, {
 });
 
 io.on("connection", (socket) => {
+  socket.data = { i: socket.handshake.auth?.i };
   const rooms = socket.handshake.auth?.rooms;
   if (Array.isArray(rooms)) {
     socket.join(rooms);
@@ -41,7 +43,8 @@ io.on("connection", (socket) => {
   socket.on("count", async (ack) => {
     if (typeof ack !== "function") return;
     try {
-      ack((await io.fetchSockets()).length);
+      const sockets = await io.fetchSockets();
+      ack(sockets.filter((s) => typeof s.data === "object").length);
     } catch (err) {
       ack({ error: err.message });
     }

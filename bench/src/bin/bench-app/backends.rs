@@ -56,8 +56,11 @@ impl Backend for ClusterBackend {
     type A = ClusterAdapter<RedisDriver>;
 
     async fn count(&self, _io: SocketIo<Self::A>) -> Result<usize, String> {
+        // Reading the data (which arrives encoded and is decoded on first read) counts too.
         let sockets = self.0.fetch_sockets("/", &Target::all()).await;
-        sockets.map(|s| s.len()).map_err(|e| e.to_string())
+        sockets
+            .map(|s| s.iter().filter(|s| s.data().is_object()).count())
+            .map_err(|e| e.to_string())
     }
 
     async fn rooms(&self, _io: SocketIo<Self::A>) -> Result<usize, String> {

@@ -5,7 +5,8 @@
 //! What a client can do (namespace `/`):
 //! - handshake `auth: { rooms: [..], i: n }`: join those rooms (`i` becomes the socket data);
 //! - `m` with `{ r: room, .. }`: the payload is broadcast as `m` to the room, the sender included;
-//! - `count` (ack): the number of sockets of the namespace on every node;
+//! - `count` (ack): the number of sockets of the namespace on every node, read with their data
+//!   where the adapter ships it;
 //! - `rooms` (ack): the number of rooms of the namespace on every node;
 //! - `stats` (ack): this node's counters of what it dropped or failed to send.
 
