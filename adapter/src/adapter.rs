@@ -380,7 +380,7 @@ impl<D: Driver> ClusterAdapter<D> {
         self.local
             .rooms(every_socket())
             .into_iter()
-            .map(|r| r.to_string())
+            .map(Cow::into_owned)
             .collect()
     }
 

@@ -239,8 +239,8 @@ impl<D: Driver> Cluster<D> {
             .await
     }
 
-    /// Every room of the namespace on every node.
-    pub async fn rooms(&self, nsp: &str) -> Result<Vec<String>, ClusterError> {
+    /// Every room of the namespace on every node (`allRooms`).
+    pub async fn rooms(&self, nsp: &str) -> Result<HashSet<String>, ClusterError> {
         let channels = self.0.channels_for(nsp).await?;
         let mut rooms = self
             .0
@@ -249,8 +249,6 @@ impl<D: Driver> Cluster<D> {
         if let Some(adapter) = self.0.adapter(nsp) {
             rooms.extend(adapter.local_rooms());
         }
-        let mut rooms: Vec<String> = rooms.into_iter().collect();
-        rooms.sort();
         Ok(rooms)
     }
 

@@ -388,20 +388,25 @@ fn container_len(len: usize) -> Result<u32, WireError> {
     u32::try_from(len).map_err(|_| WireError::Data(format!("{len} elements are too many")))
 }
 
-/// Decodes a response. The handshakes and data of its sockets, when sent as MessagePack, are
-/// kept encoded: a fetch of 1000 sockets would spend most of its time building values nobody
-/// reads.
+/// Decodes a response. Its sockets and rooms, the bulk of it, are read straight off the buffer;
+/// the handshakes, rooms and data of sockets sent as MessagePack are kept encoded: a fetch of
+/// 1000 sockets would spend most of its time building values nobody reads.
 pub(crate) fn decode_response(payload: &Bytes) -> Result<WireResponse, WireError> {
     if payload.first() == Some(&b'{') {
         return decode(payload);
     }
     let mut cursor = Cursor::new(payload);
-    let mut sockets = None;
-    let mut res: WireResponse = decode_map_except(&mut cursor, "sockets", |cursor| {
-        sockets = Some(socket_entries(cursor, payload)?);
-        Ok(())
+    let (mut sockets, mut rooms) = (None, None);
+    let mut res: WireResponse = decode_map_except(&mut cursor, |field, cursor| {
+        match field {
+            "sockets" => sockets = Some(socket_entries(cursor, payload)?),
+            "rooms" => rooms = Some(cursor.rooms()?),
+            _ => return Ok(false),
+        }
+        Ok(true)
     })?;
     res.sockets = sockets;
+    res.rooms = rooms;
     Ok(res)
 }
 
@@ -463,19 +468,17 @@ fn wire_socket(
     Ok(socket)
 }
 
-/// Decodes the map at the cursor with serde, except the value of `field`, which `read_field`
-/// reads from the cursor itself.
+/// Decodes the map at the cursor with serde, except the fields `read_field` reads from the
+/// cursor itself (it says whether it did).
 fn decode_map_except<T: DeserializeOwned>(
     cursor: &mut Cursor<'_>,
-    field: &str,
-    mut read_field: impl FnMut(&mut Cursor<'_>) -> Result<(), WireError>,
+    mut read_field: impl FnMut(&str, &mut Cursor<'_>) -> Result<bool, WireError>,
 ) -> Result<T, WireError> {
     let (mut others, mut other_fields) = (Vec::new(), 0);
     for _ in 0..cursor.map_len()? {
         let start = cursor.pos;
-        if cursor.str()? == field {
-            read_field(cursor)?;
-        } else {
+        let field = cursor.str()?;
+        if !read_field(field, cursor)? {
             cursor.skip()?;
             others.extend_from_slice(&cursor.buf[start..cursor.pos]);
             other_fields += 1;

@@ -235,10 +235,11 @@ async fn list_rooms(
         ),
     )?;
     let socket_rooms: HashSet<String> = sockets.iter().map(|s| s.id().to_owned()).collect();
-    let rooms: Vec<String> = rooms
+    let mut rooms: Vec<String> = rooms
         .into_iter()
         .filter(|r| !socket_rooms.contains(r))
         .collect();
+    rooms.sort();
     Ok(Json(json!(rooms)))
 }
 

@@ -607,7 +607,7 @@ async fn a_killed_node_js_node_does_not_stall_rust_requests() -> anyhow::Result<
 
     let started = Instant::now();
     let rooms = mixed.cluster(1).rooms("/").await?;
-    assert!(rooms.contains(&"lobby".to_string()));
+    assert!(rooms.contains("lobby"));
     let acks = mixed
         .cluster(0)
         .emit_with_ack(
