@@ -19,33 +19,23 @@ use socketioxide::{adapter::Adapter, socket::Socket};
 
 use crate::{
     error::{TrackError, WireError},
-    wire::{self, FromWire, WirePart},
+    wire::{FromWire, SocketFields, WirePart},
 };
 
 /// Headers never shipped to other nodes: they carry credentials.
 const PRIVATE_HEADERS: [&str; 2] = ["authorization", "cookie"];
 
-/// What this crate stores in a socket's extensions: its description, built once. A fetch
-/// request copies the encoded fields instead of describing every socket again. One `Arc`, so
-/// that reading it from the extensions of hundreds of sockets costs one count each.
+/// What this crate stores in a socket's extensions: its description, encoded once. A fetch
+/// request copies the encoded fields instead of describing every socket again, and the
+/// handshake and data are kept only encoded (a decoded handshake with a browser's headers takes
+/// a few KiB, which every connection would pay). One `Arc`, so that reading it from the
+/// extensions of hundreds of sockets costs one count each.
 #[derive(Clone)]
-pub(crate) struct Described(Arc<Description>);
-
-struct Description {
-    data: Arc<Value>,
-    handshake: Arc<Handshake>,
-    /// `id`, `handshake` and `data` as MessagePack key-value pairs (see [`wire::socket_fields`]).
-    fields: Vec<u8>,
-}
+pub(crate) struct Described(Arc<SocketFields>);
 
 impl Described {
-    fn new(id: &str, data: Arc<Value>, handshake: Arc<Handshake>) -> Result<Self, WireError> {
-        let fields = wire::socket_fields(id, &handshake, &data)?;
-        Ok(Self(Arc::new(Description {
-            data,
-            handshake,
-            fields,
-        })))
+    fn new(id: &str, data: &Value, handshake: &Handshake) -> Result<Self, WireError> {
+        SocketFields::new(id, handshake, data).map(|fields| Self(Arc::new(fields)))
     }
 
     /// The description of a socket of this node: the stored one, or one made now for a socket
@@ -55,19 +45,25 @@ impl Described {
             Some(described) => Ok(described),
             None => Self::new(
                 &socket.id.to_string(),
-                Arc::new(Value::Null),
-                Arc::new(handshake_of(socket, 0)),
+                &Value::Null,
+                &handshake_of(socket, 0),
             ),
         }
     }
 
     /// A socket known by its id only.
     pub fn bare(id: &str) -> Result<Self, WireError> {
-        Self::new(id, Arc::new(Value::Null), Arc::default())
+        Self::new(id, &Value::Null, &Handshake::default())
     }
 
     pub fn fields(&self) -> &[u8] {
-        &self.0.fields
+        self.0.as_bytes()
+    }
+
+    /// The socket data (`Value::Null` if unreadable, which a description this node encoded
+    /// is not).
+    fn data(&self) -> Value {
+        self.0.data().decode().unwrap_or_default()
     }
 
     /// This description with its rooms and node, as `fetchSockets()` returns it.
@@ -83,8 +79,8 @@ impl Described {
             node: Some(node.clone()),
             node_uid: Some(uid.clone()),
             rooms: Arc::new(rooms).into(),
-            data: self.0.data.clone().into(),
-            handshake: self.0.handshake.clone().into(),
+            data: self.0.data().into(),
+            handshake: self.0.handshake().into(),
         }
     }
 }
@@ -93,40 +89,42 @@ impl Described {
 /// Node.js does, so other nodes (Node.js ones included) can address it with `to(socket_id)`.
 /// Call it from the connect handler.
 pub fn track<A: Adapter>(socket: &Socket<A>, data: &impl Serialize) -> Result<(), TrackError> {
-    let data = Arc::new(serde_json::to_value(data)?);
-    let handshake = Arc::new(handshake_of(socket, now_ms()));
+    let data = serde_json::to_value(data)?;
+    let handshake = handshake_of(socket, now_ms());
     socket.join(socket.id.to_string());
     socket
         .extensions
-        .insert(Described::new(&socket.id.to_string(), data, handshake)?);
+        .insert(Described::new(&socket.id.to_string(), &data, &handshake)?);
     Ok(())
 }
 
 /// Replaces the data of a tracked socket (`socket.data = …` in Node.js).
 pub fn set_data<A: Adapter>(socket: &Socket<A>, data: &impl Serialize) -> Result<(), TrackError> {
-    let data = Arc::new(serde_json::to_value(data)?);
-    let handshake = match socket.extensions.get::<Described>() {
-        Some(described) => described.0.handshake.clone(),
-        None => Arc::new(handshake_of(socket, now_ms())),
+    let data = serde_json::to_value(data)?;
+    let described = match socket.extensions.get::<Described>() {
+        Some(described) => Described(Arc::new(described.0.with_data(&data)?)),
+        None => Described::new(
+            &socket.id.to_string(),
+            &data,
+            &handshake_of(socket, now_ms()),
+        )?,
     };
-    socket
-        .extensions
-        .insert(Described::new(&socket.id.to_string(), data, handshake)?);
+    socket.extensions.insert(described);
     Ok(())
 }
 
-/// The data of a socket of this node (`Value::Null` when untracked).
+/// The data of a socket of this node (`Value::Null` when untracked), decoded from its
+/// description.
 pub fn data<A: Adapter>(socket: &Socket<A>) -> Value {
     socket
         .extensions
         .get::<Described>()
-        .map_or(Value::Null, |d| (*d.0.data).clone())
+        .map_or(Value::Null, |d| d.data())
 }
 
 /// The data of a socket of this node, deserialized.
 pub fn data_as<A: Adapter, T: DeserializeOwned>(socket: &Socket<A>) -> Option<T> {
-    let described = socket.extensions.get::<Described>()?;
-    T::deserialize(&*described.0.data).ok()
+    T::deserialize(socket.extensions.get::<Described>()?.data()).ok()
 }
 
 /// The handshake of a socket, with the fields of Node.js' `socket.handshake`.

@@ -7,7 +7,7 @@
 //! Fields this crate adds (`uid` and `node` on responses, `sid` on acks, `requestId` on
 //! join/leave/disconnect) are ignored by Node.js nodes.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, ops::Range, sync::Arc};
 
 use bytes::Bytes;
 use serde::{
@@ -291,12 +291,20 @@ impl FromWire for Vec<String> {
 const MAX_DEPTH: usize = 256;
 
 impl FromWire for serde_json::Value {
-    /// Through `rmpv`, which turns binaries into arrays of bytes as Node.js' JSON would.
+    /// Plain JSON values (nearly all socket data) straight off the bytes; anything else, and
+    /// anything malformed, through `rmpv`, which turns binaries into arrays of bytes as Node.js'
+    /// JSON would and says what is wrong.
     fn from_wire(bytes: &[u8]) -> Result<Self, WireError> {
-        let value = rmpv::decode::read_value_with_max_depth(&mut &bytes[..], MAX_DEPTH)
-            .map_err(|e| WireError::Data(e.to_string()))?;
-        value::wire_to_json(&value)
+        Cursor::new(bytes)
+            .json(MAX_DEPTH)
+            .map_or_else(|| json_through_rmpv(bytes), Ok)
     }
+}
+
+fn json_through_rmpv(bytes: &[u8]) -> Result<serde_json::Value, WireError> {
+    let value = rmpv::decode::read_value_with_max_depth(&mut &bytes[..], MAX_DEPTH)
+        .map_err(|e| WireError::Data(e.to_string()))?;
+    value::wire_to_json(&value)
 }
 
 /// A liveness message on `{key}-heartbeat#` (this crate's own).
@@ -318,25 +326,70 @@ pub(crate) fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
     rmp_serde::to_vec_named(msg).map_err(WireError::Encode)
 }
 
-/// The fields of a fetched socket that change only with its data (`id`, `handshake`, `data`) as
-/// MessagePack key-value pairs, so a fetch response copies them instead of encoding them again.
-pub(crate) fn socket_fields(
-    id: &str,
-    handshake: &Handshake,
-    data: &serde_json::Value,
-) -> Result<Vec<u8>, WireError> {
-    let mut out = Writer(Vec::with_capacity(256));
-    out.value(&"id")?;
-    out.value(&id)?;
-    out.value(&"handshake")?;
-    out.value(handshake)?;
-    out.value(&"data")?;
-    out.value(data)?;
-    Ok(out.0)
+/// The fields of a fetched socket that change only with its data, `id`, `handshake` and `data`,
+/// as MessagePack key-value pairs: a fetch response copies them instead of encoding them again,
+/// and they are all a node keeps of a socket's handshake and data.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SocketFields {
+    bytes: Bytes,
+    /// Where the handshake's value lies; the `data` pair follows it.
+    handshake: Range<usize>,
+}
+
+/// `"data"`, the key in front of the data value.
+const DATA_KEY: &[u8] = &[0xa4, b'd', b'a', b't', b'a'];
+
+impl SocketFields {
+    pub fn new(
+        id: &str,
+        handshake: &Handshake,
+        data: &serde_json::Value,
+    ) -> Result<Self, WireError> {
+        let mut out = Writer(Vec::with_capacity(256));
+        out.value(&"id")?;
+        out.value(&id)?;
+        out.value(&"handshake")?;
+        let start = out.0.len();
+        out.value(handshake)?;
+        let handshake = start..out.0.len();
+        Self::ending_with(out, handshake, data)
+    }
+
+    /// The same socket with other data.
+    pub fn with_data(&self, data: &serde_json::Value) -> Result<Self, WireError> {
+        let out = Writer(self.bytes[..self.handshake.end].to_vec());
+        Self::ending_with(out, self.handshake.clone(), data)
+    }
+
+    /// Appends the data to the id and handshake in `out`; the result takes no spare capacity.
+    fn ending_with(
+        mut out: Writer,
+        handshake: Range<usize>,
+        data: &serde_json::Value,
+    ) -> Result<Self, WireError> {
+        out.0.extend_from_slice(DATA_KEY);
+        out.value(data)?;
+        Ok(Self {
+            bytes: Bytes::from(out.0.into_boxed_slice()),
+            handshake,
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn handshake(&self) -> WirePart<Handshake> {
+        WirePart::Encoded(self.bytes.slice(self.handshake.clone()))
+    }
+
+    pub fn data(&self) -> WirePart<serde_json::Value> {
+        WirePart::Encoded(self.bytes.slice(self.handshake.end + DATA_KEY.len()..))
+    }
 }
 
 /// A REMOTE_FETCH response, `{requestId, uid, sockets: [{id, handshake, data, rooms, node}]}`,
-/// framed around each socket's [`socket_fields`].
+/// framed around each socket's [`SocketFields`].
 pub(crate) fn fetch_response<'a>(
     request_id: &str,
     uid: &str,
@@ -609,6 +662,56 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// The value at the cursor if it is plain JSON: nil, booleans, integers, 64-bit floats,
+    /// UTF-8 strings, arrays, maps with string keys, at most `depth` deep. `None` for anything
+    /// else, or malformed, for the caller to decode the slow way.
+    fn json(&mut self, depth: usize) -> Option<serde_json::Value> {
+        use serde_json::Value as Json;
+        let depth = depth.checked_sub(1)?;
+        let marker = *self.take(1).ok()?.first()?;
+        let int = |bytes: &[u8]| bytes.iter().fold(0u64, |n, b| n << 8 | u64::from(*b));
+        Some(match marker {
+            0x00..=0x7f => Json::from(marker),
+            0xe0..=0xff => Json::from(marker as i8),
+            0xc0 => Json::Null,
+            0xc2 => Json::Bool(false),
+            0xc3 => Json::Bool(true),
+            0xcc..=0xcf => Json::from(int(self.take(1 << (marker - 0xcc)).ok()?)),
+            0xd0..=0xd3 => {
+                let width = 1 << (marker - 0xd0);
+                let shift = 64 - 8 * width;
+                Json::from((int(self.take(width).ok()?) << shift) as i64 >> shift)
+            }
+            0xcb => Json::from(f64::from_bits(int(self.take(8).ok()?))),
+            0xa0..=0xbf | 0xd9..=0xdb => {
+                self.pos -= 1;
+                Json::String(self.str().ok()?.to_owned())
+            }
+            0x90..=0x9f | 0xdc | 0xdd => {
+                self.pos -= 1;
+                let len = self.array_len().ok()?;
+                let mut items = Vec::with_capacity(len.min(self.remaining()));
+                for _ in 0..len {
+                    items.push(self.json(depth)?);
+                }
+                Json::Array(items)
+            }
+            0x80..=0x8f | 0xde | 0xdf => {
+                self.pos -= 1;
+                let mut map = serde_json::Map::new();
+                for _ in 0..self.map_len().ok()? {
+                    if !self.peek_is_str().ok()? {
+                        return None;
+                    }
+                    let key = self.str().ok()?.to_owned();
+                    map.insert(key, self.json(depth)?);
+                }
+                Json::Object(map)
+            }
+            _ => return None,
+        })
+    }
+
     /// Steps over one value, nested ones included; a loop, not recursion, so that no nesting
     /// depth can exhaust the stack.
     fn skip(&mut self) -> Result<(), WireError> {
@@ -772,13 +875,14 @@ mod tests {
             issued: 42,
             ..Default::default()
         };
-        let fields = socket_fields("s1", &handshake, &serde_json::json!({"user": "ann"})).unwrap();
+        let fields =
+            SocketFields::new("s1", &handshake, &serde_json::json!({"user": "ann"})).unwrap();
         let rooms = vec!["s1".to_string(), "lobby".to_string()];
         let bytes = fetch_response(
             "r1",
             "n1",
             "node-a",
-            [(&fields[..], &rooms[..])].into_iter(),
+            [(fields.as_bytes(), &rooms[..])].into_iter(),
         )
         .unwrap();
 
@@ -820,6 +924,30 @@ mod tests {
         assert_eq!(e.data, WirePart::Decoded(s.data.decode().unwrap()));
         assert_eq!(e.rooms, WirePart::Decoded(rooms));
         assert_eq!(e.id, s.id);
+    }
+
+    #[test]
+    fn socket_fields_keep_the_handshake_when_the_data_changes() {
+        let handshake = Handshake {
+            address: "::1".into(),
+            issued: 7,
+            ..Default::default()
+        };
+        let fields = SocketFields::new("s1", &handshake, &serde_json::json!({"a": 1})).unwrap();
+        let changed = fields.with_data(&serde_json::json!(["b"])).unwrap();
+        for (f, data) in [
+            (&fields, serde_json::json!({"a": 1})),
+            (&changed, serde_json::json!(["b"])),
+        ] {
+            assert_eq!(f.handshake().decode().unwrap(), handshake);
+            assert_eq!(f.data().decode().unwrap(), data);
+            // Still three key-value pairs a fetch response can frame as a map.
+            let mut map = vec![0x83];
+            map.extend_from_slice(f.as_bytes());
+            let value = rmpv::decode::read_value(&mut map.as_slice()).unwrap();
+            assert_eq!(value.as_map().map(Vec::len), Some(3));
+            assert_eq!(value.as_map().unwrap()[0], ("id".into(), "s1".into()));
+        }
     }
 
     #[test]
@@ -971,6 +1099,58 @@ mod tests {
         };
         assert_eq!(s.id, "s");
         assert!(s.data.decode().is_err());
+    }
+
+    #[test]
+    fn plain_json_data_decodes_as_through_rmpv() {
+        let plain = serde_json::json!({
+            "s": "é ✓", "n": null, "t": true, "f": false, "pos": [0, 127, 128, 255, 256, 65535,
+            65536, 4294967295_u64, 4294967296_u64, u64::MAX], "neg": [-1, -32, -33, -128, -129,
+            -32768, -32769, -2147483648_i64, -2147483649_i64, i64::MIN], "x": 0.5, "e": 1e300,
+            "deep": [[[{"a": [{}]}]]], "long": "y".repeat(70_000)
+        });
+        let bytes = rmp_serde::to_vec(&plain).unwrap();
+        assert!(
+            Cursor::new(&bytes).json(MAX_DEPTH).is_some(),
+            "the fast way reads it"
+        );
+        assert_eq!(serde_json::Value::from_wire(&bytes).unwrap(), plain);
+        assert_eq!(json_through_rmpv(&bytes).unwrap(), plain);
+        // Duplicate keys: the last one wins either way.
+        let dup = [0x82, 0xa1, b'k', 0x01, 0xa1, b'k', 0x02];
+        assert_eq!(
+            serde_json::Value::from_wire(&dup).unwrap(),
+            json_through_rmpv(&dup).unwrap()
+        );
+
+        let not_plain: [rmpv::Value; 5] = [
+            rmpv::Value::Binary(vec![1, 2]),
+            rmpv::Value::Ext(1, vec![9]),
+            rmpv::Value::F32(0.25),
+            rmpv::Value::Map(vec![(7.into(), "int key".into())]),
+            rmpv::Value::Array(vec!["ok".into(), rmpv::Value::Binary(vec![3])]),
+        ];
+        for value in not_plain {
+            let mut bytes = Vec::new();
+            rmpv::encode::write_value(&mut bytes, &value).unwrap();
+            assert!(
+                Cursor::new(&bytes).json(MAX_DEPTH).is_none(),
+                "{value} is not plain"
+            );
+            assert_eq!(
+                serde_json::Value::from_wire(&bytes).unwrap(),
+                json_through_rmpv(&bytes).unwrap()
+            );
+        }
+        // A string that is not UTF-8 comes out as its bytes, as rmpv serializes it.
+        let not_utf8 = [0xa1, 0xff];
+        assert_eq!(
+            serde_json::Value::from_wire(&not_utf8).unwrap(),
+            serde_json::json!([255])
+        );
+        for malformed in [&[0x92, 0x01][..], &[0xa5, b'a'], &[0xcd, 0x01], &[]] {
+            assert!(serde_json::Value::from_wire(malformed).is_err());
+        }
     }
 
     #[test]
