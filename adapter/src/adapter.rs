@@ -344,9 +344,26 @@ impl<D: Driver> ClusterAdapter<D> {
     fn deliver_locally(&self, packet: Packet, opts: BroadcastOptions) {
         let delivered = self.evictions.deliver(&self.local, packet, opts);
         Stats::add(&self.node.stats.undelivered, delivered.undelivered as u64);
-        for sid in delivered.to_evict {
-            Stats::add(&self.node.stats.evicted, 1);
+        for sid in &delivered.to_evict {
             tracing::warn!(nsp = %self.nsp, socket = %sid, "disconnecting a client that cannot keep up: its packet buffer is full");
+        }
+        self.evict(delivered.to_evict);
+    }
+
+    /// Disconnects every client of this namespace on this node: this node lost messages from
+    /// the others, so any of them may have missed a broadcast.
+    pub(crate) fn evict_everyone(&self) {
+        let sids = self.evictions.start(self.local.sockets(every_socket()));
+        if !sids.is_empty() {
+            tracing::warn!(nsp = %self.nsp, clients = sids.len(), "disconnecting every client: this node lost messages they may have needed");
+        }
+        self.evict(sids);
+    }
+
+    /// Disconnects sockets already marked as being evicted, counting them.
+    fn evict(&self, sids: Vec<Sid>) {
+        Stats::add(&self.node.stats.evicted, sids.len() as u64);
+        for sid in sids {
             tokio::spawn(evict(self.node.clone(), self.nsp.clone(), sid));
         }
     }

@@ -874,6 +874,9 @@ async fn receive_loop<D: Driver>(
                     lost = n,
                     "messages from other nodes were lost: they arrived faster than this node read them"
                 );
+                if node.config.disconnect_on_loss {
+                    node.adapters().iter().for_each(|a| a.evict_everyone());
+                }
             }
             Incoming::Reconnected => {
                 Stats::add(&node.stats.reconnects, 1);

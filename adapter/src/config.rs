@@ -19,6 +19,11 @@ pub struct ClusterConfig {
     /// than on the namespace's shared response channel. Node.js adapters from 8.1 listen on both;
     /// turn it off only for older ones.
     pub specific_response_channel: bool,
+    /// When this node loses messages from the others (it read them too slowly, see
+    /// `ClusterStats::lost`), disconnect its clients: any of them may have missed a broadcast,
+    /// and a reconnect is how a Socket.IO client learns that it must resync. Off, they stay
+    /// connected with the gap, which is only counted and logged.
+    pub disconnect_on_loss: bool,
 }
 
 impl Default for ClusterConfig {
@@ -30,6 +35,7 @@ impl Default for ClusterConfig {
             heartbeat_interval: Duration::from_millis(2500),
             node_timeout: Duration::from_secs(10),
             specific_response_channel: true,
+            disconnect_on_loss: true,
         }
     }
 }

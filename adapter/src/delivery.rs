@@ -64,13 +64,21 @@ impl Evictions {
                 Ok(()) => {}
                 Err(errors) => {
                     delivered.undelivered += 1;
-                    if buffer_full(&errors) && self.sockets.lock().unwrap().insert(sid) {
-                        delivered.to_evict.push(sid);
+                    if buffer_full(&errors) {
+                        delivered.to_evict.extend(self.start([sid]));
                     }
                 }
             }
         }
         delivered
+    }
+
+    /// Marks `sids` as being evicted; returns those that were not already.
+    pub fn start(&self, sids: impl IntoIterator<Item = Sid>) -> Vec<Sid> {
+        let mut evicting = self.sockets.lock().unwrap();
+        sids.into_iter()
+            .filter(|sid| evicting.insert(*sid))
+            .collect()
     }
 
     /// Tries to disconnect `sid`, which needs room in its buffer for the disconnect packet.

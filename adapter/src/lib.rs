@@ -24,7 +24,8 @@
 //!   with [`ClusterError::Timeout`] naming the silent nodes instead of returning partial data.
 //! * **Resilience** — the Redis driver reconnects forever and restores subscriptions; messages
 //!   lost in between, or dropped because they arrived faster than read, are counted
-//!   ([`ClusterStats::lost`]) and logged.
+//!   ([`ClusterStats::lost`]) and logged. After a loss of the second kind the node disconnects
+//!   its clients, which may have missed broadcasts ([`ClusterConfig::disconnect_on_loss`]).
 //! * **Slow clients** — a local client whose packet buffer is full gets no further broadcast and
 //!   is disconnected ([`ClusterStats::evicted`]), so a client never misses a message while it
 //!   stays connected.

@@ -35,8 +35,9 @@ pub struct ClusterStats {
     /// Packets that could not be handed to a local client: its buffer was full, it was closing,
     /// or it was being disconnected for not keeping up.
     pub undelivered: u64,
-    /// Local clients disconnected because their packet buffer was full: they could not keep up,
-    /// and a client never misses a packet while it stays connected.
+    /// Local clients disconnected because they could not keep up (their packet buffer was
+    /// full) or this node could not (it lost messages, see `ClusterConfig::disconnect_on_loss`):
+    /// a client never misses a packet while it stays connected.
     pub evicted: u64,
 }
 

@@ -156,7 +156,7 @@ impl Metrics {
         );
         registry.register(
             "slow_clients_disconnected",
-            "Clients disconnected because their packet buffer was full (they could not keep up)",
+            "Clients disconnected because they could not keep up (their packet buffer was full) or this node lost messages they may have needed",
             ConstCounter::new(c.evicted),
         );
         let mut out = String::new();

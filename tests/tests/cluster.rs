@@ -12,7 +12,8 @@ use cluster_tests::{
 use futures_util::StreamExt;
 use serde_json::json;
 use socketio_cluster::{
-    ClusterError, Driver, MemoryDriver, MemoryHub, RedisDriver, RedisDriverConfig, Target,
+    ClusterConfig, ClusterError, Driver, MemoryDriver, MemoryHub, RedisDriver, RedisDriverConfig,
+    Target,
 };
 
 const QUIET: Duration = Duration::from_millis(300);
@@ -738,20 +739,29 @@ async fn responses_on_the_shared_channel_work_too() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_a_node_cannot_keep_up_with_are_counted_as_lost_never_silently()
+async fn messages_a_node_cannot_keep_up_with_are_counted_and_its_clients_disconnected()
 -> anyhow::Result<()> {
     use fred::interfaces::{ClientLike, PubsubInterface};
     init_tracing();
     let redis = TestRedis::start().await?;
     let key = unique_key("lost");
     let url = redis.url();
-    let mut driver_config = RedisDriverConfig::new(url.clone());
-    driver_config.receive_buffer = 1;
-    let node = TestNode::start(test_config("slow", &key), move || async move {
-        Ok(RedisDriver::connect(driver_config).await?)
-    })
-    .await?;
-    // A burst far faster than the node reads: one pipeline of 20 000 publishes.
+    let slow_node = |name: &str, disconnect_on_loss: bool| {
+        let mut driver_config = RedisDriverConfig::new(url.clone());
+        driver_config.receive_buffer = 1;
+        let config = ClusterConfig {
+            disconnect_on_loss,
+            ..test_config(name, &key)
+        };
+        TestNode::start(config, move || async move {
+            Ok(RedisDriver::connect(driver_config).await?)
+        })
+    };
+    let strict = slow_node("strict", true).await?;
+    let tolerant = slow_node("tolerant", false).await?;
+    let mut on_strict = client(&strict, "/", "s", &[]).await;
+    let on_tolerant = client(&tolerant, "/", "t", &[]).await;
+    // A burst far faster than the nodes read: one pipeline of 20 000 publishes.
     let publisher = RedisDriver::connect(RedisDriverConfig::new(url)).await?;
     let pipeline = publisher.client().pipeline();
     const BURST: u64 = 20_000;
@@ -762,20 +772,28 @@ async fn messages_a_node_cannot_keep_up_with_are_counted_as_lost_never_silently(
     }
     let _: Vec<fred::types::Value> = pipeline.all().await?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let stats = node.cluster.stats();
-        // Every message is either read (here: counted malformed) or counted lost.
-        if stats.malformed + stats.lost >= BURST {
-            assert!(stats.lost > 0, "a buffer of 1 must overflow: {stats:?}");
-            println!("{stats:?}");
-            break;
+    for node in [&strict, &tolerant] {
+        loop {
+            let stats = node.cluster.stats();
+            // Every message is either read (here: counted malformed) or counted lost.
+            if stats.malformed + stats.lost >= BURST {
+                assert!(stats.lost > 0, "a buffer of 1 must overflow: {stats:?}");
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "messages unaccounted for: {stats:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "messages unaccounted for: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The client that may have missed broadcasts is told so by a disconnect; the other node
+    // was configured to keep its clients, gap and all.
+    on_strict.disconnected().await?;
+    assert!(strict.cluster.stats().evicted >= 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(on_tolerant.disconnected_at(), None);
+    assert_eq!(tolerant.cluster.stats().evicted, 0);
     publisher.client().quit().await?;
     Ok(())
 }
