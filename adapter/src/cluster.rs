@@ -14,7 +14,7 @@ use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide_core::Sid;
 use tokio::{
-    sync::{OnceCell, broadcast},
+    sync::{OnceCell, Semaphore, broadcast},
     task::AbortHandle,
 };
 
@@ -94,6 +94,8 @@ pub(crate) struct Inner<D: Driver> {
     io: RwLock<Option<SocketIo<ClusterAdapter<D>>>>,
     handlers: RwLock<HashMap<String, ServerEventHandler>>,
     pub stats: Stats,
+    /// One permit per broadcast that may wait for the pub/sub server.
+    broadcast_slots: Semaphore,
     tasks: Mutex<Vec<AbortHandle>>,
 }
 
@@ -102,6 +104,9 @@ impl<D: Driver> Cluster<D> {
     pub fn new(driver: D, config: ClusterConfig) -> Self {
         Self(Arc::new(Inner {
             membership: Membership::new(config.node_timeout),
+            broadcast_slots: Semaphore::new(
+                config.max_pending_broadcasts.min(Semaphore::MAX_PERMITS),
+            ),
             config,
             driver,
             uid: Default::default(),
@@ -652,6 +657,12 @@ impl<D: Driver> Inner<D> {
         packet: WirePacket,
         opts: WireOpts,
     ) -> Result<(), ClusterError> {
+        let Ok(_pending) = self.broadcast_slots.try_acquire() else {
+            Stats::add(&self.stats.rejected, 1);
+            return Err(ClusterError::Overloaded {
+                pending: self.config.max_pending_broadcasts,
+            });
+        };
         let channel = channels.for_broadcast(&opts.rooms);
         let msg = BroadcastMessage(self.uid().to_string(), packet, opts);
         self.publish(channel, wire::encode(&msg)?).await

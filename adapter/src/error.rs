@@ -50,6 +50,10 @@ pub enum ClusterError {
         nodes: Vec<String>,
         foreign: usize,
     },
+    /// `pending` broadcasts of this node wait for the pub/sub server; it takes no more until
+    /// some are sent (`ClusterConfig::max_pending_broadcasts`).
+    #[error("overloaded: {pending} broadcasts are already waiting for the pub/sub server")]
+    Overloaded { pending: usize },
     #[error("namespace {0} is not served by this node")]
     UnknownNamespace(String),
     #[error("the cluster is not started: no namespace has been created on this node yet")]

@@ -13,6 +13,7 @@ pub(crate) struct Stats {
     pub request_timeouts: AtomicU64,
     pub undelivered: AtomicU64,
     pub evicted: AtomicU64,
+    pub rejected: AtomicU64,
 }
 
 /// A snapshot of a node's cluster counters (all monotonic).
@@ -39,6 +40,8 @@ pub struct ClusterStats {
     /// full) or this node could not (it lost messages, see `ClusterConfig::disconnect_on_loss`):
     /// a client never misses a packet while it stays connected.
     pub evicted: u64,
+    /// Broadcasts refused with `ClusterError::Overloaded`, reaching nobody.
+    pub rejected: u64,
 }
 
 impl Stats {
@@ -57,6 +60,7 @@ impl Stats {
             request_timeouts: self.request_timeouts.load(Relaxed),
             undelivered: self.undelivered.load(Relaxed),
             evicted: self.evicted.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
         }
     }
 }

@@ -47,6 +47,7 @@ impl Shared {
 }
 
 /// How to open a connection.
+#[derive(Clone)]
 pub struct Spec {
     pub addr: SocketAddr,
     /// The handshake `auth` object, as JSON.

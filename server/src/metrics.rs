@@ -155,6 +155,11 @@ impl Metrics {
             ConstCounter::new(c.undelivered),
         );
         registry.register(
+            "dropped_messages_rejected",
+            "Broadcasts refused because too many already waited for Redis (the sender got an error)",
+            ConstCounter::new(c.rejected),
+        );
+        registry.register(
             "slow_clients_disconnected",
             "Clients disconnected because they could not keep up (their packet buffer was full) or this node lost messages they may have needed",
             ConstCounter::new(c.evicted),

@@ -26,7 +26,7 @@ pub fn test_config(name: &str, key: &str) -> ClusterConfig {
         heartbeat_interval: Duration::from_millis(200),
         node_timeout: Duration::from_millis(1000),
         specific_response_channel: true,
-        disconnect_on_loss: true,
+        ..ClusterConfig::default()
     }
 }
 

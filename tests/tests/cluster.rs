@@ -797,3 +797,119 @@ async fn messages_a_node_cannot_keep_up_with_are_counted_and_its_clients_disconn
     publisher.client().quit().await?;
     Ok(())
 }
+
+/// A driver whose broadcasts wait until the gate opens, as if the pub/sub server stalled.
+struct StalledBroadcasts {
+    inner: MemoryDriver,
+    /// Channels starting with this are broadcasts (`{key}#`); heartbeats and requests pass.
+    broadcasts: String,
+    gate: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Driver for StalledBroadcasts {
+    async fn publish(
+        &self,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> Result<(), socketio_cluster::DriverError> {
+        if channel.starts_with(&self.broadcasts) {
+            let mut gate = self.gate.clone();
+            let _ = gate.wait_for(|open| *open).await;
+        }
+        self.inner.publish(channel, payload).await
+    }
+
+    async fn subscribe(
+        &self,
+        channels: Vec<String>,
+        patterns: Vec<String>,
+    ) -> Result<(), socketio_cluster::DriverError> {
+        self.inner.subscribe(channels, patterns).await
+    }
+
+    async fn unsubscribe(
+        &self,
+        channels: Vec<String>,
+        patterns: Vec<String>,
+    ) -> Result<(), socketio_cluster::DriverError> {
+        self.inner.unsubscribe(channels, patterns).await
+    }
+
+    async fn num_sub(
+        &self,
+        channels: Vec<String>,
+    ) -> Result<Vec<u64>, socketio_cluster::DriverError> {
+        self.inner.num_sub(channels).await
+    }
+
+    fn incoming(&self) -> socketio_cluster::IncomingStream {
+        self.inner.incoming()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_that_pile_up_are_refused_beyond_the_limit_not_queued_without_bound()
+-> anyhow::Result<()> {
+    init_tracing();
+    let hub = MemoryHub::new();
+    let key = unique_key("overload");
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let config = ClusterConfig {
+        max_pending_broadcasts: 2,
+        ..test_config("busy", &key)
+    };
+    let busy = {
+        let (hub, broadcasts) = (hub.clone(), format!("{key}#"));
+        TestNode::start(config, move || async move {
+            Ok(StalledBroadcasts {
+                inner: hub.driver(),
+                broadcasts,
+                gate,
+            })
+        })
+        .await?
+    };
+    let other = {
+        let hub = hub.clone();
+        TestNode::start(test_config("other", &key), move || async move {
+            Ok(hub.driver())
+        })
+        .await?
+    };
+    wait_for_membership(std::slice::from_ref(&busy), 2).await?;
+    wait_for_membership(std::slice::from_ref(&other), 2).await?;
+    let mut local = client(&busy, "/", "local", &[]).await;
+    let mut remote = client(&other, "/", "remote", &[]).await;
+
+    // Two broadcasts wait for the stalled server and hold the two slots…
+    let waiting: Vec<_> = (0..2)
+        .map(|i| {
+            let io = busy.io.clone();
+            tokio::spawn(async move { io.emit("n", &i).await })
+        })
+        .collect();
+    tokio::time::sleep(QUIET).await;
+    // …so a third fails at once, and reaches nobody.
+    let refused = busy.io.emit("n", &2).await;
+    let err = refused
+        .expect_err("a third broadcast must be refused")
+        .to_string();
+    assert!(err.contains("overloaded"), "{err}");
+    assert_eq!(busy.cluster.stats().rejected, 1);
+
+    open.send(true)?;
+    for emit in waiting {
+        emit.await?.check()?;
+    }
+    for c in [&mut local, &mut remote] {
+        let mut got: Vec<serde_json::Value> = c
+            .events_within("n", QUIET)
+            .await
+            .into_iter()
+            .map(|args| args[0].clone())
+            .collect();
+        got.sort_by_key(|v| v.as_i64());
+        assert_eq!(got, [json!(0), json!(1)]);
+    }
+    Ok(())
+}

@@ -31,16 +31,17 @@ const WARM_UP_RATE: f64 = 100.0;
 
 pub struct Traffic {
     pub clients: Vec<Conn>,
-    /// One client per node that asks for the node's counters (`stats`); none for servers
-    /// without that event.
-    controls: Vec<(String, Conn)>,
+    /// Where to ask each node for its counters (`stats`), on a connection of its own each
+    /// time: a node that lost messages disconnects every client; none for servers without
+    /// that event.
+    controls: Vec<(String, Spec)>,
     shared: conn::Shared,
     /// Sending clients, by index, and what they send.
     senders: Vec<(usize, Emit)>,
 }
 
 impl Traffic {
-    /// Connects a client per handshake `auth`, and a control client per node when `stats`.
+    /// Connects a client per handshake `auth`; with `stats`, each node's counters are read.
     pub async fn open(
         ctx: &Ctx,
         deployment: &Deployment,
@@ -57,7 +58,7 @@ impl Traffic {
                 auth: "{}".into(),
                 index: (n + k) as u32,
             };
-            controls.push((node.name.clone(), Conn::open(spec, shared.clone()).await?));
+            controls.push((node.name.clone(), spec));
         }
         Ok(Self {
             clients,
@@ -253,7 +254,8 @@ impl Traffic {
     /// Each node's numeric counters, flattened (`adapter.lost`, `warnings.socketioxide_redis`…).
     async fn counters(&self) -> anyhow::Result<BTreeMap<String, BTreeMap<String, f64>>> {
         let mut all = BTreeMap::new();
-        for (node, control) in &self.controls {
+        for (node, spec) in &self.controls {
+            let control = Conn::open(spec.clone(), self.shared.clone()).await?;
             let reply = control.request("stats", None).await?;
             let args: Value = serde_json::from_slice(&reply.args)
                 .with_context(|| format!("stats of {node} are not JSON"))?;

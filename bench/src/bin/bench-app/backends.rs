@@ -87,15 +87,16 @@ impl Backend for ClusterBackend {
             "malformed": s.malformed,
             "undelivered": s.undelivered,
             "evicted": s.evicted,
+            "rejected": s.rejected,
             "request_timeouts": s.request_timeouts,
         })
     }
 
-    /// Redis messages lost before they were read, and packets local sockets could not take
-    /// (failed local broadcasts are among them).
+    /// Redis messages lost before they were read, packets local sockets could not take (failed
+    /// local broadcasts are among them), and broadcasts refused because too many were pending.
     fn dropped(&self, _emit_errors: u64, _warnings: &BTreeMap<String, u64>) -> u64 {
         let s = self.0.stats();
-        s.lost + s.undelivered
+        s.lost + s.undelivered + s.rejected
     }
 }
 
