@@ -26,6 +26,9 @@
 //!   lost in between, or dropped because they arrived faster than read, are counted
 //!   ([`ClusterStats::lost`]) and logged. After a loss of the second kind the node disconnects
 //!   its clients, which may have missed broadcasts ([`ClusterConfig::disconnect_on_loss`]).
+//! * **Overload** — beyond [`ClusterConfig::max_pending_broadcasts`] broadcasts waiting for the
+//!   pub/sub server, a broadcast fails at once with [`ClusterError::Overloaded`]
+//!   ([`ClusterStats::rejected`]) instead of queueing without bound.
 //! * **Slow clients** — a local client whose packet buffer is full gets no further broadcast and
 //!   is disconnected ([`ClusterStats::evicted`]), so a client never misses a message while it
 //!   stays connected.
