@@ -1048,17 +1048,8 @@ mod tests {
                 &[0x91; 100_000],
             ]
             .concat(),
-            // socket data nested deeper than any stack would allow recursing
-            &[
-                &[0x81, 0xa7][..],
-                b"sockets",
-                &[0x91, 0x82, 0xa2],
-                b"id",
-                &[0xa1, b's', 0xa4],
-                b"data",
-                &[0x91; 100_000],
-            ]
-            .concat(),
+            // socket data nested deeper than any stack would allow recursing, and truncated
+            &deep_data_response(&[]),
             // a socket without an id
             &[&[0x81, 0xa7][..], b"sockets", &[0x91, 0x80]].concat(),
             // an array claiming 4 billion elements
@@ -1079,10 +1070,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn socket_data_nested_too_deep_fails_when_read_not_when_fetched() {
-        // {"sockets": [{"id": "s", "data": [[[…nil…]]]}]}: valid, and deeper than any stack
-        let bytes = [
+    /// `{"sockets": [{"id": "s", "data": [[[…` 100,000 deep, then `innermost`.
+    fn deep_data_response(innermost: &[u8]) -> Vec<u8> {
+        [
             &[0x81, 0xa7][..],
             b"sockets",
             &[0x91, 0x82, 0xa2],
@@ -1090,10 +1080,15 @@ mod tests {
             &[0xa1, b's', 0xa4],
             b"data",
             &[0x91; 100_000],
-            &[0xc0],
+            innermost,
         ]
-        .concat();
-        let res = decode_response(&Bytes::from(bytes)).unwrap();
+        .concat()
+    }
+
+    #[test]
+    fn socket_data_nested_too_deep_fails_when_read_not_when_fetched() {
+        // Valid MessagePack (the innermost array holds nil), deeper than any stack.
+        let res = decode_response(&Bytes::from(deep_data_response(&[0xc0]))).unwrap();
         let Some([SocketEntry::Socket(s)]) = res.sockets.as_deref() else {
             panic!("one socket expected: {:?}", res.sockets);
         };
