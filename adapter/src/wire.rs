@@ -302,9 +302,7 @@ impl FromWire for serde_json::Value {
 }
 
 fn json_through_rmpv(bytes: &[u8]) -> Result<serde_json::Value, WireError> {
-    let value = rmpv::decode::read_value_with_max_depth(&mut &bytes[..], MAX_DEPTH)
-        .map_err(|e| WireError::Data(e.to_string()))?;
-    value::wire_to_json(&value)
+    value::wire_to_json(&Cursor::new(bytes).value()?)
 }
 
 /// A liveness message on `{key}-heartbeat#` (this crate's own).
@@ -574,12 +572,17 @@ impl<'a> Cursor<'a> {
         Ok(bytes)
     }
 
-    fn uint(&mut self, width: usize) -> Result<usize, WireError> {
-        let n = self
+    /// A big-endian number of `width` bytes (at most 8).
+    fn be_u64(&mut self, width: usize) -> Result<u64, WireError> {
+        Ok(self
             .take(width)?
             .iter()
-            .fold(0u64, |n, b| n << 8 | u64::from(*b));
-        usize::try_from(n).map_err(|_| WireError::Data("MessagePack length too large".into()))
+            .fold(0u64, |n, b| n << 8 | u64::from(*b)))
+    }
+
+    fn uint(&mut self, width: usize) -> Result<usize, WireError> {
+        usize::try_from(self.be_u64(width)?)
+            .map_err(|_| WireError::Data("MessagePack length too large".into()))
     }
 
     fn peek_is_str(&self) -> Result<bool, WireError> {
@@ -669,20 +672,19 @@ impl<'a> Cursor<'a> {
         use serde_json::Value as Json;
         let depth = depth.checked_sub(1)?;
         let marker = *self.take(1).ok()?.first()?;
-        let int = |bytes: &[u8]| bytes.iter().fold(0u64, |n, b| n << 8 | u64::from(*b));
         Some(match marker {
             0x00..=0x7f => Json::from(marker),
             0xe0..=0xff => Json::from(marker as i8),
             0xc0 => Json::Null,
             0xc2 => Json::Bool(false),
             0xc3 => Json::Bool(true),
-            0xcc..=0xcf => Json::from(int(self.take(1 << (marker - 0xcc)).ok()?)),
+            0xcc..=0xcf => Json::from(self.be_u64(1 << (marker - 0xcc)).ok()?),
             0xd0..=0xd3 => {
                 let width = 1 << (marker - 0xd0);
                 let shift = 64 - 8 * width;
-                Json::from((int(self.take(width).ok()?) << shift) as i64 >> shift)
+                Json::from((self.be_u64(width).ok()? << shift) as i64 >> shift)
             }
-            0xcb => Json::from(f64::from_bits(int(self.take(8).ok()?))),
+            0xcb => Json::from(f64::from_bits(self.be_u64(8).ok()?)),
             0xa0..=0xbf | 0xd9..=0xdb => {
                 self.pos -= 1;
                 Json::String(self.str().ok()?.to_owned())
