@@ -234,10 +234,10 @@ async fn list_rooms(
             chat.cluster.fetch_sockets(&q.ns, &everyone)
         ),
     )?;
-    let socket_rooms: HashSet<String> = sockets.iter().map(|s| s.id().to_owned()).collect();
+    let socket_rooms: HashSet<&str> = sockets.iter().map(RemoteSocket::id).collect();
     let mut rooms: Vec<String> = rooms
         .into_iter()
-        .filter(|r| !socket_rooms.contains(r))
+        .filter(|r| !socket_rooms.contains(r.as_str()))
         .collect();
     rooms.sort();
     Ok(Json(json!(rooms)))
