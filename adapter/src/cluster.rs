@@ -159,6 +159,16 @@ impl<D: Driver> Cluster<D> {
         self.0.stats.snapshot()
     }
 
+    /// Fails with [`ClusterError::Overloaded`], counted like a refused broadcast, when a
+    /// broadcast from this node would be refused now: an application can turn work away before
+    /// doing it (storing a message it could not send, say).
+    pub fn ensure_capacity(&self) -> Result<(), ClusterError> {
+        if self.0.broadcast_slots.available_permits() == 0 {
+            return Err(self.0.overloaded());
+        }
+        Ok(())
+    }
+
     /// The transport.
     pub fn driver(&self) -> &D {
         &self.0.driver
@@ -658,14 +668,19 @@ impl<D: Driver> Inner<D> {
         opts: WireOpts,
     ) -> Result<(), ClusterError> {
         let Ok(_pending) = self.broadcast_slots.try_acquire() else {
-            Stats::add(&self.stats.rejected, 1);
-            return Err(ClusterError::Overloaded {
-                pending: self.config.max_pending_broadcasts,
-            });
+            return Err(self.overloaded());
         };
         let channel = channels.for_broadcast(&opts.rooms);
         let msg = BroadcastMessage(self.uid().to_string(), packet, opts);
         self.publish(channel, wire::encode(&msg)?).await
+    }
+
+    /// The refusal of a broadcast beyond `max_pending_broadcasts`, counted.
+    fn overloaded(&self) -> ClusterError {
+        Stats::add(&self.stats.rejected, 1);
+        ClusterError::Overloaded {
+            pending: self.config.max_pending_broadcasts,
+        }
     }
 
     /// Relays a join, leave or disconnect to the other nodes and waits until this crate's nodes

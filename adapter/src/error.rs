@@ -1,6 +1,6 @@
 //! Errors at the crate's boundary.
 
-use socketioxide_core::adapter::errors::AdapterError;
+use socketioxide_core::adapter::errors::{AdapterError, BroadcastError};
 
 /// A failure of the Redis (or in-memory) transport.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,17 @@ pub enum ClusterError {
     UnknownNamespace(String),
     #[error("the cluster is not started: no namespace has been created on this node yet")]
     NotStarted,
+}
+
+impl ClusterError {
+    /// The cluster error behind a failed socketioxide emit, if this crate's adapter caused it:
+    /// `emit` hides it in a boxed `AdapterError`.
+    pub fn cause_of(err: &BroadcastError) -> Option<&ClusterError> {
+        match err {
+            BroadcastError::Adapter(AdapterError(inner)) => inner.downcast_ref(),
+            _ => None,
+        }
+    }
 }
 
 impl From<ClusterError> for AdapterError {

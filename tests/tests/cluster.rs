@@ -889,18 +889,29 @@ async fn broadcasts_that_pile_up_are_refused_beyond_the_limit_not_queued_without
         })
         .collect();
     tokio::time::sleep(QUIET).await;
-    // …so a third fails at once, and reaches nobody.
+    // …so a third fails at once, and reaches nobody, with the cluster's own error inside…
     let refused = busy.io.emit("n", &2).await;
-    let err = refused
-        .expect_err("a third broadcast must be refused")
-        .to_string();
-    assert!(err.contains("overloaded"), "{err}");
-    assert_eq!(busy.cluster.stats().rejected, 1);
+    let err = refused.expect_err("a third broadcast must be refused");
+    assert!(
+        matches!(
+            ClusterError::cause_of(&err),
+            Some(ClusterError::Overloaded { pending: 2 })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("overloaded"), "{err}");
+    // …and an application asking first is refused the same way, counted too.
+    assert!(matches!(
+        busy.cluster.ensure_capacity(),
+        Err(ClusterError::Overloaded { .. })
+    ));
+    assert_eq!(busy.cluster.stats().rejected, 2);
 
     open.send(true)?;
     for emit in waiting {
         emit.await?.check()?;
     }
+    busy.cluster.ensure_capacity()?;
     for c in [&mut local, &mut remote] {
         let mut got: Vec<serde_json::Value> = c
             .events_within("n", QUIET)
