@@ -11,10 +11,11 @@ use std::{
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use socketio_cluster::{
-    Cluster, ClusterAdapter, Target,
+    Cluster, ClusterAdapter, ClusterError, Target,
     presence::{Joined, Left, PresenceStore},
 };
 use socketioxide::{
+    BroadcastError,
     extract::{AckSender, SocketRef, State, TryData},
     handler::ConnectHandler,
 };
@@ -228,17 +229,32 @@ impl Chat {
             return Err(ChatError::bad_request("text must not be empty"));
         }
         self.metrics.messages_in.inc();
+        // Under overload the broadcast would be refused: refuse before storing anything.
+        self.cluster
+            .ensure_capacity()
+            .map_err(|e| refused_by_cluster(&e))?;
         let from = session.identity.lock().unwrap().member();
         let message = self
             .history
             .append(socket.ns(), &req.room, &from, &req.text, now_ms())
             .await
             .map_err(ChatError::internal)?;
-        socket
+        let sent = socket
             .within(req.room.clone())
             .emit("message", &message)
-            .await
-            .map_err(ChatError::internal)?;
+            .await;
+        if let Err(err) = sent {
+            // The sender is told it failed and may retry: a copy left in the history would be
+            // a message nobody received, and then a duplicate.
+            if let Err(retract) = self
+                .history
+                .retract(socket.ns(), &req.room, &message.id)
+                .await
+            {
+                tracing::error!(err = %retract, id = %message.id, "an unsent message stays in the history");
+            }
+            return Err(unsent(&err));
+        }
         self.metrics.messages_out.inc();
         Ok(ok_ack(json!({ "message": message })))
     }
@@ -386,6 +402,26 @@ async fn handle(
 fn parse<T: DeserializeOwned>(payload: Value) -> Result<T, ChatError> {
     serde_json::from_value(payload)
         .map_err(|e| ChatError::bad_request(format!("invalid payload: {e}")))
+}
+
+/// A broadcast that failed.
+fn unsent(err: &BroadcastError) -> ChatError {
+    match ClusterError::cause_of(err) {
+        Some(cause) => refused_by_cluster(cause),
+        None => ChatError::internal(err),
+    }
+}
+
+/// An overloaded cluster is the sender's cue to back off and retry, like a rate limit, and is
+/// logged as a refusal rather than as an internal error (it comes in floods).
+fn refused_by_cluster(err: &ClusterError) -> ChatError {
+    match err {
+        ClusterError::Overloaded { .. } => ChatError::new(
+            ErrorCode::RateLimited,
+            "the cluster is overloaded; retry in a moment",
+        ),
+        err => ChatError::internal(err),
+    }
 }
 
 fn not_in_room(room: &str) -> ChatError {

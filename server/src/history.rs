@@ -14,6 +14,8 @@ use socketio_cluster::script::Script;
 use crate::protocol::{Member, Message};
 
 static ADD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/history_add.lua")));
+static RETRACT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/history_retract.lua")));
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -100,6 +102,23 @@ impl History {
         }
     }
 
+    /// Removes a message that was appended but could not be sent, so that nobody sees it
+    /// later in the history either. Its id is not reused.
+    pub async fn retract(&self, nsp: &str, room: &str, id: &str) -> Result<(), HistoryError> {
+        match self {
+            Self::Redis { client, prefix, .. } => {
+                let keys = vec![format!("{prefix}:{}:list", place(nsp, room))];
+                let _removed: u8 = RETRACT.run(client, keys, vec![id.to_string()]).await?;
+            }
+            Self::Memory { rooms, .. } => {
+                if let Some((_, kept)) = rooms.lock().unwrap().get_mut(&place(nsp, room)) {
+                    kept.retain(|m| m.id != id);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The kept messages of a room, oldest first.
     pub async fn recent(&self, nsp: &str, room: &str) -> Result<Vec<Message>, HistoryError> {
         match self {
@@ -158,6 +177,25 @@ mod tests {
         );
         assert!(kept[0].id < kept[1].id);
         assert!(history.recent("/", "other").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_retracted_message_leaves_the_history_and_its_id_is_not_reused() {
+        let history = History::memory(10);
+        let kept = history.append("/", "r", &alice(), "kept", 0).await.unwrap();
+        let unsent = history
+            .append("/", "r", &alice(), "unsent", 0)
+            .await
+            .unwrap();
+        history.retract("/", "r", &unsent.id).await.unwrap();
+        history.retract("/", "other", &unsent.id).await.unwrap();
+        let next = history.append("/", "r", &alice(), "next", 0).await.unwrap();
+        let texts: Vec<_> = history.recent("/", "r").await.unwrap();
+        assert_eq!(
+            texts.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+            ["kept", "next"]
+        );
+        assert!(kept.id < unsent.id && unsent.id < next.id);
     }
 
     #[tokio::test]

@@ -90,6 +90,7 @@ impl Server {
                 heartbeat_interval: (config.node_timeout() / 4).max(Duration::from_millis(50)),
                 node_timeout: config.node_timeout(),
                 specific_response_channel: config.redis_specific_response_channel,
+                max_pending_broadcasts: config.max_pending_broadcasts,
                 ..ClusterConfig::default()
             },
         );

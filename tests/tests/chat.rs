@@ -16,7 +16,7 @@ const GRACE: Duration = Duration::from_millis(800);
 const SLACK: Duration = Duration::from_millis(700);
 
 struct Cluster {
-    _redis: Option<TestRedis>,
+    redis: Option<TestRedis>,
     nodes: Vec<ChatNode>,
 }
 
@@ -47,7 +47,7 @@ async fn cluster(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(Cluster {
-        _redis: Some(redis),
+        redis: Some(redis),
         nodes,
     })
 }
@@ -319,6 +319,87 @@ async fn messages_reach_the_room_on_every_node_and_are_kept_in_history() -> anyh
         texts,
         ["m1", "m2", "m3"],
         "the last HISTORY_LEN messages, oldest first"
+    );
+    // A message whose broadcast failed is taken out again (in Redis, by its id).
+    c.nodes[0]
+        .chat
+        .history
+        .retract("/", "lobby", &ids[2])
+        .await?;
+    let kept = c.nodes[1].chat.history.recent("/", "lobby").await?;
+    assert_eq!(
+        kept.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["m1", "m3"]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_node_refuses_a_message_before_storing_it() -> anyhow::Result<()> {
+    use fred::interfaces::ClientLike;
+    let c = cluster("overload", 1, |config| config.max_pending_broadcasts = 2).await?;
+    let node = &c.nodes[0];
+    let mut alice = user(node, "/", "alice").await;
+    join(&mut alice, "lobby").await;
+    // Redis holds every write for a while, so the node's broadcasts wait for it, and two
+    // server-side emits take both of its pending slots.
+    let redis = c.redis.as_ref().unwrap();
+    let pauser = socketio_cluster::RedisDriver::connect(socketio_cluster::RedisDriverConfig::new(
+        redis.url(),
+    ))
+    .await?;
+    let () = pauser
+        .client()
+        .custom(fred::cmd!("CLIENT"), vec!["PAUSE", "1500", "WRITE"])
+        .await?;
+    let admin = Admin::new();
+    let emits = futures_util::future::join_all((0..2).map(|i| {
+        admin.post(
+            node,
+            "/api/emit",
+            json!({ "target": { "room": "lobby" }, "event": "poll", "data": i }),
+        )
+    }));
+    let refused = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        alice
+            .emit_with_ack("message", &[json!({ "room": "lobby", "text": "hello" })])
+            .await
+    };
+    let (emitted, ack) = tokio::join!(emits, refused);
+    let ack = ack?;
+    assert_eq!(ack[0]["ok"], json!(false), "{ack:?}");
+    assert_eq!(ack[0]["error"]["code"], json!("rate_limited"));
+    assert!(
+        ack[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("overloaded"),
+        "{ack:?}"
+    );
+    assert_eq!(node.chat.cluster.stats().rejected, 1);
+    // Once Redis takes writes again the waiting emits went out; the refused message is
+    // nowhere, and the next one is sent and stored.
+    for emitted in emitted {
+        assert_eq!(emitted?["ok"], json!(true));
+    }
+    let quiet = Duration::from_millis(300);
+    assert_eq!(alice.events_within("poll", quiet).await.len(), 2);
+    assert!(alice.events_within("message", quiet).await.is_empty());
+    let ack = alice
+        .emit_with_ack("message", &[json!({ "room": "lobby", "text": "again" })])
+        .await?;
+    assert_eq!(ack[0]["ok"], json!(true), "{ack:?}");
+    let mut bob = user(node, "/", "bob").await;
+    let history = join(&mut bob, "lobby").await["history"].clone();
+    assert_eq!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["again"]
     );
     Ok(())
 }
