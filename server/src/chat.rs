@@ -124,11 +124,19 @@ impl Chat {
         self.cluster
             .emit(nsp, &target, "notice", vec![notice])
             .await
-            .map_err(ChatError::internal)?;
+            .map_err(|e| refused_by_cluster(&e))?;
         self.cluster
             .emit(nsp, &target, "presence", vec![presence])
             .await
-            .map_err(ChatError::internal)
+            .map_err(|e| refused_by_cluster(&e))
+    }
+
+    /// Under overload this node's broadcasts would be refused: a request that would broadcast
+    /// is refused before it changes anything.
+    fn ensure_capacity(&self) -> Result<(), ChatError> {
+        self.cluster
+            .ensure_capacity()
+            .map_err(|e| refused_by_cluster(&e))
     }
 
     async fn join(
@@ -139,6 +147,7 @@ impl Chat {
     ) -> Result<Value, ChatError> {
         let req: JoinRequest = parse(payload)?;
         check_name("room", &req.room, MAX_ROOM_LEN)?;
+        self.ensure_capacity()?;
         let identity = {
             let mut identity = session.identity.lock().unwrap();
             let no_room_yet = session.rooms.lock().unwrap().is_empty();
@@ -229,10 +238,7 @@ impl Chat {
             return Err(ChatError::bad_request("text must not be empty"));
         }
         self.metrics.messages_in.inc();
-        // Under overload the broadcast would be refused: refuse before storing anything.
-        self.cluster
-            .ensure_capacity()
-            .map_err(|e| refused_by_cluster(&e))?;
+        self.ensure_capacity()?;
         let from = session.identity.lock().unwrap().member();
         let message = self
             .history

@@ -335,12 +335,14 @@ async fn messages_reach_the_room_on_every_node_and_are_kept_in_history() -> anyh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_overloaded_node_refuses_a_message_before_storing_it() -> anyhow::Result<()> {
+async fn an_overloaded_node_refuses_messages_and_joins_before_storing_anything()
+-> anyhow::Result<()> {
     use fred::interfaces::ClientLike;
     let c = cluster("overload", 1, |config| config.max_pending_broadcasts = 2).await?;
     let node = &c.nodes[0];
     let mut alice = user(node, "/", "alice").await;
     join(&mut alice, "lobby").await;
+    let mut carol = user(node, "/", "carol").await;
     // Redis holds every write for a while, so the node's broadcasts wait for it, and two
     // server-side emits take both of its pending slots.
     let redis = c.redis.as_ref().unwrap();
@@ -362,22 +364,27 @@ async fn an_overloaded_node_refuses_a_message_before_storing_it() -> anyhow::Res
     }));
     let refused = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        alice
+        let message = alice
             .emit_with_ack("message", &[json!({ "room": "lobby", "text": "hello" })])
-            .await
+            .await?;
+        let join = carol
+            .emit_with_ack("join", &[json!({ "room": "lobby" })])
+            .await?;
+        anyhow::Ok([message, join])
     };
-    let (emitted, ack) = tokio::join!(emits, refused);
-    let ack = ack?;
-    assert_eq!(ack[0]["ok"], json!(false), "{ack:?}");
-    assert_eq!(ack[0]["error"]["code"], json!("rate_limited"));
-    assert!(
-        ack[0]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("overloaded"),
-        "{ack:?}"
-    );
-    assert_eq!(node.chat.cluster.stats().rejected, 1);
+    let (emitted, acks) = tokio::join!(emits, refused);
+    for ack in acks? {
+        assert_eq!(ack[0]["ok"], json!(false), "{ack:?}");
+        assert_eq!(ack[0]["error"]["code"], json!("rate_limited"));
+        assert!(
+            ack[0]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("overloaded"),
+            "{ack:?}"
+        );
+    }
+    assert_eq!(node.chat.cluster.stats().rejected, 2);
     // Once Redis takes writes again the waiting emits went out; the refused message is
     // nowhere, and the next one is sent and stored.
     for emitted in emitted {
@@ -391,7 +398,10 @@ async fn an_overloaded_node_refuses_a_message_before_storing_it() -> anyhow::Res
         .await?;
     assert_eq!(ack[0]["ok"], json!(true), "{ack:?}");
     let mut bob = user(node, "/", "bob").await;
-    let history = join(&mut bob, "lobby").await["history"].clone();
+    let ack = join(&mut bob, "lobby").await;
+    let online: BTreeSet<String> = online_ids(&ack).into_iter().collect();
+    assert_eq!(online, BTreeSet::from(["alice".into(), "bob".into()]));
+    let history = ack["history"].clone();
     assert_eq!(
         history
             .as_array()
