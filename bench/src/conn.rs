@@ -131,6 +131,7 @@ impl Conn {
             pacer: None,
             next_ack: 1,
             pending: HashMap::new(),
+            unacked: HashMap::new(),
             tally: Arc::default(),
             shared,
             index: spec.index,
@@ -234,6 +235,9 @@ struct Task {
     pacer: Option<Pacer>,
     next_ack: u64,
     pending: HashMap<u64, (oneshot::Sender<Reply>, Instant)>,
+    /// Paced messages that asked for an ack (the chat's `message`) and did not get it yet: an
+    /// error ack names only its id.
+    unacked: HashMap<u64, Tag>,
     tally: Arc<Mutex<Tally>>,
     shared: Shared,
     index: u32,
@@ -324,10 +328,19 @@ impl Task {
                             rtt: now.duration_since(sent),
                         });
                     }
-                    None if memchr::memmem::find(args, b"\"ok\":true").is_some() => {
-                        tally.acks_ok += 1;
+                    None => {
+                        let tag = self.unacked.remove(&id);
+                        if memchr::memmem::find(args, b"\"ok\":true").is_some() {
+                            tally.acks_ok += 1;
+                        } else {
+                            tally.acks_failed += 1;
+                            tag.into_iter().for_each(|tag| tally.refuse(tag));
+                        }
                     }
-                    None => tally.acks_failed += 1,
+                },
+                Packet::Event { name, rest } if name == b"refused" => match Tag::find(rest) {
+                    Some(tag) => tally.refuse(tag),
+                    None => tally.malformed += 1,
                 },
                 Packet::Open | Packet::Event { .. } | Packet::Other => {}
             },
@@ -461,6 +474,9 @@ impl Task {
                 .pacing
                 .emit
                 .write(&mut self.scratch, tag, pacer.pacing.pad, ack);
+            if pacer.pacing.emit.is_acked() {
+                self.unacked.insert(ack, tag);
+            }
             ws::text(&mut self.out, &self.scratch, self.mask.next());
             pacer.sent += 1;
         }

@@ -155,10 +155,10 @@ pub fn details(runs: &[Run]) -> String {
         let runs: Vec<&Run> = runs.iter().filter(|r| r.scenario == scenario).collect();
         let _ = writeln!(out, "\n### {scenario}: medians over rounds\n");
         out.push_str(
-            "| impl | nodes | step | rounds ok | msgs/s | deliveries/s | lost | lost while connected (max) | dup | closed | p50 ms | p95 ms | p99 ms | max ms | server CPU s | redis CPU s | bench CPU s | server RSS MiB | server drops | extra |\n",
+            "| impl | nodes | step | rounds ok | msgs/s | deliveries/s | refused | lost | lost while connected (max) | dup | closed | p50 ms | p95 ms | p99 ms | max ms | server CPU s | redis CPU s | bench CPU s | server RSS MiB | server drops | extra |\n",
         );
         out.push_str(
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
         for implementation in implementations(&runs) {
             let mine: Vec<&&Run> = runs
@@ -199,11 +199,12 @@ pub fn details(runs: &[Run]) -> String {
                 }
                 let _ = writeln!(
                     out,
-                    "| {implementation} | {nodes} | {label} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {implementation} | {nodes} | {label} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     steps.iter().filter(|s| s.passed).count(),
                     steps.len(),
                     num(m(|s| s.sent_per_s)),
                     num(m(|s| s.delivered_per_s)),
+                    num(m(|s| s.losses.refused as f64)),
                     num(m(|s| s.losses.lost as f64)),
                     steps.iter().map(|s| s.losses.lost_open).max().unwrap_or(0),
                     num(m(|s| s.losses.duplicates as f64)),

@@ -128,6 +128,11 @@ pub enum Emit {
 }
 
 impl Emit {
+    /// Whether the message asks for an ack.
+    pub fn is_acked(&self) -> bool {
+        matches!(self, Self::Chat { .. })
+    }
+
     /// Writes the Socket.IO packet of one message; `ack` is the ack id the chat message asks for.
     pub fn write(&self, out: &mut Vec<u8>, tag: Tag, pad: usize, ack: u64) {
         match self {

@@ -37,6 +37,10 @@ pub struct Tally {
     /// Acks of fire-and-forget messages (the chat's `message`): `ok` or not.
     pub acks_ok: u64,
     pub acks_failed: u64,
+    /// This connection's own messages of the step that the server refused (an error ack, or
+    /// the app's `refused` event), a bit per sequence number: their sender was told, so none of
+    /// their deliveries is expected.
+    refused: Vec<u64>,
     /// Whether the server closed the connection.
     pub closed: bool,
 }
@@ -55,6 +59,8 @@ pub struct Losses {
     pub malformed: u64,
     pub acks_ok: u64,
     pub acks_failed: u64,
+    /// Messages the server refused, telling their sender; their deliveries are not expected.
+    pub refused: u64,
     pub closed: u64,
 }
 
@@ -85,17 +91,24 @@ impl Tally {
             self.stray += 1;
             return false;
         };
-        let (word, bit) = ((tag.seq / 64) as usize, tag.seq % 64);
-        if bits.len() <= word {
-            bits.resize(word + 1, 0);
-        }
-        if bits[word] & (1 << bit) != 0 {
+        if !set_bit(bits, tag.seq) {
             self.duplicates += 1;
             return false;
         }
-        bits[word] |= 1 << bit;
         self.unique += 1;
         true
+    }
+
+    /// Notes that the server refused this connection's own message `tag`.
+    pub fn refuse(&mut self, tag: Tag) {
+        if tag.step == self.step && tag.seq < MAX_SEQ {
+            set_bit(&mut self.refused, tag.seq);
+        }
+    }
+
+    /// The refused messages of this connection, a bit per sequence number.
+    pub fn refused(&self) -> &[u64] {
+        &self.refused
     }
 
     /// One past the highest sequence number received from `sender` in this step (0: none).
@@ -113,29 +126,35 @@ impl Tally {
     }
 
     /// Adds this receiver's count to `losses`, given how many messages each sender sent
-    /// (`sent[sender]`).
-    pub fn settle(&self, sent: &[u64], losses: &mut Losses) {
+    /// (`sent[sender]`) and which of them the server refused (`refused[sender]`).
+    pub fn settle(&self, sent: &[u64], refused: &[Vec<u64>], losses: &mut Losses) {
         for (sender, bits) in &self.expected {
             let sent = sent.get(*sender as usize).copied().unwrap_or(0);
-            let got: u64 = bits
-                .iter()
-                .enumerate()
-                .map(|(i, word)| {
-                    let first = i as u64 * 64;
-                    let valid = match sent.saturating_sub(first) {
-                        n if n >= 64 => u64::MAX,
-                        n => (1u64 << n) - 1,
-                    };
-                    u64::from((word & valid).count_ones())
-                })
-                .sum();
-            let lost = sent - got.min(sent);
-            losses.expected += sent;
+            let refused = refused.get(*sender as usize).map_or(&[][..], Vec::as_slice);
+            let (mut got, mut excused) = (0, 0);
+            for i in 0..bits.len().max(refused.len()) {
+                let valid = match sent.saturating_sub(i as u64 * 64) {
+                    n if n >= 64 => u64::MAX,
+                    n => (1u64 << n) - 1,
+                };
+                let word = bits.get(i).copied().unwrap_or(0) & valid;
+                let refused = refused.get(i).copied().unwrap_or(0) & valid;
+                got += u64::from(word.count_ones());
+                excused += u64::from((refused & !word).count_ones());
+            }
+            let expected = sent - excused.min(sent);
+            let lost = expected - got.min(expected);
+            losses.expected += expected;
             losses.lost += lost;
             if !self.closed {
                 losses.lost_open += lost;
             }
         }
+        losses.refused += self
+            .refused
+            .iter()
+            .map(|w| u64::from(w.count_ones()))
+            .sum::<u64>();
         losses.delivered += self.unique;
         losses.duplicates += self.duplicates;
         losses.stray += self.stray;
@@ -144,6 +163,17 @@ impl Tally {
         losses.acks_failed += self.acks_failed;
         losses.closed += u64::from(self.closed);
     }
+}
+
+/// Sets bit `n` of a growable bitset; `false` if it was set already.
+fn set_bit(bits: &mut Vec<u64>, n: u64) -> bool {
+    let (word, bit) = ((n / 64) as usize, n % 64);
+    if bits.len() <= word {
+        bits.resize(word + 1, 0);
+    }
+    let fresh = bits[word] & (1 << bit) == 0;
+    bits[word] |= 1 << bit;
+    fresh
 }
 
 /// Latencies in microseconds, in shards so that receivers seldom wait for each other.
@@ -250,7 +280,7 @@ mod tests {
         sent[1] = 100;
         sent[2] = 1;
         let mut losses = Losses::default();
-        tally.settle(&sent, &mut losses);
+        tally.settle(&sent, &[], &mut losses);
         assert_eq!(losses.expected, 101);
         assert_eq!(losses.delivered, 5);
         assert_eq!(losses.lost, 96);
@@ -260,8 +290,36 @@ mod tests {
         assert_eq!((tally.heard(1), tally.heard(2), tally.heard(5)), (71, 1, 0));
         tally.closed = true;
         let mut losses = Losses::default();
-        tally.settle(&sent, &mut losses);
+        tally.settle(&sent, &[], &mut losses);
         assert_eq!((losses.lost, losses.lost_open), (96, 0));
+    }
+
+    #[test]
+    fn refused_messages_are_not_expected_and_counted_once_at_their_sender() {
+        let (mut sender, mut receiver) = (Tally::default(), Tally::default());
+        sender.begin(3);
+        receiver.expect([0]);
+        receiver.begin(3);
+        // Of 100 messages the server refused 10 and 80 (and told the sender), 1 (delivered
+        // anyway: not excused twice) and one of an earlier step (ignored).
+        for seq in [1, 10, 80] {
+            sender.refuse(tag(3, 0, seq));
+        }
+        sender.refuse(tag(2, 0, 5));
+        for seq in (0..100).filter(|s| ![5, 10, 80].contains(s)) {
+            receiver.record(tag(3, 0, seq));
+        }
+        let refused = vec![sender.refused().to_vec()];
+        let mut losses = Losses::default();
+        for tally in [&sender, &receiver] {
+            tally.settle(&[100], &refused, &mut losses);
+        }
+        assert_eq!(losses.refused, 3);
+        assert_eq!(losses.expected, 98);
+        assert_eq!(
+            (losses.delivered, losses.lost, losses.lost_open),
+            (97, 1, 1)
+        );
     }
 
     #[test]
@@ -273,7 +331,7 @@ mod tests {
         tally.begin(2);
         assert!(tally.record(tag(2, 0, 0)));
         let mut losses = Losses::default();
-        tally.settle(&[1], &mut losses);
+        tally.settle(&[1], &[], &mut losses);
         assert_eq!((losses.lost, losses.delivered), (0, 1));
     }
 

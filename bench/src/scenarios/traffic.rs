@@ -136,9 +136,10 @@ impl Traffic {
             .measure(ctx, deployment, &label, rate, duration)
             .await?;
         eprintln!(
-            "  {label:>16}: {:>9.0} msgs/s {:>10.0} deliveries/s, lost {} ({} while connected), dup {}, closed {}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms{}",
+            "  {label:>16}: {:>9.0} msgs/s {:>10.0} deliveries/s, refused {}, lost {} ({} while connected), dup {}, closed {}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms{}",
             step.sent_per_s,
             step.delivered_per_s,
+            step.losses.refused,
             step.losses.lost,
             step.losses.lost_open,
             step.losses.duplicates,
@@ -191,9 +192,18 @@ impl Traffic {
         let counters_after = self.counters().await?;
         deployment.check_alive()?;
         self.discount_unheard(&mut sent);
+        let refused: Vec<Vec<u64>> = self
+            .clients
+            .iter()
+            .map(|c| c.tally.lock().unwrap().refused().to_vec())
+            .collect();
         let mut losses = Losses::default();
         for client in &self.clients {
-            client.tally.lock().unwrap().settle(&sent, &mut losses);
+            client
+                .tally
+                .lock()
+                .unwrap()
+                .settle(&sent, &refused, &mut losses);
         }
         let latency = self.shared.latencies.summary();
         let total: u64 = sent.iter().sum();
@@ -201,6 +211,7 @@ impl Traffic {
             && losses.lost == 0
             && losses.duplicates == 0
             && losses.acks_failed == 0
+            && losses.refused == 0
             && losses.closed == 0
             && latency.p99_ms <= ctx.plan.max_p99_ms;
         Ok(Step {

@@ -38,6 +38,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Every report of a message not reaching a client, without counting one twice: our
     /// adapter counts failed local sends itself, socketioxide-redis only logs its losses.
     fn dropped(&self, emit_errors: u64, warnings: &BTreeMap<String, u64>) -> u64;
+
+    /// Whether a failed broadcast certainly reached nobody, so that its sender can be told
+    /// (`refused`) and the generator expects none of its deliveries.
+    fn reached_nobody(&self, err: &socketioxide::BroadcastError) -> bool;
 }
 
 /// Counters of this app.
@@ -77,17 +81,18 @@ pub async fn listen<B: Backend>(
             socket.join(room.to_string());
         }
     }
-    socket.on("m", on_message::<B::A>);
+    socket.on("m", on_message::<B>);
     socket.on("count", on_count::<B>);
     socket.on("rooms", on_rooms::<B>);
     socket.on("stats", on_stats::<B>);
     Ok(())
 }
 
-async fn on_message<A: Adapter>(
-    socket: SocketRef<A>,
+async fn on_message<B: Backend>(
+    socket: SocketRef<B::A>,
     Data(payload): Data<Value>,
     State(shared): State<Shared>,
+    State(backend): State<B>,
 ) {
     let Some(room) = payload["r"].as_str().map(str::to_string) else {
         shared.bad_input.fetch_add(1, Relaxed);
@@ -100,6 +105,9 @@ async fn on_message<A: Adapter>(
         };
         shared.emit_errors.fetch_add(failed, Relaxed);
         tracing::debug!(%err, "broadcast failed");
+        if backend.reached_nobody(&err) {
+            let _ = socket.emit("refused", &payload);
+        }
     }
 }
 

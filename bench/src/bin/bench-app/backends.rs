@@ -10,7 +10,7 @@ use fred::{
 };
 use serde_json::{Value, json};
 use socketio_cluster::{
-    Cluster, ClusterAdapter, ClusterConfig, RedisDriver, RedisDriverConfig, Target,
+    Cluster, ClusterAdapter, ClusterConfig, ClusterError, RedisDriver, RedisDriverConfig, Target,
 };
 use socketioxide::{
     SocketIo, SocketIoBuilder,
@@ -98,6 +98,14 @@ impl Backend for ClusterBackend {
         let s = self.0.stats();
         s.lost + s.undelivered + s.rejected
     }
+
+    /// A broadcast refused as overloaded is neither published nor delivered locally.
+    fn reached_nobody(&self, err: &socketioxide::BroadcastError) -> bool {
+        matches!(
+            ClusterError::cause_of(err),
+            Some(ClusterError::Overloaded { .. })
+        )
+    }
 }
 
 pub async fn cluster(settings: &Settings, warnings: WarningCounter) -> anyhow::Result<Router> {
@@ -153,6 +161,11 @@ impl Backend for SocketioxideRedisBackend {
     /// lag of its receive channel (one or more messages lost), so a lower bound.
     fn dropped(&self, emit_errors: u64, warnings: &BTreeMap<String, u64>) -> u64 {
         emit_errors + warnings.get("socketioxide_redis").copied().unwrap_or(0)
+    }
+
+    /// A failed broadcast may have reached some sockets: never claim it reached nobody.
+    fn reached_nobody(&self, _err: &socketioxide::BroadcastError) -> bool {
+        false
     }
 }
 
