@@ -190,9 +190,9 @@ mod tests {
         history.retract("/", "r", &unsent.id).await.unwrap();
         history.retract("/", "other", &unsent.id).await.unwrap();
         let next = history.append("/", "r", &alice(), "next", 0).await.unwrap();
-        let texts: Vec<_> = history.recent("/", "r").await.unwrap();
+        let recent = history.recent("/", "r").await.unwrap();
         assert_eq!(
-            texts.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+            recent.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
             ["kept", "next"]
         );
         assert!(kept.id < unsent.id && unsent.id < next.id);
