@@ -196,6 +196,7 @@ impl Chat {
         payload: Value,
     ) -> Result<Value, ChatError> {
         let req: LeaveRequest = parse(payload)?;
+        self.ensure_capacity()?;
         if !session.rooms.lock().unwrap().remove(&req.room) {
             return Err(not_in_room(&req.room));
         }

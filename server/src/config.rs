@@ -63,8 +63,8 @@ pub struct Config {
     #[arg(long, env = "SOCKET_BUFFER", default_value_t = 1024)]
     pub socket_buffer: usize,
     /// Broadcasts this node may have sent to Redis without its confirmation. Beyond that a
-    /// `join` or `message` is refused with `rate_limited` before it changes anything, instead
-    /// of queueing without bound in memory and latency.
+    /// `join`, `leave` or `message` is refused with `rate_limited` before it changes anything,
+    /// instead of queueing without bound in memory and latency.
     #[arg(long, env = "MAX_PENDING_BROADCASTS", default_value_t = 8192)]
     pub max_pending_broadcasts: usize,
     /// Bytes each WebSocket reads at once. Allocated per connection, idle or not: 1024 instead

@@ -335,13 +335,15 @@ async fn messages_reach_the_room_on_every_node_and_are_kept_in_history() -> anyh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_overloaded_node_refuses_messages_and_joins_before_storing_anything()
+async fn an_overloaded_node_refuses_messages_joins_and_leaves_before_changing_anything()
 -> anyhow::Result<()> {
     use fred::interfaces::ClientLike;
     let c = cluster("overload", 1, |config| config.max_pending_broadcasts = 2).await?;
     let node = &c.nodes[0];
     let mut alice = user(node, "/", "alice").await;
     join(&mut alice, "lobby").await;
+    let mut dave = user(node, "/", "dave").await;
+    join(&mut dave, "lobby").await;
     let mut carol = user(node, "/", "carol").await;
     // Redis holds every write for a while, so the node's broadcasts wait for it, and two
     // server-side emits take both of its pending slots.
@@ -370,7 +372,10 @@ async fn an_overloaded_node_refuses_messages_and_joins_before_storing_anything()
         let join = carol
             .emit_with_ack("join", &[json!({ "room": "lobby" })])
             .await?;
-        anyhow::Ok([message, join])
+        let leave = dave
+            .emit_with_ack("leave", &[json!({ "room": "lobby" })])
+            .await?;
+        anyhow::Ok([message, join, leave])
     };
     let (emitted, acks) = tokio::join!(emits, refused);
     for ack in acks? {
@@ -384,9 +389,9 @@ async fn an_overloaded_node_refuses_messages_and_joins_before_storing_anything()
             "{ack:?}"
         );
     }
-    assert_eq!(node.chat.cluster.stats().rejected, 2);
+    assert_eq!(node.chat.cluster.stats().rejected, 3);
     // Once Redis takes writes again the waiting emits went out; the refused message is
-    // nowhere, and the next one is sent and stored.
+    // nowhere, the refused leave left dave online, and the next requests go through.
     for emitted in emitted {
         assert_eq!(emitted?["ok"], json!(true));
     }
@@ -400,7 +405,10 @@ async fn an_overloaded_node_refuses_messages_and_joins_before_storing_anything()
     let mut bob = user(node, "/", "bob").await;
     let ack = join(&mut bob, "lobby").await;
     let online: BTreeSet<String> = online_ids(&ack).into_iter().collect();
-    assert_eq!(online, BTreeSet::from(["alice".into(), "bob".into()]));
+    assert_eq!(
+        online,
+        BTreeSet::from(["alice".into(), "bob".into(), "dave".into()])
+    );
     let history = ack["history"].clone();
     assert_eq!(
         history
@@ -411,6 +419,10 @@ async fn an_overloaded_node_refuses_messages_and_joins_before_storing_anything()
             .collect::<Vec<_>>(),
         ["again"]
     );
+    let ack = dave
+        .emit_with_ack("leave", &[json!({ "room": "lobby" })])
+        .await?;
+    assert_eq!(ack[0]["ok"], json!(true), "{ack:?}");
     Ok(())
 }
 
