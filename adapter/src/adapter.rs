@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use tokio::sync::OnceCell;
 use futures_util::{
     StreamExt,
     future::BoxFuture,
@@ -56,12 +57,21 @@ pub struct ClusterAdapter<D: Driver> {
     channels: Channels,
     nsp: String,
     evictions: Evictions,
+    /// Set once the namespace joined the cluster (its channels subscribed, see
+    /// [`Cluster::admit`]); until then it is local only and costs Redis nothing.
+    joined: OnceCell<()>,
 }
 
-/// The initialization of a namespace: subscribing to its channels. Await it for a static
-/// namespace (`io.ns(...).await?`); socketioxide spawns it for dynamic ones.
+/// The initialization of a namespace. Await it for a static namespace (`io.ns(...).await?`);
+/// socketioxide spawns it for dynamic ones.
 #[must_use = "the namespace is usable only once this future completed"]
 pub struct NsInit(BoxFuture<'static, Result<(), ClusterError>>);
+
+impl NsInit {
+    fn ready(result: Result<(), ClusterError>) -> Self {
+        Self(Box::pin(std::future::ready(result)))
+    }
+}
 
 impl Future for NsInit {
     type Output = Result<(), ClusterError>;
@@ -74,7 +84,7 @@ impl Spawnable for NsInit {
     fn spawn(self) {
         tokio::spawn(async move {
             if let Err(err) = self.await {
-                tracing::error!(%err, "could not initialize a namespace");
+                tracing::warn!(%err, "could not initialize a namespace");
             }
         });
     }
@@ -97,44 +107,37 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
             local,
             nsp,
             evictions: Evictions::default(),
+            joined: OnceCell::new(),
         }
     }
 
+    /// Registers the namespace with the node and lets socketioxide use it at once, before any
+    /// await: concurrent first connects to one dynamic namespace each build a namespace, and the
+    /// one registered first is the one that stays (socketioxide would otherwise let a later one
+    /// replace it, orphaning the sockets of the first). A later one is dropped unanswered.
     fn init(self: Arc<Self>, on_success: impl FnOnce() + Send + 'static) -> NsInit {
-        NsInit(Box::pin(async move {
-            let node = self.node.clone();
-            node.start(self.local.server_id().to_string()).await?;
-            node.register(&self.nsp, Arc::downgrade(&self));
-            let channels = vec![
-                self.channels.request.clone(),
-                self.channels.response.clone(),
-                self.channels.specific_response(node.uid()),
-            ];
-            if let Err(err) = node
-                .driver
-                .subscribe(channels, vec![self.channels.broadcast_pattern()])
-                .await
-            {
-                node.unregister(&self.nsp);
-                return Err(err.into());
-            }
-            node.send_heartbeat(false).await;
-            tracing::debug!(nsp = %self.nsp, "namespace joined the cluster");
-            on_success();
-            Ok(())
-        }))
+        let node = self.node.clone();
+        node.set_uid(self.local.server_id().to_string());
+        if !node.register(&self.nsp, Arc::downgrade(&self)) {
+            Stats::add(&node.stats.namespace_races, 1);
+            tracing::debug!(nsp = %self.nsp, "a concurrent first connect built this namespace again; its client reconnects after the connect timeout");
+            return NsInit::ready(Err(ClusterError::NamespaceRace(self.nsp.clone())));
+        }
+        on_success();
+        if node.config.lazy_namespaces {
+            return NsInit::ready(Ok(()));
+        }
+        NsInit(Box::pin(async move { self.join_cluster().await }))
     }
 
     async fn close(&self) -> Result<(), ClusterError> {
-        self.node.unregister(&self.nsp);
-        let channels = vec![
-            self.channels.request.clone(),
-            self.channels.response.clone(),
-            self.channels.specific_response(self.node.uid()),
-        ];
+        if !self.node.unregister(&self.nsp, self) || self.joined.get().is_none() {
+            return Ok(());
+        }
+        self.node.left_cluster();
         self.node
             .driver
-            .unsubscribe(channels, vec![self.channels.broadcast_pattern()])
+            .unsubscribe(self.subscribed_channels(), vec![self.channels.broadcast_pattern()])
             .await?;
         Ok(())
     }
@@ -267,6 +270,46 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
 }
 
 impl<D: Driver> ClusterAdapter<D> {
+    /// Subscribes the namespace's channels, once, so it hears the cluster and is counted and
+    /// asked by the other nodes.
+    pub(crate) async fn join_cluster(&self) -> Result<(), ClusterError> {
+        self.joined
+            .get_or_try_init(|| async {
+                let node = &self.node;
+                node.start().await?;
+                node.reserve_namespace()?;
+                let subscribed = node
+                    .driver
+                    .subscribe(
+                        self.subscribed_channels(),
+                        vec![self.channels.broadcast_pattern()],
+                    )
+                    .await;
+                if let Err(err) = subscribed {
+                    node.left_cluster();
+                    return Err(err.into());
+                }
+                node.send_heartbeat(false).await;
+                tracing::debug!(nsp = %self.nsp, "namespace joined the cluster");
+                Ok::<_, ClusterError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the namespace hears the cluster.
+    pub(crate) fn in_cluster(&self) -> bool {
+        self.joined.get().is_some()
+    }
+
+    fn subscribed_channels(&self) -> Vec<String> {
+        vec![
+            self.channels.request.clone(),
+            self.channels.response.clone(),
+            self.channels.specific_response(self.node.uid()),
+        ]
+    }
+
     pub(crate) fn codec(&self) -> Codec {
         self.codec
     }

@@ -5,7 +5,10 @@
 use std::{
     collections::{HashMap, HashSet},
     future::Future,
-    sync::{Arc, Mutex, RwLock, Weak},
+    sync::{
+        Arc, Mutex, RwLock, Weak,
+        atomic::{AtomicUsize, Ordering::{AcqRel, Acquire}},
+    },
     time::Duration,
 };
 
@@ -88,6 +91,8 @@ pub(crate) struct Inner<D: Driver> {
     pub membership: Membership,
     pub pending: Arc<Pending>,
     namespaces: RwLock<HashMap<String, Weak<ClusterAdapter<D>>>>,
+    /// Namespaces of this node in the cluster, bounded by `max_namespaces`.
+    in_cluster: AtomicUsize,
     /// Namespaces this node only sends requests to (it has no socket there): their response
     /// channel is subscribed once.
     detached: Mutex<HashSet<String>>,
@@ -113,6 +118,7 @@ impl<D: Driver> Cluster<D> {
             started: OnceCell::new(),
             pending: Default::default(),
             namespaces: Default::default(),
+            in_cluster: AtomicUsize::new(0),
             detached: Default::default(),
             io: Default::default(),
             handlers: Default::default(),
@@ -129,6 +135,24 @@ impl<D: Driver> Cluster<D> {
 
     pub fn config(&self) -> &ClusterConfig {
         &self.0.config
+    }
+
+    /// Whether namespace `nsp` joined the cluster on this node (see [`Cluster::admit`]).
+    pub fn in_cluster(&self, nsp: &str) -> bool {
+        self.0.serves(nsp)
+    }
+
+    /// Lets namespace `nsp` join the cluster if it has not yet: subscribes its channels and lists
+    /// it in this node's heartbeats. With [`ClusterConfig::lazy_namespaces`], call it for every
+    /// socket once the application accepted it (a connect middleware is the place): the socket
+    /// is told it is connected only after this returns, so it misses no broadcast. Fails with
+    /// [`ClusterError::TooManyNamespaces`] beyond [`ClusterConfig::max_namespaces`].
+    pub async fn admit(&self, nsp: &str) -> Result<(), ClusterError> {
+        let adapter = self
+            .0
+            .adapter(nsp)
+            .ok_or_else(|| ClusterError::UnknownNamespace(nsp.to_string()))?;
+        adapter.join_cluster().await
     }
 
     /// This node's cluster id, once its first namespace exists.
@@ -422,11 +446,18 @@ impl<D: Driver> Inner<D> {
         self.uid.get().map_or("", String::as_str)
     }
 
-    /// Starts the node's tasks, once, with the id socketioxide gave the server.
-    pub async fn start(self: &Arc<Self>, uid: String) -> Result<(), ClusterError> {
+    /// Records the id socketioxide gave the server (the same for every namespace).
+    pub fn set_uid(&self, uid: String) {
+        let _ = self.uid.set(uid);
+    }
+
+    /// Starts the node's tasks, once: the heartbeat and the receive loop.
+    pub async fn start(self: &Arc<Self>) -> Result<(), ClusterError> {
+        if self.uid.get().is_none() {
+            return Err(ClusterError::NotStarted);
+        }
         self.started
             .get_or_try_init(|| async {
-                let _ = self.uid.set(uid);
                 let incoming = self.driver.incoming();
                 let key = &self.config.key;
                 self.driver
@@ -447,15 +478,44 @@ impl<D: Driver> Inner<D> {
             .map(|_| ())
     }
 
-    pub fn register(&self, nsp: &str, adapter: Weak<ClusterAdapter<D>>) {
-        self.namespaces
-            .write()
-            .unwrap()
-            .insert(nsp.to_string(), adapter);
+    /// Registers the adapter of `nsp` unless a live one is registered already (a concurrent
+    /// first connect built it): the first one stays.
+    pub fn register(&self, nsp: &str, adapter: Weak<ClusterAdapter<D>>) -> bool {
+        let mut namespaces = self.namespaces.write().unwrap();
+        if namespaces
+            .get(nsp)
+            .is_some_and(|existing| existing.strong_count() > 0)
+        {
+            return false;
+        }
+        namespaces.insert(nsp.to_string(), adapter);
+        true
     }
 
-    pub fn unregister(&self, nsp: &str) {
-        self.namespaces.write().unwrap().remove(nsp);
+    /// Unregisters `adapter` if it is the one registered for `nsp`.
+    pub fn unregister(&self, nsp: &str, adapter: &ClusterAdapter<D>) -> bool {
+        let mut namespaces = self.namespaces.write().unwrap();
+        let registered = namespaces
+            .get(nsp)
+            .is_some_and(|weak| std::ptr::eq(weak.as_ptr(), adapter));
+        if registered {
+            namespaces.remove(nsp);
+        }
+        registered
+    }
+
+    /// Takes one of the `max_namespaces` places in the cluster.
+    pub fn reserve_namespace(&self) -> Result<(), ClusterError> {
+        let max = self.config.max_namespaces;
+        self.in_cluster
+            .fetch_update(AcqRel, Acquire, |n| (n < max).then_some(n + 1))
+            .map(|_| ())
+            .map_err(|_| ClusterError::TooManyNamespaces { max })
+    }
+
+    /// Gives back the place of a namespace that left the cluster.
+    pub fn left_cluster(&self) {
+        self.in_cluster.fetch_sub(1, AcqRel);
     }
 
     pub fn adapter(&self, nsp: &str) -> Option<Arc<ClusterAdapter<D>>> {
@@ -466,27 +526,29 @@ impl<D: Driver> Inner<D> {
             .and_then(Weak::upgrade)
     }
 
+    /// Whether this node hears the cluster in `nsp`.
     fn serves(&self, nsp: &str) -> bool {
-        self.namespaces.read().unwrap().contains_key(nsp)
+        self.adapter(nsp).is_some_and(|a| a.in_cluster())
     }
 
+    /// The adapters of the namespaces that joined the cluster.
     fn adapters(&self) -> Vec<Arc<ClusterAdapter<D>>> {
         self.namespaces
             .read()
             .unwrap()
             .values()
             .filter_map(Weak::upgrade)
+            .filter(|a| a.in_cluster())
             .collect()
     }
 
     /// The channels of `nsp`, subscribing to its response channel when this node does not serve
-    /// the namespace, so it can still ask the others.
-    async fn channels_for(&self, nsp: &str) -> Result<Channels, ClusterError> {
-        if self.uid.get().is_none() {
-            return Err(ClusterError::NotStarted);
-        }
+    /// the namespace, so it can still ask the others. Such namespaces count against
+    /// `max_namespaces` too: requests naming ever new namespaces cannot grow subscriptions.
+    async fn channels_for(self: &Arc<Self>, nsp: &str) -> Result<Channels, ClusterError> {
+        self.start().await?;
         let channels = Channels::new(&self.config.key, nsp);
-        if !self.serves(nsp) && self.detached.lock().unwrap().insert(nsp.to_string()) {
+        if !self.serves(nsp) && self.detach(nsp)? {
             let response = channels.specific_response(self.uid());
             if let Err(err) = self.driver.subscribe(vec![response], vec![]).await {
                 self.detached.lock().unwrap().remove(nsp);
@@ -494,6 +556,19 @@ impl<D: Driver> Inner<D> {
             }
         }
         Ok(channels)
+    }
+
+    /// Records `nsp` as asked without being served; true when it is new.
+    fn detach(&self, nsp: &str) -> Result<bool, ClusterError> {
+        let mut detached = self.detached.lock().unwrap();
+        if detached.contains(nsp) {
+            return Ok(false);
+        }
+        let max = self.config.max_namespaces;
+        if detached.len() >= max {
+            return Err(ClusterError::TooManyNamespaces { max });
+        }
+        Ok(detached.insert(nsp.to_string()))
     }
 
     pub async fn publish(&self, channel: String, payload: Vec<u8>) -> Result<(), ClusterError> {
@@ -907,6 +982,10 @@ async fn receive_loop<D: Driver>(
             Incoming::Reconnected => {
                 Stats::add(&node.stats.reconnects, 1);
                 tracing::warn!("reconnected to the pub/sub server; subscriptions restored");
+                // Whatever was published while the subscriber was away never reached this node.
+                if node.config.disconnect_on_loss {
+                    node.adapters().iter().for_each(|a| a.evict_everyone());
+                }
                 node.send_heartbeat(false).await;
             }
         }

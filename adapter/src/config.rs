@@ -20,7 +20,8 @@ pub struct ClusterConfig {
     /// turn it off only for older ones.
     pub specific_response_channel: bool,
     /// When this node loses messages from the others (it read them too slowly, see
-    /// `ClusterStats::lost`), disconnect its clients: any of them may have missed a broadcast,
+    /// `ClusterStats::lost`, or its subscriber connection dropped and came back, see
+    /// `ClusterStats::reconnects`), disconnect its clients: any of them may have missed a broadcast,
     /// and a reconnect is how a Socket.IO client learns that it must resync. Off, they stay
     /// connected with the gap, which is only counted and logged.
     pub disconnect_on_loss: bool,
@@ -30,6 +31,19 @@ pub struct ClusterConfig {
     /// without bound, in memory and in latency (230,000 queued, 5 GB and 11 s, in a 20 s
     /// overload of the benchmark).
     pub max_pending_broadcasts: usize,
+    /// Namespaces this node may serve in the cluster at once (subscribed to their channels and
+    /// listed in its heartbeats). Beyond it, [`Cluster::admit`](crate::Cluster::admit) fails with
+    /// `ClusterError::TooManyNamespaces`: a client that names a new dynamic namespace at every
+    /// connect cannot grow this node's subscriptions and heartbeats without bound.
+    pub max_namespaces: usize,
+    /// When true, a namespace created by socketioxide joins the cluster (subscribes to its
+    /// channels, appears in heartbeats) only when the application admits its first socket with
+    /// [`Cluster::admit`](crate::Cluster::admit), typically in a connect middleware once the
+    /// namespace name and the client's credentials were checked: a connect packet from anyone
+    /// then costs this node no Redis subscription. When false, a namespace joins the cluster as
+    /// soon as it is created, and sockets connected during its first subscription round trip may
+    /// miss broadcasts from other nodes.
+    pub lazy_namespaces: bool,
 }
 
 impl Default for ClusterConfig {
@@ -43,6 +57,8 @@ impl Default for ClusterConfig {
             specific_response_channel: true,
             disconnect_on_loss: true,
             max_pending_broadcasts: 8192,
+            max_namespaces: 1000,
+            lazy_namespaces: false,
         }
     }
 }

@@ -56,6 +56,13 @@ pub enum ClusterError {
     Overloaded { pending: usize },
     #[error("namespace {0} is not served by this node")]
     UnknownNamespace(String),
+    /// This node already serves `ClusterConfig::max_namespaces` namespaces.
+    #[error("this node serves its maximum of {max} namespaces")]
+    TooManyNamespaces { max: usize },
+    /// A concurrent first connect built the namespace twice; the first one stays (see
+    /// `ClusterStats::namespace_races`).
+    #[error("namespace {0} is being created by another connect")]
+    NamespaceRace(String),
     #[error("the cluster is not started: no namespace has been created on this node yet")]
     NotStarted,
 }

@@ -14,6 +14,7 @@ pub(crate) struct Stats {
     pub undelivered: AtomicU64,
     pub evicted: AtomicU64,
     pub rejected: AtomicU64,
+    pub namespace_races: AtomicU64,
 }
 
 /// A snapshot of a node's cluster counters (all monotonic).
@@ -42,6 +43,10 @@ pub struct ClusterStats {
     pub evicted: u64,
     /// Broadcasts refused with `ClusterError::Overloaded`, reaching nobody.
     pub rejected: u64,
+    /// Concurrent first connects to one new namespace beyond the first: the namespace each of
+    /// them built is dropped unanswered, and its client connects again after socketioxide's
+    /// connect timeout (to the namespace the first one built) with the packets it buffered.
+    pub namespace_races: u64,
 }
 
 impl Stats {
@@ -61,6 +66,7 @@ impl Stats {
             undelivered: self.undelivered.load(Relaxed),
             evicted: self.evicted.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
+            namespace_races: self.namespace_races.load(Relaxed),
         }
     }
 }

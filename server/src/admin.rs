@@ -16,7 +16,7 @@ use socketio_cluster::{ClusterError, RemoteSocket, Target, presence::PresenceSto
 use crate::{
     chat::Chat,
     metrics::Snapshot,
-    protocol::{MAX_ROOM_LEN, check_name, valid_namespace},
+    protocol::{MAX_ROOM_LEN, check_name, check_room, valid_namespace},
 };
 
 /// `/healthz`, `/readyz`, `/metrics`, and `/api/*` when an admin token is configured (a 404
@@ -250,7 +250,7 @@ async fn room_presence(
     Query(q): Query<NsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check_ns(&q.ns)?;
-    check_name("room", &room, MAX_ROOM_LEN).map_err(|e| ApiError::bad_request(e.message))?;
+    check_room(&room).map_err(|e| ApiError::bad_request(e.message))?;
     let online = chat
         .presence
         .online(&q.ns, &room)
@@ -297,7 +297,7 @@ async fn change_rooms(
 ) -> Result<Json<Value>, ApiError> {
     check_ns(ns)?;
     for room in &body.rooms {
-        check_name("room", room, MAX_ROOM_LEN).map_err(|e| ApiError::bad_request(e.message))?;
+        check_room(room).map_err(|e| ApiError::bad_request(e.message))?;
     }
     if let Some(target) = resolve(chat, ns, body.target).await? {
         if join {
@@ -403,9 +403,12 @@ async fn nodes(_: Admin, State(chat): State<Arc<Chat>>) -> Json<Value> {
     Json(Value::Array(nodes))
 }
 
+/// How long Redis may take to answer the readiness probe's `PING`.
+const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn ready(State(chat): State<Arc<Chat>>) -> Response {
     let started = chat.cluster.uid().is_some();
-    if started && chat.cluster.driver().is_ready() {
+    if started && chat.cluster.driver().is_ready(READY_DEADLINE).await {
         (StatusCode::OK, "ready").into_response()
     } else {
         (

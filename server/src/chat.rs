@@ -25,9 +25,10 @@ use crate::{
     history::History,
     identity::{AuthError, Identity, identify},
     metrics::Metrics,
+    namespaces::{self, Connecting},
     protocol::{
-        ChatError, ErrorCode, JoinRequest, LeaveRequest, MAX_ROOM_LEN, Member, MessageRequest,
-        Notice, NoticeKind, PresenceUpdate, check_name, ok_ack, valid_namespace,
+        ChatError, ErrorCode, JoinRequest, LeaveRequest, Member, MessageRequest, Notice,
+        NoticeKind, PresenceUpdate, check_room, ok_ack, valid_namespace,
     },
     rate_limit::RateLimiter,
     transport::{Presence, Transport},
@@ -42,6 +43,8 @@ pub struct Chat {
     pub presence: Presence,
     pub history: History,
     pub metrics: Metrics,
+    /// Sockets being authenticated, per namespace (see `namespaces`).
+    pub connecting: Connecting,
     /// Local members per `nsp|room`, for the rooms gauge.
     local_rooms: Mutex<HashMap<String, usize>>,
 }
@@ -67,6 +70,7 @@ impl Chat {
             presence,
             history,
             metrics: Metrics::default(),
+            connecting: Connecting::default(),
             local_rooms: Mutex::default(),
         }
     }
@@ -146,7 +150,7 @@ impl Chat {
         payload: Value,
     ) -> Result<Value, ChatError> {
         let req: JoinRequest = parse(payload)?;
-        check_name("room", &req.room, MAX_ROOM_LEN)?;
+        check_room(&req.room)?;
         self.ensure_capacity()?;
         let identity = {
             let mut identity = session.identity.lock().unwrap();
@@ -297,8 +301,10 @@ async fn authenticate(
     TryData(auth): TryData<Value>,
     State(chat): State<Arc<Chat>>,
 ) -> Result<(), AuthError> {
-    if !valid_namespace(socket.ns()) {
-        tracing::info!(nsp = socket.ns(), "handshake refused: invalid namespace");
+    let nsp = socket.ns();
+    let _connecting = chat.connecting.start(nsp);
+    if !valid_namespace(nsp) {
+        tracing::info!(nsp = %namespaces::shown(nsp), "handshake refused: invalid namespace");
         return Err(AuthError::BadRequest("invalid namespace".into()));
     }
     let auth = auth.unwrap_or(Value::Null);
@@ -309,6 +315,15 @@ async fn authenticate(
         })?;
     socketio_cluster::track(&socket, &identity)
         .map_err(|e| AuthError::BadRequest(e.to_string()))?;
+    // Only now may the namespace cost Redis anything; the socket is told it is connected once
+    // the namespace hears the cluster, so it misses no broadcast.
+    chat.cluster.admit(nsp).await.map_err(|err| {
+        tracing::warn!(%err, nsp, socket = %socket.id, "handshake refused: the namespace cannot join the cluster");
+        match err {
+            ClusterError::TooManyNamespaces { .. } => AuthError::BadRequest(err.to_string()),
+            err => AuthError::Unavailable(err.to_string()),
+        }
+    })?;
     socket.extensions.insert(Session {
         identity: Arc::new(Mutex::new(identity)),
         rooms: Arc::default(),

@@ -71,6 +71,23 @@ pub struct Config {
     /// of engineioxide's 4096 saves 3 KiB per connection; a bigger message takes more reads.
     #[arg(long, env = "WS_READ_BUFFER", default_value_t = 1024)]
     pub ws_read_buffer: usize,
+    /// Largest packet a client may send, in bytes (Node's `maxHttpBufferSize`), over WebSocket
+    /// and polling alike; a client sending more is disconnected.
+    #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = 1_000_000)]
+    pub max_payload_bytes: u64,
+    /// Most history, in bytes of JSON, that a `join` ack carries: the latest messages that fit.
+    /// With `SOCKET_BUFFER`, it bounds what a client that never reads can make a node hold.
+    #[arg(long, env = "HISTORY_ACK_BYTES", default_value_t = 65_536)]
+    pub history_ack_bytes: usize,
+    /// A room's history expires this long after its last message.
+    #[arg(long, env = "HISTORY_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub history_ttl_secs: u64,
+    /// Namespaces this node serves at most (`/` included); a connect to one more is refused.
+    #[arg(long, env = "MAX_NAMESPACES", default_value_t = 1000)]
+    pub max_namespaces: usize,
+    /// An empty dynamic namespace is released (unsubscribed, forgotten) after this long.
+    #[arg(long, env = "NAMESPACE_IDLE_SECS", default_value_t = 300)]
+    pub namespace_idle_secs: u64,
     /// The built web client (`cd web && npm ci && npm run build`), served at `/`; relative paths
     /// are relative to the working directory.
     #[arg(long, env = "WEB_DIR", default_value = "web/dist")]
@@ -95,11 +112,46 @@ impl Config {
         Self::parse_from(["chat-server"])
     }
 
+    pub fn namespace_idle(&self) -> Duration {
+        Duration::from_secs(self.namespace_idle_secs)
+    }
+
     /// Flags and environment, where an empty value counts as unset: compose files and Kubernetes
     /// Secrets write `AUTH_SECRET=""` for "no secret", which must not demand tokens signed with
-    /// an empty key (nor enable the admin API with an empty token).
-    pub fn load() -> Self {
-        Self::parse().without_empty_values()
+    /// an empty key (nor enable the admin API with an empty token). Values out of range are
+    /// refused with a message naming the variable.
+    pub fn load() -> anyhow::Result<Self> {
+        let config = Self::parse().without_empty_values();
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Refuses values the node cannot work with, naming the variable.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let ranges: [(&str, u64, u64, u64); 11] = [
+            ("LEAVE_GRACE_MS", self.leave_grace_ms, 0, 3_600_000),
+            ("NODE_TIMEOUT_MS", self.node_timeout_ms, 200, 600_000),
+            ("REQUEST_TIMEOUT_MS", self.request_timeout_ms, 10, 600_000),
+            ("HISTORY_LEN", self.history_len as u64, 0, 100_000),
+            ("MAX_MESSAGE_LEN", self.max_message_len as u64, 1, 1_000_000),
+            ("SOCKET_BUFFER", self.socket_buffer as u64, 1, 1_000_000),
+            ("MAX_PENDING_BROADCASTS", self.max_pending_broadcasts as u64, 1, 10_000_000),
+            ("WS_READ_BUFFER", self.ws_read_buffer as u64, 64, 16 << 20),
+            ("MAX_PAYLOAD_BYTES", self.max_payload_bytes, 1024, 64 << 20),
+            ("MAX_NAMESPACES", self.max_namespaces as u64, 1, 100_000),
+            ("HISTORY_TTL_SECS", self.history_ttl_secs, 1, 10 * 365 * 24 * 3600),
+        ];
+        for (name, value, min, max) in ranges {
+            anyhow::ensure!(
+                (min..=max).contains(&value),
+                "{name}={value} is out of range: it must be between {min} and {max}"
+            );
+        }
+        anyhow::ensure!(
+            self.rate_limit_per_sec > 0.0 && self.rate_limit_burst >= 1.0,
+            "RATE_LIMIT_PER_SEC must be above 0 and RATE_LIMIT_BURST at least 1"
+        );
+        Ok(())
     }
 
     fn without_empty_values(mut self) -> Self {
@@ -130,5 +182,18 @@ mod tests {
         let config =
             Config::parse_from(["chat-server", "--admin-token", "t"]).without_empty_values();
         assert_eq!(config.admin_token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_by_name() {
+        assert!(Config::defaults().check().is_ok());
+        let err = Config::parse_from(["chat-server", "--socket-buffer", "0"])
+            .check()
+            .unwrap_err();
+        assert!(err.to_string().contains("SOCKET_BUFFER=0"), "{err}");
+        let err = Config::parse_from(["chat-server", "--max-payload-bytes", "10"])
+            .check()
+            .unwrap_err();
+        assert!(err.to_string().contains("MAX_PAYLOAD_BYTES"), "{err}");
     }
 }

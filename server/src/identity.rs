@@ -48,6 +48,8 @@ pub enum AuthError {
     Unauthorized,
     #[error("bad_request: {0}")]
     BadRequest(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 #[derive(Deserialize)]
@@ -86,8 +88,9 @@ pub fn identify(
         },
     };
     check_name("userId", &user_id, MAX_ID_LEN).map_err(|e| AuthError::BadRequest(e.message))?;
-    let name = claimed_name
-        .or(token_name)
+    // A verified token's claims win over what the client says of itself.
+    let name = token_name
+        .or(claimed_name)
         .unwrap_or_else(|| default_name(&user_id, anonymous));
     Ok(Identity {
         user_id,
@@ -96,9 +99,14 @@ pub fn identify(
     })
 }
 
+/// Clock skew tolerated between the token's issuer and this node, for `exp` and `nbf`.
+const TOKEN_LEEWAY_SECS: u64 = 30;
+
 fn verify(token: &str, secret: &str) -> Result<Claims, AuthError> {
     let mut validation = Validation::new(Algorithm::HS256);
-    validation.required_spec_claims = HashSet::from(["sub".to_string()]);
+    validation.required_spec_claims = HashSet::from(["sub".to_string(), "exp".to_string()]);
+    validation.validate_nbf = true;
+    validation.leeway = TOKEN_LEEWAY_SECS;
     jsonwebtoken::decode::<Claims>(
         token,
         &DecodingKey::from_secret(secret.as_bytes()),
@@ -156,6 +164,10 @@ mod tests {
     use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
 
+    fn in_secs(secs: u64) -> u64 {
+        jsonwebtoken::get_current_timestamp() + secs
+    }
+
     fn token(secret: &str, claims: Value) -> String {
         jsonwebtoken::encode(
             &Header::default(),
@@ -203,14 +215,40 @@ mod tests {
 
     #[test]
     fn with_a_secret_only_a_valid_token_gets_in() {
-        let good = token("s3cret", json!({ "sub": "alice", "name": "Alice" }));
+        let good = token(
+            "s3cret",
+            json!({ "sub": "alice", "name": "Alice", "exp": in_secs(600) }),
+        );
         let id = identify(
-            &json!({ "token": good, "userId": "mallory" }),
-            None,
+            &json!({ "token": good, "userId": "mallory", "name": "Mallory" }),
+            Some("userId=mallory"),
             Some("s3cret"),
         )
         .unwrap();
         assert_eq!((id.user_id.as_str(), id.name.as_str()), ("alice", "Alice"));
+        let unnamed = token("s3cret", json!({ "sub": "bob", "exp": in_secs(600) }));
+        let id = identify(
+            &json!({ "token": unnamed, "name": "Bobby" }),
+            None,
+            Some("s3cret"),
+        )
+        .unwrap();
+        assert_eq!(
+            (id.user_id.as_str(), id.name.as_str()),
+            ("bob", "Bobby"),
+            "a name the token does not give may come from the client"
+        );
+        let without_exp = token("s3cret", json!({ "sub": "alice" }));
+        let not_yet = token(
+            "s3cret",
+            json!({ "sub": "alice", "exp": in_secs(600), "nbf": in_secs(300) }),
+        );
+        for refused in [without_exp, not_yet] {
+            assert!(matches!(
+                identify(&json!({ "token": refused }), None, Some("s3cret")),
+                Err(AuthError::Unauthorized)
+            ));
+        }
         let forged = token("other", json!({ "sub": "alice" }));
         assert!(matches!(
             identify(&json!({ "token": forged }), None, Some("s3cret")),

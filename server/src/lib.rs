@@ -11,6 +11,7 @@ pub mod config;
 pub mod history;
 pub mod identity;
 pub mod metrics;
+pub mod namespaces;
 pub mod protocol;
 pub mod rate_limit;
 pub mod timers;
@@ -62,6 +63,7 @@ impl Server {
             .node_id
             .clone()
             .unwrap_or_else(|| format!("node-{:06x}", rand::random::<u32>() & 0xff_ffff));
+        config.check()?;
         let transport = Transport::connect(config.redis_url.as_deref())
             .await
             .context("cannot connect to Redis")?;
@@ -91,6 +93,9 @@ impl Server {
                 node_timeout: config.node_timeout(),
                 specific_response_channel: config.redis_specific_response_channel,
                 max_pending_broadcasts: config.max_pending_broadcasts,
+                max_namespaces: config.max_namespaces,
+                // A namespace joins the cluster only once a socket passed `authenticate`.
+                lazy_namespaces: true,
                 ..ClusterConfig::default()
             },
         );
@@ -98,12 +103,18 @@ impl Server {
         let (layer, io) = SocketIo::builder()
             .max_buffer_size(chat.config.socket_buffer)
             .ws_read_buffer_size(chat.config.ws_read_buffer)
+            .max_payload(chat.config.max_payload_bytes)
+            .ws_max_message_size(chat.config.max_payload_bytes as usize)
+            .ws_max_frame_size(chat.config.max_payload_bytes as usize)
             .with_adapter::<Adapter>(cluster.clone())
             .with_state(chat.clone())
             .build_layer();
         cluster.bind(&io);
         Chat::serve_namespaces(&io).await?;
+        // `/` always exists: it joins the cluster at once, which starts the node's heartbeats.
+        cluster.admit("/").await.context("cannot join the cluster")?;
         let timers = timers::spawn(chat.clone());
+        let sweeper = namespaces::spawn_sweeper(io.clone(), chat.clone());
 
         web::report(&chat.config.web_dir);
         let app = admin::routes(chat.clone())
@@ -145,6 +156,7 @@ impl Server {
                 tracing::error!(%err, "server error");
             }
             timers.abort();
+            sweeper.abort();
             let grace = task_chat.config.leave_grace();
             if let Err(err) = task_chat.presence.retire(grace).await {
                 tracing::error!(%err, "could not hand over presence");

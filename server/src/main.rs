@@ -4,7 +4,7 @@ use chat_server::{Config, Server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::load();
+    let config = Config::load()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&config.rust_log)

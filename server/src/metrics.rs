@@ -31,6 +31,7 @@ pub struct OpLabel {
 pub struct Metrics {
     pub messages_in: Counter,
     pub messages_out: Counter,
+    pub namespaces_released: Counter,
     rejected: Family<CodeLabel, Counter>,
     requests: Family<OpLabel, Counter>,
     request_seconds: Family<OpLabel, Histogram>,
@@ -41,6 +42,7 @@ impl Default for Metrics {
         Self {
             messages_in: Counter::default(),
             messages_out: Counter::default(),
+            namespaces_released: Counter::default(),
             rejected: Family::default(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(|| {
@@ -118,6 +120,11 @@ impl Metrics {
             "Latency of cluster requests",
             self.request_seconds.clone(),
         );
+        registry.register(
+            "chat_namespaces_released",
+            "Empty dynamic namespaces released",
+            self.namespaces_released.clone(),
+        );
         let c = snap.cluster;
         registry.register(
             "cluster_messages_published",
@@ -163,6 +170,11 @@ impl Metrics {
             "slow_clients_disconnected",
             "Clients disconnected because they could not keep up (their packet buffer was full) or this node lost messages they may have needed",
             ConstCounter::new(c.evicted),
+        );
+        registry.register(
+            "cluster_namespace_races",
+            "Concurrent first connects to a new namespace beyond the first (their clients connect again after the connect timeout)",
+            ConstCounter::new(c.namespace_races),
         );
         let mut out = String::new();
         let _ = encode(&mut out, &registry);

@@ -123,6 +123,26 @@ pub fn check_name(what: &str, value: &str, max: usize) -> Result<(), ChatError> 
     }
 }
 
+/// Chat room names: a name (see [`check_name`]) that could never be a socket id. Every socket is
+/// in a room named by its id, so a chat room named like one would reach, and hear, that socket.
+pub fn check_room(room: &str) -> Result<(), ChatError> {
+    check_name("room", room, MAX_ROOM_LEN)?;
+    if could_be_socket_id(room) {
+        return Err(ChatError::bad_request(
+            "room names of 16 or 20 characters of [A-Za-z0-9_-] are reserved for socket ids",
+        ));
+    }
+    Ok(())
+}
+
+/// socketioxide's socket ids are 16 characters of base64url, Node.js' 20.
+fn could_be_socket_id(name: &str) -> bool {
+    matches!(name.len(), 16 | 20)
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Namespaces are `/` and `/{name}` with `name` of 1 to 64 of `[A-Za-z0-9_-]`.
 pub fn valid_namespace(nsp: &str) -> bool {
     nsp == "/"
@@ -163,5 +183,14 @@ mod tests {
         assert!(check_name("room", "a\nb", 10).is_err());
         assert!(check_name("room", "ééééé", 5).is_ok());
         assert!(check_name("room", "éééééé", 5).is_err());
+    }
+
+    #[test]
+    fn rooms_named_like_socket_ids_are_refused() {
+        let sid = socketioxide::socket::Sid::new().to_string();
+        assert!(check_room(&sid).is_err(), "{sid}");
+        assert!(check_room("Ab3_x-Ab3_x-Ab3_x-Ab").is_err(), "a Node.js id");
+        assert!(check_room("general-discussion").is_ok());
+        assert!(check_room("room with spaces!").is_ok());
     }
 }

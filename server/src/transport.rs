@@ -33,10 +33,10 @@ impl Transport {
         }
     }
 
-    /// Whether the shared state is reachable.
-    pub fn is_ready(&self) -> bool {
+    /// Whether the shared state answers within `deadline` and the subscriber is connected.
+    pub async fn is_ready(&self, deadline: Duration) -> bool {
         match self {
-            Self::Redis(driver) => driver.is_connected(),
+            Self::Redis(driver) => driver.answers_within(deadline).await,
             Self::Memory(_) => true,
         }
     }
@@ -76,6 +76,18 @@ impl Driver for Transport {
         match self {
             Self::Redis(d) => d.num_sub(channels).await,
             Self::Memory(d) => d.num_sub(channels).await,
+        }
+    }
+
+    async fn num_sub_then_publish(
+        &self,
+        channels: Vec<String>,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u64>, DriverError> {
+        match self {
+            Self::Redis(d) => d.num_sub_then_publish(channels, channel, payload).await,
+            Self::Memory(d) => d.num_sub_then_publish(channels, channel, payload).await,
         }
     }
 

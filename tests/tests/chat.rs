@@ -520,28 +520,29 @@ async fn with_an_auth_secret_only_valid_tokens_connect() -> anyhow::Result<()> {
     })
     .await?;
     let port = c.nodes[0].port;
-    let sign = |secret: &str, sub: &str| {
+    let now = jsonwebtoken::get_current_timestamp();
+    let sign = |secret: &str, claims: Value| {
         let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &json!({ "sub": sub }),
-            &key,
-        )
-        .unwrap()
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
     };
-    let mut alice = Client::connect(
+    let alice = json!({ "sub": "alice", "name": "Alice", "exp": now + 600 });
+    let mut alice_socket = Client::connect(
         port,
         "/",
-        json!({ "token": sign("s3cret", "alice"), "userId": "mallory" }),
+        json!({ "token": sign("s3cret", alice.clone()), "userId": "mallory", "name": "Mallory" }),
         json!(1),
     )
     .await?;
     assert_eq!(
-        join(&mut alice, "lobby").await["chatter"]["id"],
-        json!("alice")
+        join(&mut alice_socket, "lobby").await["chatter"],
+        json!({ "id": "alice", "name": "Alice" }),
+        "the token's claims win over what the client sends"
     );
     for auth in [
-        json!({ "token": sign("wrong", "alice") }),
+        json!({ "token": sign("wrong", alice.clone()) }),
+        json!({ "token": sign("s3cret", json!({ "sub": "alice" })) }),
+        json!({ "token": sign("s3cret", json!({ "sub": "alice", "exp": now - 3600 })) }),
+        json!({ "token": sign("s3cret", json!({ "sub": "alice", "exp": now + 600, "nbf": now + 300 })) }),
         json!({}),
         json!({ "token": 12 }),
     ] {

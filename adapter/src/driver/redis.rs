@@ -26,8 +26,12 @@ pub struct RedisDriverConfig {
     /// fred allocates this capacity up front for each of the subscriber's event channels: about
     /// 1 MiB per 1024 messages, whatever the traffic.
     pub receive_buffer: usize,
-    /// Delay between reconnection attempts; they go on forever.
+    /// Delay between reconnection attempts; they go on forever, from the first connection on
+    /// (a node started before its Redis waits for it).
     pub reconnect_delay: Duration,
+    /// How long any command may take, a wait for a reconnection included, before it fails: a
+    /// frozen or unreachable Redis fails requests instead of holding them.
+    pub command_timeout: Duration,
 }
 
 impl RedisDriverConfig {
@@ -36,6 +40,7 @@ impl RedisDriverConfig {
             url: url.into(),
             receive_buffer: 1 << 13,
             reconnect_delay: Duration::from_millis(100),
+            command_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -55,10 +60,12 @@ impl RedisDriver {
         let delay_ms = u32::try_from(config.reconnect_delay.as_millis()).unwrap_or(u32::MAX);
         builder
             .set_policy(ReconnectPolicy::new_constant(0, delay_ms))
+            .with_config(|redis| redis.fail_fast = false)
             .with_connection_config(|conn| {
                 conn.connection_timeout = Duration::from_secs(5);
-                conn.internal_command_timeout = Duration::from_secs(5);
-            });
+                conn.internal_command_timeout = config.command_timeout;
+            })
+            .with_performance_config(|perf| perf.default_command_timeout = config.command_timeout);
         // Only the subscriber receives messages: the publisher keeps fred's small default.
         let publisher = builder.build().map_err(DriverError::new)?;
         let subscriber = builder
@@ -82,6 +89,17 @@ impl RedisDriver {
     /// Whether both connections are up.
     pub fn is_connected(&self) -> bool {
         self.publisher.is_connected() && self.subscriber.is_connected()
+    }
+
+    /// Whether both connections are up and Redis answers a `PING` on each within `deadline`: a
+    /// connected but frozen Redis is not ready.
+    pub async fn answers_within(&self, deadline: Duration) -> bool {
+        let pings = async {
+            let publisher: Result<(), _> = self.publisher.ping(None).await;
+            let subscriber: Result<(), _> = self.subscriber.ping(None).await;
+            publisher.is_ok() && subscriber.is_ok()
+        };
+        self.is_connected() && tokio::time::timeout(deadline, pings).await == Ok(true)
     }
 
     /// Closes both connections.
