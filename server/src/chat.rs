@@ -22,7 +22,7 @@ use socketioxide::{
 
 use crate::{
     config::Config,
-    history::History,
+    history::{self, History},
     identity::{AuthError, Identity, identify},
     metrics::Metrics,
     namespaces::{self, Connecting},
@@ -97,7 +97,7 @@ impl Chat {
         }
     }
 
-    /// Tells a room a user came or went, and who is online now, on every node. `except` is the
+    /// Tells a room a user came or went, and how many are online now, on every node. `except` is the
     /// socket whose join caused it: its ack already carries the online list.
     pub async fn announce(
         &self,
@@ -119,10 +119,7 @@ impl Chat {
             user,
             ts: now_ms(),
         };
-        let presence = PresenceUpdate {
-            room,
-            online: &online,
-        };
+        let presence = PresenceUpdate::new(room, online.len(), kind, user);
         let notice = serde_json::to_value(&notice).map_err(ChatError::internal)?;
         let presence = serde_json::to_value(&presence).map_err(ChatError::internal)?;
         self.cluster
@@ -188,6 +185,7 @@ impl Chat {
             .recent(&nsp, &req.room)
             .await
             .map_err(ChatError::internal)?;
+        let history = history::newest_within(history, self.config.history_ack_bytes);
         Ok(ok_ack(
             json!({ "chatter": member, "online": online, "history": history }),
         ))

@@ -31,6 +31,7 @@ pub enum History {
         client: Client,
         prefix: String,
         keep: usize,
+        ttl_secs: u64,
     },
     Memory {
         rooms: Mutex<HashMap<String, (u64, VecDeque<Message>)>>,
@@ -39,11 +40,12 @@ pub enum History {
 }
 
 impl History {
-    pub fn redis(client: Client, key: &str, keep: usize) -> Self {
+    pub fn redis(client: Client, key: &str, keep: usize, ttl_secs: u64) -> Self {
         Self::Redis {
             client,
             prefix: format!("{{{key}}}:history"),
             keep,
+            ttl_secs,
         }
     }
 
@@ -68,6 +70,7 @@ impl History {
                 client,
                 prefix,
                 keep,
+                ttl_secs,
             } => {
                 let place = place(nsp, room);
                 let keys = vec![
@@ -76,7 +79,7 @@ impl History {
                 ];
                 let body =
                     json!({ "room": room, "from": from, "text": text, "ts": ts }).to_string();
-                let args = vec![body, keep.to_string()];
+                let args = vec![body, keep.to_string(), ttl_secs.to_string()];
                 let stored: String = ADD.run(client, keys, args).await?;
                 Ok(serde_json::from_str(&stored)?)
             }
@@ -126,6 +129,7 @@ impl History {
                 client,
                 prefix,
                 keep,
+                ..
             } => {
                 if *keep == 0 {
                     return Ok(Vec::new());
@@ -146,6 +150,22 @@ impl History {
                 .unwrap_or_default()),
         }
     }
+}
+
+/// The newest of `messages` (oldest first) whose JSON fits in `max_bytes`, oldest first: what a
+/// `join` ack carries, so that a client rejoining in a loop cannot make a node queue a room's
+/// whole history each time.
+pub fn newest_within(mut messages: Vec<Message>, max_bytes: usize) -> Vec<Message> {
+    let mut total = 0;
+    let kept = messages
+        .iter()
+        .rev()
+        .take_while(|m| {
+            total += serde_json::to_vec(m).map_or(usize::MAX, |json| json.len() + 1);
+            total <= max_bytes
+        })
+        .count();
+    messages.split_off(messages.len() - kept)
 }
 
 /// A room of a namespace, as history keys name it: `append` writes and `recent` reads the same.
@@ -196,6 +216,20 @@ mod tests {
             ["kept", "next"]
         );
         assert!(kept.id < unsent.id && unsent.id < next.id);
+    }
+
+    #[tokio::test]
+    async fn a_join_carries_the_newest_messages_that_fit_in_its_byte_budget() {
+        let history = History::memory(10);
+        for text in ["one", "two", "three"] {
+            history.append("/", "r", &alice(), text, 0).await.unwrap();
+        }
+        let all = history.recent("/", "r").await.unwrap();
+        let one = serde_json::to_vec(&all[2]).unwrap().len() + 1;
+        let texts = |ms: Vec<Message>| ms.into_iter().map(|m| m.text).collect::<Vec<_>>();
+        assert_eq!(texts(newest_within(all.clone(), one * 2 + 1)), ["two", "three"]);
+        assert_eq!(texts(newest_within(all.clone(), usize::MAX)), ["one", "two", "three"]);
+        assert!(newest_within(all, 10).is_empty());
     }
 
     #[tokio::test]

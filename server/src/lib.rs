@@ -76,7 +76,12 @@ impl Server {
                     &config.redis_key,
                     incarnation,
                 )),
-                History::redis(client.clone(), &config.redis_key, config.history_len),
+                History::redis(
+                    client.clone(),
+                    &config.redis_key,
+                    config.history_len,
+                    config.history_ttl_secs,
+                ),
             ),
             None => (
                 Presence::Memory(MemoryPresence::new(incarnation)),

@@ -52,11 +52,32 @@ pub enum NoticeKind {
     Leave,
 }
 
-/// `presence`: the online users of a room.
+/// `presence`: a change of a room's online users and their new count. It names only who changed,
+/// so a room of N users costs O(N) bytes per change, not O(N²); the full list is in the `join`
+/// ack and the admin API.
 #[derive(Debug, Serialize)]
 pub struct PresenceUpdate<'a> {
     pub room: &'a str,
-    pub online: &'a [Member],
+    pub count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joined: Option<[&'a Member; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left: Option<[&'a Member; 1]>,
+}
+
+impl<'a> PresenceUpdate<'a> {
+    pub fn new(room: &'a str, count: usize, kind: NoticeKind, user: &'a Member) -> Self {
+        let (joined, left) = match kind {
+            NoticeKind::Join => (Some([user]), None),
+            NoticeKind::Leave => (None, Some([user])),
+        };
+        Self {
+            room,
+            count,
+            joined,
+            left,
+        }
+    }
 }
 
 /// The error codes of failed acks.

@@ -77,6 +77,21 @@ fn online_ids(presence: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A `presence` delta as (count, ids that joined, ids that left).
+fn delta(presence: &Value) -> (u64, Vec<&str>, Vec<&str>) {
+    let ids = |field: &str| {
+        presence[field]
+            .as_array()
+            .map(|members| members.iter().filter_map(|m| m["id"].as_str()).collect())
+            .unwrap_or_default()
+    };
+    (
+        presence["count"].as_u64().expect("a count"),
+        ids("joined"),
+        ids("left"),
+    )
+}
+
 /// Notices seen within `wait`, as `(kind, user id)`.
 async fn notices(client: &mut Client, wait: Duration) -> Vec<(String, String)> {
     client
@@ -112,7 +127,7 @@ async fn join_returns_chatter_online_and_history_and_announces_once() -> anyhow:
     assert!(notice[0]["ts"].as_u64().unwrap() > 0);
     let presence = bob.event("presence").await?;
     assert_eq!(presence[0]["room"], json!("lobby"));
-    assert_eq!(online_ids(&presence[0]), vec!["alice", "bob"]);
+    assert_eq!(delta(&presence[0]), (2, vec!["alice"], vec![]));
     // A second tab of alice changes nothing anyone sees.
     let mut alice2 = user(&c.nodes[1], "/", "alice").await;
     join(&mut alice2, "lobby").await;
@@ -172,7 +187,7 @@ async fn leave_after_the_grace_is_announced_exactly_once() -> anyhow::Result<()>
         (Some("leave"), Some("alice"))
     );
     let presence = bob.event("presence").await?;
-    assert_eq!(online_ids(&presence[0]), vec!["bob", "carol"]);
+    assert_eq!(delta(&presence[0]), (2, vec![], vec!["alice"]));
     // Exactly one notice and one presence update, cluster-wide.
     let later = bob.drain(GRACE * 2).await;
     assert!(later.is_empty(), "more announcements: {later:?}");
@@ -223,7 +238,10 @@ async fn explicit_leave_is_announced_at_once() -> anyhow::Result<()> {
     assert_eq!(ack[0], json!({ "ok": true }));
     let notice = bob.event_within("notice", GRACE / 2).await?;
     assert_eq!(notice[0]["kind"], json!("leave"));
-    assert_eq!(online_ids(&bob.event("presence").await?[0]), vec!["bob"]);
+    assert_eq!(
+        delta(&bob.event("presence").await?[0]),
+        (1, vec![], vec!["alice"])
+    );
     // Left rooms no longer accept messages, and a second leave is an error.
     let ack = alice
         .emit_with_ack("message", &[json!({ "room": "lobby", "text": "hi" })])
@@ -258,8 +276,8 @@ async fn a_crashed_node_gives_exactly_one_leave_notice_from_a_survivor() -> anyh
     );
     assert!(crashed.elapsed() >= GRACE);
     assert_eq!(
-        online_ids(&bob.event("presence").await?[0]),
-        vec!["bob", "carol"]
+        delta(&bob.event("presence").await?[0]),
+        (2, vec![], vec!["alice"])
     );
     assert_eq!(
         notices(&mut carol, Duration::from_millis(200)).await,

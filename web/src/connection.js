@@ -13,7 +13,7 @@ const ACK_TIMEOUT_MS = 10_000;
  *   state(state: State, detail?: string): void,
  *   connected(): void,
  *   message(message: import("./timeline.js").Message): void,
- *   presence(update: { room: string, online: { id: string, name: string }[] }): void,
+ *   presence(update: { room: string, count: number, joined?: { id: string, name: string }[], left?: { id: string, name: string }[] }): void,
  *   notice(notice: { room: string, kind: "join" | "leave", user: { id: string, name: string }, ts: number }): void,
  * }} Handlers
  */

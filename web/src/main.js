@@ -2,6 +2,7 @@
 
 import { connect } from "./connection.js";
 import { loadChatterId, loadName, nameProblem, saveChatterId, saveName } from "./identity.js";
+import { Roster } from "./roster.js";
 import { hashForRoom, roomFromHash, validRoom } from "./route.js";
 import { Timeline } from "./timeline.js";
 import { createView } from "./view.js";
@@ -25,6 +26,7 @@ if (remembered !== null && nameProblem(remembered) === null) {
 /** @param {string} name */
 function chat(name) {
   const timeline = new Timeline();
+  const roster = new Roster();
   /** @type {string | null} the room on screen */
   let room = null;
   let online = false;
@@ -55,7 +57,7 @@ function chat(name) {
       if (message.room === room) view.addMessages(timeline.live(message));
     },
     presence(update) {
-      if (update.room === room) view.showOnline(update.online);
+      if (update.room === room && joined) view.showOnline(roster.apply(update));
     },
     notice(notice) {
       if (notice.room === room) view.addNotice(notice);
@@ -76,7 +78,7 @@ function chat(name) {
     saveChatterId(ack.chatter.id);
     view.setMe(ack.chatter);
     view.addMessages(timeline.joined(ack.history));
-    view.showOnline(ack.online);
+    view.showOnline(roster.reset(ack.online));
     joined = true;
     refreshComposer();
   }

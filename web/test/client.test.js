@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { describeError } from "../src/errors.js";
 import { nameProblem } from "../src/identity.js";
+import { Roster } from "../src/roster.js";
 import { hashForRoom, roomFromHash } from "../src/route.js";
 import { Timeline } from "../src/timeline.js";
 
@@ -72,4 +73,15 @@ test("errors read as a headline plus the server's details", () => {
   );
   assert.match(describeError({ code: "rate_limited", message: "" }), /^Slow down/);
   assert.match(describeError({ code: "constructor", message: "?" }), /^Something went wrong: \?$/);
+});
+
+test("the online list follows presence deltas from the join ack's full list", () => {
+  const roster = new Roster();
+  const ann = { id: "ann", name: "Ann" };
+  const bea = { id: "bea", name: "Bea" };
+  assert.deepEqual(roster.reset([ann]), [ann]);
+  assert.deepEqual(roster.apply({ room: "r", count: 2, joined: [bea] }), [ann, bea]);
+  assert.deepEqual(roster.apply({ room: "r", count: 2, joined: [bea] }), [ann, bea], "no duplicate");
+  assert.deepEqual(roster.apply({ room: "r", count: 1, left: [ann] }), [bea]);
+  assert.deepEqual(roster.reset([]), []);
 });
