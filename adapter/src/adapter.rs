@@ -11,7 +11,6 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::OnceCell;
 use futures_util::{
     StreamExt,
     future::BoxFuture,
@@ -27,6 +26,7 @@ use socketioxide_core::{
     },
     packet::Packet,
 };
+use tokio::sync::OnceCell;
 
 use crate::{
     acks,
@@ -130,15 +130,22 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
         NsInit(Box::pin(async move { self.join_cluster().await }))
     }
 
+    /// Leaves the cluster. The unsubscription runs in a task of its own: `SocketIo::delete_ns`
+    /// polls this future only once.
     async fn close(&self) -> Result<(), ClusterError> {
         if !self.node.unregister(&self.nsp, self) || self.joined.get().is_none() {
             return Ok(());
         }
         self.node.left_cluster();
-        self.node
-            .driver
-            .unsubscribe(self.subscribed_channels(), vec![self.channels.broadcast_pattern()])
-            .await?;
+        let node = self.node.clone();
+        let channels = self.subscribed_channels();
+        let patterns = vec![self.channels.broadcast_pattern()];
+        let nsp = self.nsp.clone();
+        tokio::spawn(async move {
+            if let Err(err) = node.driver.unsubscribe(channels, patterns).await {
+                tracing::warn!(%err, %nsp, "could not unsubscribe a closed namespace");
+            }
+        });
         Ok(())
     }
 

@@ -7,7 +7,10 @@ use std::{
     future::Future,
     sync::{
         Arc, Mutex, RwLock, Weak,
-        atomic::{AtomicUsize, Ordering::{AcqRel, Acquire}},
+        atomic::{
+            AtomicUsize,
+            Ordering::{AcqRel, Acquire},
+        },
     },
     time::Duration,
 };

@@ -19,6 +19,7 @@ use socketioxide::{
     extract::{AckSender, SocketRef, State, TryData},
     handler::ConnectHandler,
 };
+use tokio::sync::Semaphore;
 
 use crate::{
     config::Config,
@@ -55,7 +56,12 @@ struct Session {
     identity: Arc<Mutex<Identity>>,
     rooms: Arc<Mutex<BTreeSet<String>>>,
     limiter: Arc<Mutex<RateLimiter>>,
+    /// One permit per request being handled (`MAX_IN_FLIGHT`).
+    in_flight: Arc<Semaphore>,
 }
+
+/// Requests of one socket handled at once; more are refused as `rate_limited`.
+const MAX_IN_FLIGHT: usize = 8;
 
 impl Chat {
     pub fn new(
@@ -315,16 +321,20 @@ async fn authenticate(
         .map_err(|e| AuthError::BadRequest(e.to_string()))?;
     // Only now may the namespace cost Redis anything; the socket is told it is connected once
     // the namespace hears the cluster, so it misses no broadcast.
-    chat.cluster.admit(nsp).await.map_err(|err| {
-        tracing::warn!(%err, nsp, socket = %socket.id, "handshake refused: the namespace cannot join the cluster");
-        match err {
-            ClusterError::TooManyNamespaces { .. } => AuthError::BadRequest(err.to_string()),
-            err => AuthError::Unavailable(err.to_string()),
+    chat.cluster.admit(nsp).await.map_err(|err| match err {
+        ClusterError::TooManyNamespaces { .. } => {
+            tracing::info!(%err, nsp, socket = %socket.id, "handshake refused");
+            AuthError::BadRequest(err.to_string())
+        }
+        err => {
+            tracing::warn!(%err, nsp, socket = %socket.id, "handshake refused: the namespace cannot join the cluster");
+            AuthError::Unavailable(err.to_string())
         }
     })?;
     socket.extensions.insert(Session {
         identity: Arc::new(Mutex::new(identity)),
         rooms: Arc::default(),
+        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         limiter: Arc::new(Mutex::new(RateLimiter::new(
             chat.config.rate_limit_per_sec,
             chat.config.rate_limit_burst,
@@ -391,7 +401,10 @@ async fn handle(
     let Some(session) = socket.extensions.get::<Session>() else {
         return;
     };
-    let result = if !session.limiter.lock().unwrap().try_take() {
+    // A request in flight holds what it read (a room's history, say) until answered: a client
+    // may not have more than a few at once, whatever its rate.
+    let in_flight = session.in_flight.clone().try_acquire_owned();
+    let result = if in_flight.is_err() || !session.limiter.lock().unwrap().try_take() {
         Err(ChatError::new(
             ErrorCode::RateLimited,
             "too many events; slow down",

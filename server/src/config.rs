@@ -135,11 +135,21 @@ impl Config {
             ("HISTORY_LEN", self.history_len as u64, 0, 100_000),
             ("MAX_MESSAGE_LEN", self.max_message_len as u64, 1, 1_000_000),
             ("SOCKET_BUFFER", self.socket_buffer as u64, 1, 1_000_000),
-            ("MAX_PENDING_BROADCASTS", self.max_pending_broadcasts as u64, 1, 10_000_000),
+            (
+                "MAX_PENDING_BROADCASTS",
+                self.max_pending_broadcasts as u64,
+                1,
+                10_000_000,
+            ),
             ("WS_READ_BUFFER", self.ws_read_buffer as u64, 64, 16 << 20),
             ("MAX_PAYLOAD_BYTES", self.max_payload_bytes, 1024, 64 << 20),
             ("MAX_NAMESPACES", self.max_namespaces as u64, 1, 100_000),
-            ("HISTORY_TTL_SECS", self.history_ttl_secs, 1, 10 * 365 * 24 * 3600),
+            (
+                "HISTORY_TTL_SECS",
+                self.history_ttl_secs,
+                1,
+                10 * 365 * 24 * 3600,
+            ),
         ];
         for (name, value, min, max) in ranges {
             anyhow::ensure!(

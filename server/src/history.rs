@@ -227,8 +227,14 @@ mod tests {
         let all = history.recent("/", "r").await.unwrap();
         let one = serde_json::to_vec(&all[2]).unwrap().len() + 1;
         let texts = |ms: Vec<Message>| ms.into_iter().map(|m| m.text).collect::<Vec<_>>();
-        assert_eq!(texts(newest_within(all.clone(), one * 2 + 1)), ["two", "three"]);
-        assert_eq!(texts(newest_within(all.clone(), usize::MAX)), ["one", "two", "three"]);
+        assert_eq!(
+            texts(newest_within(all.clone(), one * 2 + 1)),
+            ["two", "three"]
+        );
+        assert_eq!(
+            texts(newest_within(all.clone(), usize::MAX)),
+            ["one", "two", "three"]
+        );
         assert!(newest_within(all, 10).is_empty());
     }
 

@@ -117,7 +117,10 @@ impl Server {
         cluster.bind(&io);
         Chat::serve_namespaces(&io).await?;
         // `/` always exists: it joins the cluster at once, which starts the node's heartbeats.
-        cluster.admit("/").await.context("cannot join the cluster")?;
+        cluster
+            .admit("/")
+            .await
+            .context("cannot join the cluster")?;
         let timers = timers::spawn(chat.clone());
         let sweeper = namespaces::spawn_sweeper(io.clone(), chat.clone());
 
