@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::de::DeserializeOwned;
@@ -15,7 +15,7 @@ use socketio_cluster::{
     presence::{Joined, Left, PresenceStore},
 };
 use socketioxide::{
-    BroadcastError,
+    BroadcastError, SocketIo,
     extract::{AckSender, SocketRef, State, TryData},
     handler::ConnectHandler,
 };
@@ -37,6 +37,9 @@ use crate::{
 
 pub type Adapter = ClusterAdapter<Transport>;
 
+/// Departures claimed at once; more wait for the next claim.
+const CLAIM_BATCH: usize = 500;
+
 /// Everything the handlers share.
 pub struct Chat {
     pub config: Config,
@@ -44,6 +47,9 @@ pub struct Chat {
     pub presence: Presence,
     pub history: History,
     pub metrics: Metrics,
+    /// The Socket.IO server, from when it is built (it needs the chat as its state) until the
+    /// node shuts down (it holds the chat: the two would otherwise keep each other alive).
+    pub io: Mutex<Option<SocketIo<Adapter>>>,
     /// Sockets being authenticated, per namespace (see `namespaces`).
     pub connecting: Connecting,
     /// Local members per `nsp|room`, for the rooms gauge.
@@ -76,6 +82,7 @@ impl Chat {
             presence,
             history,
             metrics: Metrics::default(),
+            io: Mutex::default(),
             connecting: Connecting::default(),
             local_rooms: Mutex::default(),
         }
@@ -112,6 +119,7 @@ impl Chat {
         kind: NoticeKind,
         user: &Member,
         except: Option<&str>,
+        id: Option<&str>,
     ) -> Result<(), ChatError> {
         let online = self
             .presence
@@ -124,6 +132,7 @@ impl Chat {
             kind,
             user,
             ts: now_ms(),
+            id,
         };
         let presence = PresenceUpdate::new(room, online.len(), kind, user);
         let notice = serde_json::to_value(&notice).map_err(ChatError::internal)?;
@@ -136,6 +145,85 @@ impl Chat {
             .emit(nsp, &target, "presence", vec![presence])
             .await
             .map_err(|e| refused_by_cluster(&e))
+    }
+
+    /// Claims due departures and announces them; one that cannot be announced now stays claimed
+    /// and is claimed again, by any node, when its lease runs out.
+    pub async fn announce_departures(&self) {
+        let lease = self.config.node_timeout();
+        let departures = match self.presence.claim_due(CLAIM_BATCH, lease).await {
+            Ok(departures) => departures,
+            Err(err) => return tracing::error!(%err, "could not claim leave timers"),
+        };
+        for d in departures {
+            tracing::debug!(nsp = %d.nsp, room = %d.room, user = %d.user.id, id = %d.id, "leave timer fired");
+            let announced = self
+                .announce(
+                    &d.nsp,
+                    &d.room,
+                    NoticeKind::Leave,
+                    &d.user,
+                    None,
+                    Some(&d.id),
+                )
+                .await;
+            match announced {
+                Ok(()) => {
+                    if let Err(err) = self.presence.settle(&d).await {
+                        tracing::warn!(%err, room = %d.room, user = %d.user.id, "an announced departure stays claimed: it may be announced again, with the same id");
+                    }
+                }
+                Err(err) => {
+                    self.metrics.departures_retried.inc();
+                    tracing::warn!(err = %err.message, room = %d.room, user = %d.user.id, "could not announce a departure: it is retried after its lease");
+                }
+            }
+        }
+    }
+
+    /// The presence store forgot this node (it was reaped while stalled, or the store lost its
+    /// data): its live sockets enter their rooms again, and users others were told had left are
+    /// announced back.
+    pub async fn register_again(&self) {
+        let Some(io) = self.io.lock().unwrap().clone() else {
+            return;
+        };
+        let mut registered = 0;
+        for ns in io.nsps() {
+            let nsp = ns.ns_path().to_string();
+            for socket in ns.sockets() {
+                let Some(session) = socket.extensions.get::<Session>() else {
+                    continue;
+                };
+                let member = session.identity.lock().unwrap().member();
+                let rooms = session.rooms.lock().unwrap().clone();
+                for room in rooms {
+                    registered += 1;
+                    let joined = self
+                        .presence
+                        .join(&nsp, &room, &member, &socket.id.to_string())
+                        .await;
+                    let announced = match joined {
+                        Ok(Joined::CameOnline) => {
+                            self.announce(&nsp, &room, NoticeKind::Join, &member, None, None)
+                                .await
+                        }
+                        Ok(_) => Ok(()),
+                        Err(err) => Err(ChatError::internal(err)),
+                    };
+                    if let Err(err) = announced {
+                        tracing::error!(err = %err.message, %room, user = %member.id, "could not register a socket again");
+                    }
+                }
+            }
+        }
+        if registered > 0 {
+            self.metrics.presence_reregistered.inc_by(registered);
+            tracing::warn!(
+                registered,
+                "the presence store had forgotten this node: its sockets are registered again"
+            );
+        }
     }
 
     /// Under overload this node's broadcasts would be refused: a request that would broadcast
@@ -167,19 +255,26 @@ impl Chat {
         };
         let nsp = socket.ns().to_string();
         let member = identity.member();
-        if session.rooms.lock().unwrap().insert(req.room.clone()) {
+        let entered = session.rooms.lock().unwrap().insert(req.room.clone());
+        if entered {
             socket.join(req.room.clone());
             self.count_room(&nsp, &req.room, 1);
         }
-        let joined = self
-            .presence
-            .join(&nsp, &req.room, &member, &socket.id.to_string())
-            .await
-            .map_err(ChatError::internal)?;
-        if joined == Joined::CameOnline {
-            let me = socket.id.to_string();
-            self.announce(&nsp, &req.room, NoticeKind::Join, &member, Some(&me))
-                .await?;
+        let me = socket.id.to_string();
+        let joined = match self.presence.join(&nsp, &req.room, &member, &me).await {
+            Ok(Joined::CameOnline) => self
+                .announce(&nsp, &req.room, NoticeKind::Join, &member, Some(&me), None)
+                .await
+                .map(|()| true),
+            Ok(_) => Ok(false),
+            Err(err) => Err(ChatError::internal(err)),
+        };
+        // A join nobody was told of is undone, so that the client's retry announces it.
+        if let Err(err) = joined {
+            if entered {
+                self.undo_join(socket, &session, &req.room).await;
+            }
+            return Err(err);
         }
         let online = self
             .presence
@@ -211,16 +306,36 @@ impl Chat {
         let nsp = socket.ns().to_string();
         socket.leave(req.room.clone());
         self.count_room(&nsp, &req.room, -1);
+        // An explicit leave is a leave timer due at once: announced now, and like every
+        // departure retried until announced.
         let left = self
             .presence
-            .leave(&nsp, &req.room, &socket.id.to_string(), None)
+            .leave(
+                &nsp,
+                &req.room,
+                &socket.id.to_string(),
+                Some(Duration::ZERO),
+            )
             .await
             .map_err(ChatError::internal)?;
-        if let Left::WentOffline(member) = left {
-            self.announce(&nsp, &req.room, NoticeKind::Leave, &member, None)
-                .await?;
+        if left == Left::Pending {
+            self.announce_departures().await;
         }
         Ok(ok_ack(json!({})))
+    }
+
+    /// Takes back a join whose announcement failed, telling nobody.
+    async fn undo_join(&self, socket: &SocketRef<Adapter>, session: &Session, room: &str) {
+        session.rooms.lock().unwrap().remove(room);
+        socket.leave(room.to_string());
+        self.count_room(socket.ns(), room, -1);
+        let left = self
+            .presence
+            .leave(socket.ns(), room, &socket.id.to_string(), None)
+            .await;
+        if let Err(err) = left {
+            tracing::error!(%err, %room, socket = %socket.id, "a failed join stays in presence");
+        }
     }
 
     async fn message(

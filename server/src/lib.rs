@@ -115,6 +115,7 @@ impl Server {
             .with_state(chat.clone())
             .build_layer();
         cluster.bind(&io);
+        *chat.io.lock().unwrap() = Some(io.clone());
         Chat::serve_namespaces(&io).await?;
         // `/` always exists: it joins the cluster at once, which starts the node's heartbeats.
         cluster
@@ -170,6 +171,7 @@ impl Server {
                 tracing::error!(%err, "could not hand over presence");
             }
             task_chat.cluster.close().await;
+            task_chat.io.lock().unwrap().take();
         });
         Ok(Self {
             addr,

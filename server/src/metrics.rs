@@ -32,6 +32,8 @@ pub struct Metrics {
     pub messages_in: Counter,
     pub messages_out: Counter,
     pub namespaces_released: Counter,
+    pub departures_retried: Counter,
+    pub presence_reregistered: Counter,
     rejected: Family<CodeLabel, Counter>,
     requests: Family<OpLabel, Counter>,
     request_seconds: Family<OpLabel, Histogram>,
@@ -43,6 +45,8 @@ impl Default for Metrics {
             messages_in: Counter::default(),
             messages_out: Counter::default(),
             namespaces_released: Counter::default(),
+            departures_retried: Counter::default(),
+            presence_reregistered: Counter::default(),
             rejected: Family::default(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(|| {
@@ -124,6 +128,16 @@ impl Metrics {
             "chat_namespaces_released",
             "Empty dynamic namespaces released",
             self.namespaces_released.clone(),
+        );
+        registry.register(
+            "chat_departures_retried",
+            "Leave notices that could not be sent when claimed, left for a later claim",
+            self.departures_retried.clone(),
+        );
+        registry.register(
+            "chat_presence_reregistered",
+            "Sockets registered again in presence after the store forgot this node",
+            self.presence_reregistered.clone(),
         );
         let c = snap.cluster;
         registry.register(

@@ -43,6 +43,9 @@ pub struct Notice<'a> {
     pub kind: NoticeKind,
     pub user: &'a Member,
     pub ts: u64,
+    /// A leave notice is sent at least once: a repeat has the same id, for the client to drop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

@@ -1,15 +1,14 @@
-//! The node's share of the cluster's presence work: claiming due leave timers (each is claimed by
-//! exactly one node) and taking over the users of nodes that stopped heartbeating.
+//! The node's share of the cluster's presence work: claiming due leave timers and announcing them
+//! (a claim not settled within its lease, because its claimer died or was refused, is claimed
+//! again), taking over the users of nodes that stopped heartbeating, and registering this node's
+//! sockets again when the store forgot them.
 
 use std::{sync::Arc, time::Duration};
 
 use socketio_cluster::presence::PresenceStore;
 use tokio::{task::JoinHandle, time::MissedTickBehavior};
 
-use crate::{chat::Chat, protocol::NoticeKind};
-
-/// Timers claimed per tick; more wait for the next tick.
-const CLAIM_BATCH: usize = 500;
+use crate::chat::Chat;
 
 pub fn spawn(chat: Arc<Chat>) -> JoinHandle<()> {
     let grace = chat.config.leave_grace();
@@ -26,36 +25,24 @@ pub fn spawn(chat: Arc<Chat>) -> JoinHandle<()> {
                 since_reap = Duration::ZERO;
                 reap(&chat, grace).await;
             }
-            announce_departures(&chat).await;
+            chat.announce_departures().await;
         }
     })
 }
 
 async fn reap(chat: &Chat, grace: Duration) {
     match chat.presence.reap(chat.config.node_timeout(), grace).await {
-        Ok(nodes) if !nodes.is_empty() => {
-            tracing::warn!(
-                ?nodes,
-                "took over the users of dead nodes: they get leave timers"
-            )
+        Ok(reap) => {
+            if !reap.taken_over.is_empty() {
+                tracing::warn!(
+                    nodes = ?reap.taken_over,
+                    "took over the users of dead nodes: they get leave timers"
+                );
+            }
+            if reap.forgotten {
+                chat.register_again().await;
+            }
         }
-        Ok(_) => {}
         Err(err) => tracing::error!(%err, "presence heartbeat failed"),
-    }
-}
-
-async fn announce_departures(chat: &Chat) {
-    let departures = match chat.presence.claim_due(CLAIM_BATCH).await {
-        Ok(departures) => departures,
-        Err(err) => return tracing::error!(%err, "could not claim leave timers"),
-    };
-    for d in departures {
-        tracing::debug!(nsp = %d.nsp, room = %d.room, user = %d.user.id, "leave timer fired");
-        if let Err(err) = chat
-            .announce(&d.nsp, &d.room, NoticeKind::Leave, &d.user, None)
-            .await
-        {
-            tracing::error!(%err, room = %d.room, user = %d.user.id, "could not announce a departure");
-        }
     }
 }

@@ -6,7 +6,7 @@ use fred::clients::Client;
 use socketio_cluster::{
     Driver, DriverError, IncomingStream, MemoryDriver, MemoryHub, RedisDriver, RedisDriverConfig,
     presence::{
-        Departure, Joined, Left, Member, MemoryPresence, PresenceError, PresenceStore,
+        Departure, Joined, Left, Member, MemoryPresence, PresenceError, PresenceStore, Reap,
         RedisPresence,
     },
 };
@@ -139,18 +139,25 @@ impl PresenceStore for Presence {
         }
     }
 
-    async fn claim_due(&self, limit: usize) -> Result<Vec<Departure>, PresenceError> {
+    async fn claim_due(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Departure>, PresenceError> {
         match self {
-            Self::Redis(p) => p.claim_due(limit).await,
-            Self::Memory(p) => p.claim_due(limit).await,
+            Self::Redis(p) => p.claim_due(limit, lease).await,
+            Self::Memory(p) => p.claim_due(limit, lease).await,
         }
     }
 
-    async fn reap(
-        &self,
-        node_timeout: Duration,
-        grace: Duration,
-    ) -> Result<Vec<String>, PresenceError> {
+    async fn settle(&self, departure: &Departure) -> Result<(), PresenceError> {
+        match self {
+            Self::Redis(p) => p.settle(departure).await,
+            Self::Memory(p) => p.settle(departure).await,
+        }
+    }
+
+    async fn reap(&self, node_timeout: Duration, grace: Duration) -> Result<Reap, PresenceError> {
         match self {
             Self::Redis(p) => p.reap(node_timeout, grace).await,
             Self::Memory(p) => p.reap(node_timeout, grace).await,

@@ -9,6 +9,7 @@ use socketio_cluster::{
 };
 
 const GRACE: Duration = Duration::from_millis(200);
+const LEASE: Duration = Duration::from_millis(300);
 
 fn user(id: &str) -> Member {
     Member {
@@ -68,8 +69,8 @@ async fn refresh_within_grace_on_another_node_is_silent<S: PresenceStore>(
     );
     assert_eq!(b.join("/", "r", &user("u"), "s2").await?, Joined::Rejoined);
     tokio::time::sleep(GRACE * 2).await;
-    assert!(a.claim_due(100).await?.is_empty());
-    assert!(b.claim_due(100).await?.is_empty());
+    assert!(a.claim_due(100, LEASE).await?.is_empty());
+    assert!(b.claim_due(100, LEASE).await?.is_empty());
     assert_eq!(b.online("/", "r").await?, vec![user("u")]);
     Ok(())
 }
@@ -82,21 +83,105 @@ async fn leave_timer_fires_exactly_once_across_nodes<S: PresenceStore>(
     a.join("/", "r", &user("u"), "s1").await?;
     a.join("/", "r", &user("v"), "s2").await?;
     a.leave("/", "r", "s1", Some(GRACE)).await?;
-    assert!(a.claim_due(100).await?.is_empty(), "not before the grace");
+    assert!(
+        a.claim_due(100, LEASE).await?.is_empty(),
+        "not before the grace"
+    );
     tokio::time::sleep(GRACE + Duration::from_millis(50)).await;
-    let (from_a, from_b) = tokio::join!(a.claim_due(100), b.claim_due(100));
+    let (from_a, from_b) = tokio::join!(a.claim_due(100, LEASE), b.claim_due(100, LEASE));
     let mut claimed = from_a?;
     claimed.extend(from_b?);
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
     assert_eq!(
-        claimed,
-        vec![Departure {
+        claimed[0],
+        Departure {
             nsp: "/".into(),
             room: "r".into(),
-            user: user("u")
-        }]
+            user: user("u"),
+            id: claimed[0].id.clone(),
+        }
     );
     assert_eq!(a.online("/", "r").await?, vec![user("v")]);
-    assert!(a.claim_due(100).await?.is_empty());
+    assert!(a.claim_due(100, LEASE).await?.is_empty());
+    a.settle(&claimed[0]).await?;
+    tokio::time::sleep(LEASE + Duration::from_millis(50)).await;
+    assert!(
+        b.claim_due(100, LEASE).await?.is_empty(),
+        "a settled departure is never claimed again"
+    );
+    Ok(())
+}
+
+on_both_stores!(an_unsettled_departure_is_claimed_again_with_its_id);
+async fn an_unsettled_departure_is_claimed_again_with_its_id<S: PresenceStore>(
+    a: &S,
+    b: &S,
+) -> anyhow::Result<()> {
+    a.join("/", "r", &user("u"), "s1").await?;
+    a.leave("/", "r", "s1", Some(Duration::ZERO)).await?;
+    let first = a.claim_due(100, LEASE).await?;
+    assert_eq!(first.len(), 1);
+    // a dies (or is refused) before announcing: nobody else may claim it during the lease...
+    assert!(b.claim_due(100, LEASE).await?.is_empty());
+    tokio::time::sleep(LEASE + Duration::from_millis(50)).await;
+    // ...and then b does, with the same id, until one of them settles it.
+    let again = b.claim_due(100, LEASE).await?;
+    assert_eq!(again, first);
+    b.settle(&again[0]).await?;
+    tokio::time::sleep(LEASE + Duration::from_millis(50)).await;
+    assert!(a.claim_due(100, LEASE).await?.is_empty());
+    // The user's next departure has another id.
+    a.join("/", "r", &user("u"), "s2").await?;
+    a.leave("/", "r", "s2", Some(Duration::ZERO)).await?;
+    let next = a.claim_due(100, LEASE).await?;
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0].id, first[0].id);
+    Ok(())
+}
+
+on_both_stores!(a_user_back_before_the_notice_is_not_announced_again);
+async fn a_user_back_before_the_notice_is_not_announced_again<S: PresenceStore>(
+    a: &S,
+    b: &S,
+) -> anyhow::Result<()> {
+    a.join("/", "r", &user("u"), "s1").await?;
+    a.leave("/", "r", "s1", Some(Duration::ZERO)).await?;
+    assert_eq!(a.claim_due(100, LEASE).await?.len(), 1);
+    // The claimer dies; the user comes back before the lease ends.
+    b.join("/", "r", &user("u"), "s2").await?;
+    tokio::time::sleep(LEASE + Duration::from_millis(50)).await;
+    assert!(b.claim_due(100, LEASE).await?.is_empty());
+    assert_eq!(b.online("/", "r").await?, vec![user("u")]);
+    Ok(())
+}
+
+on_both_stores!(a_node_reaped_while_alive_finds_itself_forgotten);
+async fn a_node_reaped_while_alive_finds_itself_forgotten<S: PresenceStore>(
+    a: &S,
+    b: &S,
+) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(200);
+    assert!(
+        a.reap(timeout, GRACE).await?.forgotten,
+        "a new node is unknown"
+    );
+    assert!(!a.reap(timeout, GRACE).await?.forgotten);
+    b.reap(timeout, GRACE).await?;
+    a.join("/", "r", &user("u"), "s1").await?;
+    // a stalls; b takes its sockets over.
+    let deadline = tokio::time::Instant::now() + timeout * 2;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        b.reap(timeout, GRACE).await?;
+    }
+    let back = a.reap(timeout, GRACE).await?;
+    assert!(back.forgotten, "a learns it was reaped");
+    assert!(back.taken_over.is_empty());
+    // a registers its live socket again: its leave timer is cancelled.
+    assert_eq!(a.join("/", "r", &user("u"), "s1").await?, Joined::Rejoined);
+    tokio::time::sleep(GRACE + Duration::from_millis(50)).await;
+    assert!(b.claim_due(100, LEASE).await?.is_empty());
+    assert_eq!(b.online("/", "r").await?, vec![user("u")]);
     Ok(())
 }
 
@@ -134,7 +219,7 @@ async fn explicit_leave_is_immediate_and_cancels_nothing_later<S: PresenceStore>
         Left::WentOffline(user("u"))
     );
     tokio::time::sleep(GRACE).await;
-    assert!(a.claim_due(100).await?.is_empty());
+    assert!(a.claim_due(100, LEASE).await?.is_empty());
     Ok(())
 }
 
@@ -167,7 +252,7 @@ async fn a_dead_nodes_users_get_one_leave_timer_each<S: PresenceStore>(
     let mut reaped = Vec::new();
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        reaped.extend(b.reap(timeout, GRACE).await?);
+        reaped.extend(b.reap(timeout, GRACE).await?.taken_over);
     }
     assert_eq!(reaped, vec!["node-a".to_string()]);
     assert_eq!(
@@ -177,7 +262,7 @@ async fn a_dead_nodes_users_get_one_leave_timer_each<S: PresenceStore>(
     );
     tokio::time::sleep(GRACE + Duration::from_millis(50)).await;
     let mut claimed: Vec<(String, String)> = b
-        .claim_due(100)
+        .claim_due(100, LEASE)
         .await?
         .into_iter()
         .map(|d| (d.room, d.user.id))
@@ -203,11 +288,14 @@ async fn a_node_back_from_an_outage_reaps_nobody<S: PresenceStore>(
     // Neither node reached the store for longer than the timeout (a Redis outage).
     tokio::time::sleep(timeout + Duration::from_millis(100)).await;
     assert!(
-        b.reap(timeout, GRACE).await?.is_empty(),
+        b.reap(timeout, GRACE).await?.taken_over.is_empty(),
         "b's own heartbeat was stale too"
     );
     a.reap(timeout, GRACE).await?;
-    assert!(b.reap(timeout, GRACE).await?.is_empty(), "a is back");
+    assert!(
+        b.reap(timeout, GRACE).await?.taken_over.is_empty(),
+        "a is back"
+    );
     assert_eq!(b.online("/", "r").await?, vec![user("u")]);
     Ok(())
 }
@@ -222,7 +310,7 @@ async fn a_retiring_nodes_leftover_sockets_get_leave_timers<S: PresenceStore>(
     b.join("/", "r", &user("u"), "s2").await?;
     tokio::time::sleep(GRACE + Duration::from_millis(50)).await;
     assert!(
-        b.claim_due(100).await?.is_empty(),
+        b.claim_due(100, LEASE).await?.is_empty(),
         "came back on another node in time"
     );
     Ok(())

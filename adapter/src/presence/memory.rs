@@ -8,7 +8,8 @@ use std::{
 };
 
 use super::{
-    Departure, Joined, Left, Member, PresenceError, PresenceStore, check_all, place, split_timer,
+    Departure, Joined, Left, Member, PresenceError, PresenceStore, Reap, check_all, departure,
+    place, split_timer,
 };
 
 #[derive(Default)]
@@ -21,8 +22,12 @@ struct Room {
 #[derive(Default)]
 struct State {
     rooms: HashMap<String, Room>,
-    /// `nsp|room\nuser` → due.
-    timers: HashMap<String, Instant>,
+    /// `nsp|room\nuser` → due, and the departure's id.
+    timers: HashMap<String, (Instant, u64)>,
+    /// `nsp|room\nuser` → claimed departure: lease end, id, name.
+    claims: HashMap<String, (Instant, String, String)>,
+    /// The id of the next leave timer.
+    next_id: u64,
     /// node → `(place, socket)`.
     node_sockets: HashMap<String, HashSet<(String, String)>>,
     heartbeats: HashMap<String, Instant>,
@@ -38,8 +43,13 @@ impl State {
             return;
         };
         if decrement(&mut room.counts, &user) {
-            self.timers.insert(format!("{place}\n{user}"), due);
+            self.start_timer(format!("{place}\n{user}"), due);
         }
+    }
+
+    fn start_timer(&mut self, timer: String, due: Instant) {
+        self.next_id += 1;
+        self.timers.insert(timer, (due, self.next_id));
     }
 
     fn take_over(&mut self, node: &str, grace: Duration) {
@@ -100,10 +110,9 @@ impl PresenceStore for MemoryPresence {
         check_all(nsp, room, Some(&user.id))?;
         let place = place(nsp, room);
         let mut state = self.state.lock().unwrap();
-        let cancelled = state
-            .timers
-            .remove(&format!("{place}\n{}", user.id))
-            .is_some();
+        let timer = format!("{place}\n{}", user.id);
+        let cancelled = state.timers.remove(&timer).is_some();
+        state.claims.remove(&timer);
         let entry = state.rooms.entry(place.clone()).or_default();
         let was_online = entry
             .users
@@ -153,7 +162,7 @@ impl PresenceStore for MemoryPresence {
         let timer = format!("{place}\n{user}");
         match grace {
             Some(grace) => {
-                state.timers.insert(timer, Instant::now() + grace);
+                state.start_timer(timer, Instant::now() + grace);
                 Ok(Left::Pending)
             }
             None => {
@@ -181,18 +190,28 @@ impl PresenceStore for MemoryPresence {
             .unwrap_or_default())
     }
 
-    async fn claim_due(&self, limit: usize) -> Result<Vec<Departure>, PresenceError> {
+    async fn claim_due(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Departure>, PresenceError> {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap();
-        let due: Vec<String> = state
+        let mut out = Vec::new();
+        for (entry, (lease_end, id, name)) in state.claims.iter_mut() {
+            if out.len() < limit && *lease_end <= now {
+                *lease_end = now + lease;
+                out.extend(departure(entry, id.clone(), name.clone()));
+            }
+        }
+        let due: Vec<(String, u64)> = state
             .timers
             .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(entry, _)| entry.clone())
-            .take(limit)
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(entry, (_, id))| (entry.clone(), *id))
+            .take(limit.saturating_sub(out.len()))
             .collect();
-        let mut out = Vec::new();
-        for entry in due {
+        for (entry, id) in due {
             state.timers.remove(&entry);
             let Some((nsp, room_name, user)) = split_timer(&entry) else {
                 continue;
@@ -204,29 +223,44 @@ impl PresenceStore for MemoryPresence {
                 continue;
             }
             if let Some(name) = room.users.remove(user) {
-                out.push(Departure {
-                    nsp: nsp.to_string(),
-                    room: room_name.to_string(),
-                    user: Member {
-                        id: user.to_string(),
-                        name,
-                    },
-                });
+                out.extend(departure(&entry, id.to_string(), name.clone()));
+                state
+                    .claims
+                    .insert(entry, (now + lease, id.to_string(), name));
             }
         }
         Ok(out)
     }
 
-    async fn reap(
-        &self,
-        node_timeout: Duration,
-        grace: Duration,
-    ) -> Result<Vec<String>, PresenceError> {
+    async fn settle(&self, departure: &Departure) -> Result<(), PresenceError> {
+        let entry = format!(
+            "{}\n{}",
+            place(&departure.nsp, &departure.room),
+            departure.user.id
+        );
+        let mut state = self.state.lock().unwrap();
+        if state
+            .claims
+            .get(&entry)
+            .is_some_and(|(_, id, _)| *id == departure.id)
+        {
+            state.claims.remove(&entry);
+        }
+        Ok(())
+    }
+
+    async fn reap(&self, node_timeout: Duration, grace: Duration) -> Result<Reap, PresenceError> {
         let mut state = self.state.lock().unwrap();
         let previous = state.heartbeats.insert(self.node.clone(), Instant::now());
         // Only a node that kept heartbeating may judge the others (see lua/reap.lua).
-        if previous.is_none_or(|at| at.elapsed() > node_timeout) {
-            return Ok(Vec::new());
+        let Some(previous) = previous else {
+            return Ok(Reap {
+                taken_over: Vec::new(),
+                forgotten: true,
+            });
+        };
+        if previous.elapsed() > node_timeout {
+            return Ok(Reap::default());
         }
         let dead: Vec<String> = state
             .heartbeats
@@ -237,7 +271,10 @@ impl PresenceStore for MemoryPresence {
         for node in &dead {
             state.take_over(node, grace);
         }
-        Ok(dead)
+        Ok(Reap {
+            taken_over: dead,
+            forgotten: false,
+        })
     }
 
     async fn retire(&self, grace: Duration) -> Result<(), PresenceError> {

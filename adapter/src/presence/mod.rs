@@ -4,9 +4,13 @@
 //! A user is online in a room of a namespace while at least one of their sockets, on any node, is
 //! in it. A socket that disconnects starts a leave timer of `grace`; if the user enters the room
 //! again before it fires (on any node) the timer is cancelled silently. A due timer is *claimed*
-//! atomically by exactly one node, which announces the departure. Every node also reaps the
-//! sockets of nodes that stopped heartbeating, turning them into leave timers, so nobody stays
-//! online forever when a node dies.
+//! atomically by one node for a lease, which announces the departure and then *settles* it; a
+//! claim not settled within its lease (the claimer died, or could not announce) is claimed again,
+//! so every departure is announced at least once, and a repeat carries the same
+//! [`Departure::id`] for clients to drop. Every node also reaps the sockets of nodes that stopped
+//! heartbeating, turning them into leave timers, so nobody stays online forever when a node dies;
+//! a node that finds itself forgotten (it was reaped while alive, or the store lost its data)
+//! registers its sockets again ([`Reap::forgotten`]).
 //!
 //! [`RedisPresence`] keeps this in Redis with Lua scripts (in `lua/`); [`MemoryPresence`] keeps it
 //! in process for a single node and for tests, with the same semantics.
@@ -52,12 +56,25 @@ pub enum Left {
     WentOffline(Member),
 }
 
-/// A user whose leave timer fired: announce it.
+/// A user whose leave timer fired: announce it, then [`PresenceStore::settle`] it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Departure {
     pub nsp: String,
     pub room: String,
     pub user: Member,
+    /// The same for every claim of this departure, different for the next one of the user.
+    pub id: String,
+}
+
+/// What a heartbeat of this node into the store found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reap {
+    /// Nodes whose sockets this node took over.
+    pub taken_over: Vec<String>,
+    /// The store did not know this node: it just started, was reaped while alive (stalled
+    /// longer than the node timeout), or the store lost its data. Its live sockets must be
+    /// registered again.
+    pub forgotten: bool,
 }
 
 /// Presence errors.
@@ -96,21 +113,29 @@ pub trait PresenceStore: Send + Sync + 'static {
         room: &str,
     ) -> impl Future<Output = Result<Vec<Member>, PresenceError>> + Send;
 
-    /// Claims up to `limit` due leave timers; each is returned to exactly one caller.
+    /// Claims up to `limit` departures for `lease`: due leave timers, and claims whose lease ran
+    /// out unsettled. Each is returned to one caller at a time.
     fn claim_due(
         &self,
         limit: usize,
+        lease: Duration,
     ) -> impl Future<Output = Result<Vec<Departure>, PresenceError>> + Send;
 
+    /// The departure was announced: it is not claimed again.
+    fn settle(
+        &self,
+        departure: &Departure,
+    ) -> impl Future<Output = Result<(), PresenceError>> + Send;
+
     /// Records this node as alive and takes over the sockets of nodes silent for `node_timeout`,
-    /// giving their users leave timers of `grace`. Returns the nodes taken over. A node whose own
-    /// previous heartbeat is older than `node_timeout` (it just started, or lost the store for a
-    /// while) reaps nobody this time: stale heartbeats then say nothing about the others.
+    /// giving their users leave timers of `grace`. A node whose own previous heartbeat is older
+    /// than `node_timeout` (it just started, or lost the store for a while) reaps nobody this
+    /// time: stale heartbeats then say nothing about the others.
     fn reap(
         &self,
         node_timeout: Duration,
         grace: Duration,
-    ) -> impl Future<Output = Result<Vec<String>, PresenceError>> + Send;
+    ) -> impl Future<Output = Result<Reap, PresenceError>> + Send;
 
     /// This node leaves: whatever sockets it still has get leave timers of `grace`.
     fn retire(&self, grace: Duration) -> impl Future<Output = Result<(), PresenceError>> + Send;
@@ -146,4 +171,18 @@ pub(crate) fn split_timer(entry: &str) -> Option<(&str, &str, &str)> {
     let (place, user) = entry.rsplit_once('\n')?;
     let (nsp, room) = place.split_once('|')?;
     Some((nsp, room, user))
+}
+
+/// The departure of timer entry `nsp|room\nuser`.
+pub(crate) fn departure(entry: &str, id: String, name: String) -> Option<Departure> {
+    let (nsp, room, user) = split_timer(entry)?;
+    Some(Departure {
+        nsp: nsp.to_string(),
+        room: room.to_string(),
+        user: Member {
+            id: user.to_string(),
+            name,
+        },
+        id,
+    })
 }

@@ -4,14 +4,17 @@
 //! Keys (`P` is `{key}:presence`, whose hash tag keeps every key in one Redis Cluster slot):
 //! `P:u:{nsp|room}` users hash (user → name), `P:s:{nsp|room}` sockets hash (socket → user),
 //! `P:c:{nsp|room}` socket counts (user → n), `P:timers` leave timers (`nsp|room\nuser` → due ms),
-//! `P:n:{node}` the sockets each node holds (`nsp|room\nsocket`), `P:nodes` heartbeats (node → ms).
+//! `P:claims` claimed departures (`nsp|room\nuser` → lease end ms) and `P:claimed` their
+//! `id\nname`, `P:n:{node}` the sockets each node holds (`nsp|room\nsocket`), `P:nodes`
+//! heartbeats (node → ms).
 
 use std::{sync::LazyLock, time::Duration};
 
 use fred::{clients::Client, interfaces::HashesInterface};
 
 use super::{
-    Departure, Joined, Left, Member, PresenceError, PresenceStore, check_all, place, split_timer,
+    Departure, Joined, Left, Member, PresenceError, PresenceStore, Reap, check_all, departure,
+    place,
 };
 use crate::script::Script;
 
@@ -19,6 +22,7 @@ static JOIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/j
 static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/leave.lua")));
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
 static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/reap.lua")));
+static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/settle.lua")));
 
 /// Presence in Redis, for the node `node`.
 #[derive(Clone)]
@@ -42,14 +46,24 @@ impl RedisPresence {
         format!("{}:{kind}:{place}", self.prefix)
     }
 
+    fn shared(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
     fn room_keys(&self, place: &str) -> Vec<String> {
         vec![
             self.key("u", place),
             self.key("s", place),
             self.key("c", place),
-            format!("{}:timers", self.prefix),
+            self.shared("timers"),
             self.key("n", &self.node),
+            self.shared("claims"),
+            self.shared("claimed"),
         ]
+    }
+
+    fn claim_keys(&self) -> Vec<String> {
+        vec![self.shared("claims"), self.shared("claimed")]
     }
 }
 
@@ -120,33 +134,51 @@ impl PresenceStore for RedisPresence {
         Ok(members)
     }
 
-    async fn claim_due(&self, limit: usize) -> Result<Vec<Departure>, PresenceError> {
-        let keys = vec![format!("{}:timers", self.prefix)];
-        let args = vec![self.prefix.clone(), limit.to_string()];
-        let claimed: Vec<(String, String)> = CLAIM.run(&self.client, keys, args).await?;
+    async fn claim_due(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Departure>, PresenceError> {
+        let mut keys = vec![self.shared("timers")];
+        keys.extend(self.claim_keys());
+        let args = vec![
+            self.prefix.clone(),
+            limit.to_string(),
+            lease.as_millis().to_string(),
+        ];
+        let claimed: Vec<(String, String, String)> = CLAIM.run(&self.client, keys, args).await?;
         Ok(claimed
             .into_iter()
-            .filter_map(|(entry, name)| {
-                let (nsp, room, id) = split_timer(&entry)?;
-                Some(Departure {
-                    nsp: nsp.to_string(),
-                    room: room.to_string(),
-                    user: Member {
-                        id: id.to_string(),
-                        name,
-                    },
-                })
-            })
+            .filter_map(|(entry, id, name)| departure(&entry, id, name))
             .collect())
     }
 
-    async fn reap(
-        &self,
-        node_timeout: Duration,
-        grace: Duration,
-    ) -> Result<Vec<String>, PresenceError> {
-        self.reap_with(node_timeout.as_millis().to_string(), grace)
-            .await
+    async fn settle(&self, departure: &Departure) -> Result<(), PresenceError> {
+        let member = format!(
+            "{}\n{}",
+            place(&departure.nsp, &departure.room),
+            departure.user.id
+        );
+        let _: u8 = SETTLE
+            .run(
+                &self.client,
+                self.claim_keys(),
+                vec![member, departure.id.clone()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn reap(&self, node_timeout: Duration, grace: Duration) -> Result<Reap, PresenceError> {
+        let mut reply = self
+            .reap_with(node_timeout.as_millis().to_string(), grace)
+            .await?
+            .into_iter();
+        let forgotten = reply.next().as_deref() == Some("forgotten");
+        Ok(Reap {
+            taken_over: reply.collect(),
+            forgotten,
+        })
     }
 
     async fn retire(&self, grace: Duration) -> Result<(), PresenceError> {
@@ -160,10 +192,7 @@ impl RedisPresence {
         timeout: String,
         grace: Duration,
     ) -> Result<Vec<String>, PresenceError> {
-        let keys = vec![
-            format!("{}:nodes", self.prefix),
-            format!("{}:timers", self.prefix),
-        ];
+        let keys = vec![self.shared("nodes"), self.shared("timers")];
         let args = vec![
             self.prefix.clone(),
             self.node.clone(),

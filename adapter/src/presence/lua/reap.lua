@@ -6,17 +6,20 @@
 -- Retiring (ARGV[3] == ''): reaps this node itself, which is leaving on purpose.
 -- KEYS: 1 nodes zset (node -> last heartbeat ms), 2 timers zset
 -- ARGV: 1 key prefix, 2 this node, 3 node timeout ms or '', 4 grace ms
--- Returns the nodes reaped.
+-- Returns {state, nodes reaped...}: state is 'forgotten' when this node had no heartbeat recorded
+-- (it just started, was reaped while alive, or Redis lost its data), 'known' otherwise.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local gone
+local state = 'known'
 if ARGV[3] == '' then
   gone = {ARGV[2]}
 else
   local cutoff = now - tonumber(ARGV[3])
   local previous = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[2]))
   redis.call('ZADD', KEYS[1], now, ARGV[2])
-  if not previous or previous < cutoff then return {} end
+  if not previous then return {'forgotten'} end
+  if previous < cutoff then return {state} end
   gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
 end
 for _, node in ipairs(gone) do
@@ -38,4 +41,5 @@ for _, node in ipairs(gone) do
   redis.call('DEL', set)
   redis.call('ZREM', KEYS[1], node)
 end
+table.insert(gone, 1, state)
 return gone
