@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cluster_tests::{
     ADMIN_TOKEN, ChatNode, Client, Received, TestRedis, chat_config, init_tracing,
-    process::{NodeProcess, free_port},
+    process::{NodeProcess, free_port, signal},
     unique_key,
 };
 use fred::{
@@ -514,5 +514,141 @@ async fn history_expires_after_the_rooms_last_message() -> anyhow::Result<()> {
             .iter()
             .all(|r| *r != Received::Disconnected)
     );
+    Ok(())
+}
+
+async fn notices(client: &mut Client, wait: Duration) -> Vec<(String, String)> {
+    client
+        .events_within("notice", wait)
+        .await
+        .iter()
+        .map(|n| {
+            (
+                n[0]["kind"].as_str().unwrap_or_default().to_string(),
+                n[0]["user"]["id"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn online(http: &reqwest::Client, url: &str) -> anyhow::Result<Vec<String>> {
+    let presence: Value = http
+        .get(format!("{url}/api/rooms/lobby/presence"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut ids: Vec<String> = presence["online"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_str().map(String::from))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Defect 4: a node stalled past `NODE_TIMEOUT_MS` was reaped by the others and, once it resumed,
+/// never registered its still-connected sockets again: its users chatted while absent from presence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stalled_past_the_node_timeout_registers_its_users_again() -> anyhow::Result<()> {
+    init_tracing();
+    let redis = TestRedis::start().await?;
+    let (url, key) = (redis.url(), unique_key("sigstop"));
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_KEY", key.as_str()),
+        ("NODE_TIMEOUT_MS", "1000"),
+        ("LEAVE_GRACE_MS", "500"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let staying = NodeProcess::start("awake", free_port()?, &env).await?;
+    let stalled = NodeProcess::start("stalled", free_port()?, &env).await?;
+    let mut bob = Client::connect(staying.port, "/", auth("bob"), json!(1)).await?;
+    join(&mut bob, "lobby").await?;
+    let mut alice = Client::connect(stalled.port, "/", auth("alice"), json!(1)).await?;
+    join(&mut alice, "lobby").await?;
+    assert_eq!(
+        notices(&mut bob, Duration::from_secs(1)).await,
+        [("join".into(), "alice".into())]
+    );
+
+    signal(&stalled.child, "STOP").await?;
+    let left = notices(&mut bob, Duration::from_secs(4)).await;
+    let http = reqwest::Client::new();
+    let during = online(&http, &staying.url()).await?;
+    signal(&stalled.child, "CONT").await?;
+    let resumed = Instant::now();
+    let back = notices(&mut bob, Duration::from_secs(2)).await;
+    let after = online(&http, &staying.url()).await?;
+    println!(
+        "SIGSTOP past the node timeout: bob saw {left:?}, presence {during:?}; after SIGCONT bob saw {back:?} within {:?}, presence {after:?}",
+        resumed.elapsed()
+    );
+    assert_eq!(
+        left,
+        [("leave".into(), "alice".into())],
+        "the stalled node's user was taken for gone"
+    );
+    assert_eq!(during, ["bob"]);
+    assert_eq!(
+        back,
+        [("join".into(), "alice".into())],
+        "and is announced back"
+    );
+    assert_eq!(after, ["alice", "bob"]);
+    alice
+        .emit_with_ack(
+            "message",
+            &[json!({ "room": "lobby", "text": "I never left" })],
+        )
+        .await?;
+    assert_eq!(
+        bob.event("message").await?[0]["text"],
+        json!("I never left")
+    );
+    Ok(())
+}
+
+/// A Redis that lost its data (FLUSHALL, or a restart without persistence) used to leave
+/// presence empty while everyone stayed connected; now every node registers its sockets again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_rebuilt_from_the_nodes_after_redis_loses_its_data() -> anyhow::Result<()> {
+    let redis = TestRedis::start().await?;
+    let nodes = nodes(&redis, "flushall", 2, |_| ()).await?;
+    let mut alice = Client::connect(nodes[0].port, "/", auth("alice"), json!(1)).await?;
+    let mut bob = Client::connect(nodes[1].port, "/", auth("bob"), json!(1)).await?;
+    join(&mut alice, "lobby").await?;
+    join(&mut bob, "lobby").await?;
+    let mut carol = Client::connect(nodes[1].port, "/", auth("carol"), json!(1)).await?;
+    join(&mut carol, "lobby").await?;
+    carol.close();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let admin = redis_client(&redis).await?;
+    let _: String = admin
+        .custom(
+            CustomCommand::new_static("FLUSHALL", ClusterHash::FirstKey, false),
+            Vec::<String>::new(),
+        )
+        .await?;
+    let http = reqwest::Client::new();
+    let flushed = Instant::now();
+    let mut now = online(&http, &nodes[0].url("")).await?;
+    while now != ["alice", "bob"] && flushed.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        now = online(&http, &nodes[0].url("")).await?;
+    }
+    println!(
+        "after FLUSHALL presence was rebuilt in {:?}: {now:?}",
+        flushed.elapsed()
+    );
+    assert_eq!(
+        now,
+        ["alice", "bob"],
+        "rebuilt, and carol (gone) is no ghost"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(online(&http, &nodes[1].url("")).await?, ["alice", "bob"]);
     Ok(())
 }
