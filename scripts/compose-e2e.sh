@@ -33,9 +33,12 @@ log "building image chat-server:e2e (target prebuilt)"
 build_image --quiet --target prebuilt -t chat-server:e2e . >/dev/null
 
 export CHAT_IMAGE=chat-server:e2e CHAT_RESTART=no ADMIN_TOKEN=e2e-admin-token
+export REDIS_PASSWORD="e2e-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 export LEAVE_GRACE_MS=3000 NODE_TIMEOUT_MS=3000 RUST_LOG=info
-LB_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export LB_PORT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+LB_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+export LB_PORT ADMIN_PORT
 
 teardown() {
   local status=$?
@@ -52,7 +55,7 @@ trap teardown EXIT
 
 log "starting $project on port $LB_PORT"
 "${compose[@]}" up -d --no-build
-E2E_LB_PORT=$LB_PORT E2E_ADMIN_TOKEN=$ADMIN_TOKEN E2E_COMPOSE="${compose[*]}" \
+E2E_LB_PORT=$LB_PORT E2E_ADMIN_PORT=$ADMIN_PORT E2E_ADMIN_TOKEN=$ADMIN_TOKEN E2E_COMPOSE="${compose[*]}" \
   E2E_GRACE_MS=$LEAVE_GRACE_MS E2E_NODE_TIMEOUT_MS=$NODE_TIMEOUT_MS \
   cargo run --locked --quiet -p cluster-tests --bin compose_e2e
 log "passed"

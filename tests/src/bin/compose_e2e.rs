@@ -10,7 +10,8 @@
 //!    whose node stops reconnect through the load balancer. No message is lost for a user while
 //!    connected, none is duplicated, and nobody sees a leave or join notice.
 //!
-//! Environment: `E2E_LB_PORT`, `E2E_ADMIN_TOKEN`, `E2E_COMPOSE` (the compose command with its
+//! Environment: `E2E_LB_PORT`, `E2E_ADMIN_PORT` (the admin API through the load balancer),
+//! `E2E_ADMIN_TOKEN`, `E2E_COMPOSE` (the compose command with its
 //! project option, e.g. `docker-compose -p chat-e2e`), `E2E_GRACE_MS`, `E2E_NODE_TIMEOUT_MS` (as
 //! given to the nodes).
 
@@ -25,6 +26,7 @@ use serde_json::{Value, json};
 
 struct Deployment {
     lb_port: u16,
+    admin_port: u16,
     admin_token: String,
     compose: Vec<String>,
     grace: Duration,
@@ -40,6 +42,7 @@ impl Deployment {
         };
         Ok(Self {
             lb_port: var("E2E_LB_PORT")?.parse()?,
+            admin_port: var("E2E_ADMIN_PORT")?.parse()?,
             admin_token: var("E2E_ADMIN_TOKEN")?,
             compose: var("E2E_COMPOSE")?
                 .split_whitespace()
@@ -67,7 +70,7 @@ impl Deployment {
     }
 
     async fn admin(&self, path: &str) -> anyhow::Result<Value> {
-        let url = format!("http://127.0.0.1:{}{path}", self.lb_port);
+        let url = format!("http://127.0.0.1:{}{path}", self.admin_port);
         let res = self
             .http
             .get(url)
@@ -165,12 +168,30 @@ impl Deployment {
 async fn main() -> anyhow::Result<()> {
     let deployment = Deployment::from_env()?;
     deployment.wait_nodes(3).await?;
+    operator_paths_are_private(&deployment).await?;
+    eprintln!("[e2e] 0/3 the public port serves no admin API and no metrics: ok");
     messages_cross_nodes(&deployment).await?;
     eprintln!("[e2e] 1/3 a message crosses nodes through the load balancer: ok");
     killed_node(&deployment).await?;
     eprintln!("[e2e] 2/3 a killed node: users reconnect, one leave notice: ok");
     rolling_restart(&deployment).await?;
     eprintln!("[e2e] 3/3 rolling restart: no message lost, no spurious notice: ok");
+    Ok(())
+}
+
+/// `/api` and `/metrics` answer on the admin port only, never through the public one.
+async fn operator_paths_are_private(deployment: &Deployment) -> anyhow::Result<()> {
+    for path in ["/api/nodes", "/metrics"] {
+        let public = format!("http://127.0.0.1:{}{path}", deployment.lb_port);
+        let res = deployment
+            .http
+            .get(public)
+            .bearer_auth(&deployment.admin_token)
+            .send()
+            .await?;
+        ensure!(res.status() == 404, "public {path}: {}", res.status());
+    }
+    deployment.admin("/api/nodes").await?;
     Ok(())
 }
 
