@@ -14,7 +14,7 @@ const ACK_TIMEOUT_MS = 10_000;
  *   connected(): void,
  *   message(message: import("./timeline.js").Message): void,
  *   presence(update: { room: string, count: number, joined?: { id: string, name: string }[], left?: { id: string, name: string }[] }): void,
- *   notice(notice: { room: string, kind: "join" | "leave", user: { id: string, name: string }, ts: number }): void,
+ *   notice(notice: { room: string, kind: "join" | "leave", user: { id: string, name: string }, ts: number, id?: string }): void,
  * }} Handlers
  */
 

@@ -60,7 +60,7 @@ function chat(name) {
       if (update.room === room && joined) view.showOnline(roster.apply(update));
     },
     notice(notice) {
-      if (notice.room === room) view.addNotice(notice);
+      if (notice.room === room && joined && !roster.repeated(notice)) view.addNotice(notice);
     },
   });
 

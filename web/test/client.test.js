@@ -85,3 +85,14 @@ test("the online list follows presence deltas from the join ack's full list", ()
   assert.deepEqual(roster.apply({ room: "r", count: 1, left: [ann] }), [bea]);
   assert.deepEqual(roster.reset([]), []);
 });
+
+test("a leave notice sent twice is shown once", () => {
+  const roster = new Roster();
+  const ann = { id: "ann", name: "Ann" };
+  roster.reset([ann]);
+  assert.equal(roster.repeated({ kind: "leave", user: ann, id: "17" }), false);
+  assert.equal(roster.repeated({ kind: "leave", user: ann, id: "17" }), true);
+  assert.equal(roster.repeated({ kind: "leave", user: ann, id: "18" }), false);
+  assert.equal(roster.repeated({ kind: "join", user: ann }), false);
+  assert.equal(roster.repeated({ kind: "join", user: ann }), false, "notices without id never repeat");
+});
