@@ -16,7 +16,11 @@ pub struct TestRedis {
 
 impl TestRedis {
     pub async fn start() -> anyhow::Result<Self> {
-        let port = free_port()?;
+        Self::start_on(free_port()?).await
+    }
+
+    /// Starts Redis on the host port `port`.
+    pub async fn start_on(port: u16) -> anyhow::Result<Self> {
         let container = Redis::default()
             .with_tag("7")
             .with_mapped_port(port, 6379.tcp())

@@ -54,3 +54,29 @@ async fn sigterm_closes_sockets_and_exits_without_announcing_users_who_come_back
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_its_redis_waits_for_it() -> anyhow::Result<()> {
+    init_tracing();
+    let redis_port = free_port()?;
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let key = unique_key("late-redis");
+    let port = free_port()?;
+    let node = tokio::spawn(async move {
+        let env = [("REDIS_URL", url.as_str()), ("REDIS_KEY", key.as_str())];
+        NodeProcess::start("early", port, &env).await
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !node.is_finished(),
+        "the node neither exited nor became ready without Redis"
+    );
+    let _redis = TestRedis::start_on(redis_port).await?;
+    let node = node.await??;
+    let mut alice = Client::connect(node.port, "/", json!({ "userId": "alice" }), json!(1)).await?;
+    let ack = alice
+        .emit_with_ack("join", &[json!({ "room": "lobby" })])
+        .await?;
+    assert_eq!(ack[0]["ok"], json!(true));
+    Ok(())
+}
