@@ -123,7 +123,7 @@ impl Server {
             .await
             .context("cannot join the cluster")?;
         let timers = timers::spawn(chat.clone());
-        let sweeper = namespaces::spawn_sweeper(io.clone(), chat.clone());
+        let sweeper = timers::spawn_sweeper(io.clone(), chat.clone());
 
         web::report(&chat.config.web_dir);
         let app = admin::routes(chat.clone())

@@ -1,14 +1,27 @@
-//! The node's share of the cluster's presence work: claiming due leave timers and announcing them
-//! (a claim not settled within its lease, because its claimer died or was refused, is claimed
-//! again), taking over the users of nodes that stopped heartbeating, and registering this node's
-//! sockets again when the store forgot them.
+//! The node's periodic work: its share of the cluster's presence work (claiming due leave timers
+//! and announcing them: a claim not settled within its lease, because its claimer died or was
+//! refused, is claimed again; taking over the users of nodes that stopped heartbeating;
+//! registering this node's sockets again when the store forgot them), and releasing empty
+//! namespaces (see `namespaces`).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use socketio_cluster::presence::PresenceStore;
+use socketioxide::SocketIo;
 use tokio::{task::JoinHandle, time::MissedTickBehavior};
 
-use crate::chat::Chat;
+use crate::{
+    chat::{Adapter, Chat},
+    namespaces::shown,
+};
+
+/// How often the namespace sweeper looks: a namespace that never admitted a socket is released
+/// within this (a client being authenticated is not yet in it: see `namespaces::Connecting`).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 pub fn spawn(chat: Arc<Chat>) -> JoinHandle<()> {
     let grace = chat.config.leave_grace();
@@ -45,4 +58,41 @@ async fn reap(chat: &Chat, grace: Duration) {
         }
         Err(err) => tracing::error!(%err, "presence heartbeat failed"),
     }
+}
+
+/// Releases empty dynamic namespaces until aborted.
+pub fn spawn_sweeper(io: SocketIo<Adapter>, chat: Arc<Chat>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut empty_since: HashMap<String, Instant> = HashMap::new();
+        let mut ticker = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            ticker.tick().await;
+            sweep(&io, &chat, &mut empty_since);
+        }
+    })
+}
+
+fn sweep(io: &SocketIo<Adapter>, chat: &Chat, empty_since: &mut HashMap<String, Instant>) {
+    let now = Instant::now();
+    let mut seen = HashMap::new();
+    for ns in io.nsps() {
+        let nsp = ns.ns_path().to_string();
+        if nsp == "/" || !ns.sockets().is_empty() || chat.connecting.any(&nsp) {
+            continue;
+        }
+        let since = *empty_since.get(&nsp).unwrap_or(&now);
+        let keep_for = if chat.cluster.in_cluster(&nsp) {
+            chat.config.namespace_idle()
+        } else {
+            Duration::ZERO
+        };
+        if now.duration_since(since) >= keep_for {
+            tracing::debug!(nsp = %shown(&nsp), "releasing an empty namespace");
+            chat.metrics.namespaces_released.inc();
+            io.delete_ns(&nsp);
+        } else {
+            seen.insert(nsp, since);
+        }
+    }
+    *empty_since = seen;
 }
