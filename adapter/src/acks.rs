@@ -14,6 +14,7 @@ use futures_util::{
 use socketioxide::AckError;
 use socketioxide_core::{Sid, adapter::AckStreamItem, parser::ParserError};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::{
     channels::Channels,
@@ -91,8 +92,5 @@ pub(crate) async fn remote<D: Driver>(
             }
         }
     });
-    Ok(stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
-    .boxed())
+    Ok(UnboundedReceiverStream::new(rx).boxed())
 }

@@ -254,17 +254,10 @@ fn handshake_of<A: Adapter>(socket: &Socket<A>, issued: u64) -> Handshake {
         .filter(|(name, _)| !PRIVATE_HEADERS.contains(&name.as_str()))
         .filter_map(|(name, value)| Some((name.to_string(), Value::from(value.to_str().ok()?))))
         .collect();
-    let query: Map<String, Value> = parts
-        .uri
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode_component(k), Value::from(decode_component(v)))
-        })
-        .collect();
+    let query: Map<String, Value> =
+        form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+            .map(|(k, v)| (k.into_owned(), Value::from(v.into_owned())))
+            .collect();
     Handshake {
         xdomain: parts.headers.contains_key(http::header::ORIGIN),
         secure: false,
@@ -283,29 +276,6 @@ fn handshake_of<A: Adapter>(socket: &Socket<A>, issued: u64) -> Handshake {
     }
 }
 
-/// Percent-decoding of a query string component (`+` is a space).
-fn decode_component(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len()
-                && bytes[i + 1].is_ascii_hexdigit()
-                && bytes[i + 2].is_ascii_hexdigit() =>
-            {
-                let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
-                out.push(hex(bytes[i + 1]) << 4 | hex(bytes[i + 2]));
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -317,13 +287,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn query_components_are_percent_decoded() {
-        assert_eq!(decode_component("a%20b+c"), "a b c");
-        assert_eq!(decode_component("%zz%4"), "%zz%4");
-        assert_eq!(decode_component("%C3%A9"), "é");
-    }
 
     #[test]
     fn an_unreadable_fetched_part_reads_as_its_default() {

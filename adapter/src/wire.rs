@@ -14,11 +14,13 @@ use serde::{
     Deserialize, Deserializer, Serialize,
     de::{DeserializeOwned, MapAccess, Visitor, value::MapAccessDeserializer},
 };
+use serde_repr::{Deserialize_repr, Serialize_repr};
 
 use crate::{error::WireError, socket::Handshake, value};
 
-/// The request and response types of the Node.js adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The request and response types of the Node.js adapter, numbered as on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
 pub(crate) enum RequestType {
     Sockets = 0,
     AllRooms = 1,
@@ -30,38 +32,6 @@ pub(crate) enum RequestType {
     Broadcast = 7,
     BroadcastClientCount = 8,
     BroadcastAck = 9,
-}
-
-impl RequestType {
-    fn from_u8(n: u8) -> Option<Self> {
-        use RequestType::*;
-        Some(match n {
-            0 => Sockets,
-            1 => AllRooms,
-            2 => RemoteJoin,
-            3 => RemoteLeave,
-            4 => RemoteDisconnect,
-            5 => RemoteFetch,
-            6 => ServerSideEmit,
-            7 => Broadcast,
-            8 => BroadcastClientCount,
-            9 => BroadcastAck,
-            _ => return None,
-        })
-    }
-}
-
-impl Serialize for RequestType {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u8(*self as u8)
-    }
-}
-
-impl<'de> Deserialize<'de> for RequestType {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = u8::deserialize(d)?;
-        Self::from_u8(n).ok_or_else(|| serde::de::Error::custom(format!("unknown type {n}")))
-    }
 }
 
 /// `opts.flags` of a broadcast. Unknown flags are ignored.

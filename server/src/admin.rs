@@ -12,6 +12,7 @@ use axum::{
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use socketio_cluster::{ClusterError, RemoteSocket, Target, presence::PresenceStore};
+use subtle::ConstantTimeEq;
 
 use crate::{
     chat::Chat,
@@ -114,7 +115,7 @@ impl FromRequestParts<Arc<Chat>> for Admin {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        if !expected.is_empty() && constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        if !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
             Ok(Admin)
         } else {
             tracing::info!("admin request refused: bad or missing token");
@@ -125,10 +126,6 @@ impl FromRequestParts<Arc<Chat>> for Admin {
             })
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Deserialize)]

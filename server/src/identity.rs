@@ -127,13 +127,10 @@ fn claimed_user_id(auth: &Value, query: Option<&str>) -> Result<Option<String>, 
         None | Some(Value::Null) => {}
         Some(_) => return Err(AuthError::BadRequest("userId must be a string".into())),
     }
-    Ok(query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k == "userId" && !v.is_empty()).then(|| v.to_string())
-        }))
+    Ok(query.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find_map(|(k, v)| (k == "userId" && !v.is_empty()).then(|| v.into_owned()))
+    }))
 }
 
 const CHATTER_PREFIX: &str = "anon-";
@@ -193,6 +190,13 @@ mod tests {
         assert_eq!((id.user_id.as_str(), id.name.as_str()), ("5", "5"));
         let id = identify(&json!({ "userId": 7 }), None, None).unwrap();
         assert_eq!(id.user_id, "7");
+        let id = identify(&json!({}), Some("userId=%EA%B9%80%EC%9E%AC%ED%99%98"), None).unwrap();
+        assert_eq!(
+            (id.user_id.as_str(), id.name.as_str()),
+            ("김재환", "김재환")
+        );
+        let id = identify(&json!({}), Some("userId=a%40b.com"), None).unwrap();
+        assert_eq!(id.user_id, "a@b.com");
         let anon = identify(&Value::Null, None, None).unwrap();
         assert!(anon.anonymous && is_chatter_id(&anon.user_id));
     }

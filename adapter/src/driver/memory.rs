@@ -8,6 +8,7 @@ use std::{
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{Driver, Incoming, IncomingStream};
 use crate::error::DriverError;
@@ -150,9 +151,7 @@ impl Driver for MemoryDriver {
 }
 
 fn receiver_stream(rx: mpsc::UnboundedReceiver<Incoming>) -> IncomingStream {
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    Box::pin(UnboundedReceiverStream::new(rx))
 }
 
 /// Redis glob matching for the subset this crate uses: `*`, `?` and `\` escapes.
