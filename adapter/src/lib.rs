@@ -70,9 +70,7 @@ mod error;
 mod membership;
 mod opts;
 pub mod presence;
-mod request_parts;
 mod requests;
-pub mod script;
 mod socket;
 mod stats;
 mod value;
@@ -87,6 +85,5 @@ pub use driver::{
 pub use error::{ClusterError, DriverError, TrackError, WireError};
 pub use membership::{NodeEvent, NodeInfo};
 pub use opts::Target;
-pub use request_parts::compact_request_parts;
 pub use socket::{Handshake, RemoteSocket, data, data_as, set_data, track};
 pub use stats::ClusterStats;

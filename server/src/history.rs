@@ -7,15 +7,16 @@ use std::{
 
 use std::sync::LazyLock;
 
+use fred::types::scripts::Script;
 use fred::{clients::Client, interfaces::ListInterface};
 use serde_json::json;
-use socketio_cluster::script::Script;
 
 use crate::protocol::{Member, Message};
 
-static ADD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/history_add.lua")));
+static ADD: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(include_str!("lua/history_add.lua")));
 static RETRACT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/history_retract.lua")));
+    LazyLock::new(|| Script::from_lua(include_str!("lua/history_retract.lua")));
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -80,7 +81,7 @@ impl History {
                 let body =
                     json!({ "room": room, "from": from, "text": text, "ts": ts }).to_string();
                 let args = vec![body, keep.to_string(), ttl_secs.to_string()];
-                let stored: String = ADD.run(client, keys, args).await?;
+                let stored: String = ADD.evalsha_with_reload(client, keys, args).await?;
                 Ok(serde_json::from_str(&stored)?)
             }
             Self::Memory { rooms, keep } => {
@@ -111,7 +112,9 @@ impl History {
         match self {
             Self::Redis { client, prefix, .. } => {
                 let keys = vec![format!("{prefix}:{}:list", place(nsp, room))];
-                let _removed: u8 = RETRACT.run(client, keys, vec![id.to_string()]).await?;
+                let _removed: u8 = RETRACT
+                    .evalsha_with_reload(client, keys, vec![id.to_string()])
+                    .await?;
             }
             Self::Memory { rooms, .. } => {
                 if let Some((_, kept)) = rooms.lock().unwrap().get_mut(&place(nsp, room)) {

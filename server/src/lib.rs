@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod namespaces;
 pub mod protocol;
 pub mod rate_limit;
+pub mod request_parts;
 pub mod timers;
 pub mod transport;
 pub mod web;
@@ -130,7 +131,7 @@ impl Server {
             .merge(web::routes(&chat.config.web_dir))
             .layer(layer)
             .layer(axum::middleware::map_request(
-                socketio_cluster::compact_request_parts,
+                request_parts::compact_request_parts,
             ));
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();

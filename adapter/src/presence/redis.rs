@@ -16,13 +16,14 @@ use super::{
     Departure, Joined, Left, Member, PresenceError, PresenceStore, Reap, check_all, departure,
     place,
 };
-use crate::script::Script;
+use fred::types::scripts::Script;
 
-static JOIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/join.lua")));
-static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/leave.lua")));
-static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
-static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/reap.lua")));
-static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/settle.lua")));
+static JOIN: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/join.lua")));
+static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/leave.lua")));
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/claim.lua")));
+static REAP: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/reap.lua")));
+static SETTLE: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(include_str!("lua/settle.lua")));
 
 /// Presence in Redis, for the node `node`.
 #[derive(Clone)]
@@ -84,7 +85,9 @@ impl PresenceStore for RedisPresence {
             format!("{place}\n{}", user.id),
             format!("{place}\n{socket}"),
         ];
-        let outcome: String = JOIN.run(&self.client, self.room_keys(&place), args).await?;
+        let outcome: String = JOIN
+            .evalsha_with_reload(&self.client, self.room_keys(&place), args)
+            .await?;
         Ok(match outcome.as_str() {
             "online" => Joined::CameOnline,
             "rejoined" => Joined::Rejoined,
@@ -108,7 +111,7 @@ impl PresenceStore for RedisPresence {
             format!("{place}\n{socket}"),
         ];
         let reply: Vec<String> = LEAVE
-            .run(&self.client, self.room_keys(&place), args)
+            .evalsha_with_reload(&self.client, self.room_keys(&place), args)
             .await?;
         Ok(match reply.as_slice() {
             [kind, ..] if kind == "still" => Left::StillOnline,
@@ -146,7 +149,8 @@ impl PresenceStore for RedisPresence {
             limit.to_string(),
             lease.as_millis().to_string(),
         ];
-        let claimed: Vec<(String, String, String)> = CLAIM.run(&self.client, keys, args).await?;
+        let claimed: Vec<(String, String, String)> =
+            CLAIM.evalsha_with_reload(&self.client, keys, args).await?;
         Ok(claimed
             .into_iter()
             .filter_map(|(entry, id, name)| departure(&entry, id, name))
@@ -160,7 +164,7 @@ impl PresenceStore for RedisPresence {
             departure.user.id
         );
         let _: u8 = SETTLE
-            .run(
+            .evalsha_with_reload(
                 &self.client,
                 self.claim_keys(),
                 vec![member, departure.id.clone()],
@@ -199,6 +203,6 @@ impl RedisPresence {
             timeout,
             grace.as_millis().to_string(),
         ];
-        Ok(REAP.run(&self.client, keys, args).await?)
+        Ok(REAP.evalsha_with_reload(&self.client, keys, args).await?)
     }
 }

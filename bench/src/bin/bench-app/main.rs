@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     });
     // Both Rust apps free hyper's read buffer of each upgraded connection (see the function).
     let router = router.layer(axum::middleware::map_request(
-        socketio_cluster::compact_request_parts,
+        chat_server::request_parts::compact_request_parts,
     ));
     axum::serve(
         listener,
