@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use crate::{
     chat::Chat,
     metrics::Snapshot,
-    protocol::{MAX_ROOM_LEN, check_name, check_room, valid_namespace},
+    protocol::{ChatError, ErrorCode, MAX_ROOM_LEN, check_name, check_room, valid_namespace},
 };
 
 /// `/healthz`, `/readyz`, `/metrics`, and `/api/*` when an admin token is configured (a 404
@@ -47,43 +47,48 @@ pub fn routes(chat: Arc<Chat>) -> Router {
         .with_state(chat)
 }
 
-/// An admin API failure, as JSON.
+/// An admin API failure: the error envelope of the chat's acks, with an HTTP status.
 #[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
+pub struct ApiError(ChatError);
 
 impl ApiError {
     fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            code: "bad_request",
-            message: message.into(),
+        Self(ChatError::bad_request(message))
+    }
+
+    fn status(&self) -> StatusCode {
+        match self.0.code {
+            ErrorCode::BadRequest | ErrorCode::NotInRoom | ErrorCode::TooLong => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(err: ChatError) -> Self {
+        Self(err)
     }
 }
 
 impl From<ClusterError> for ApiError {
     fn from(err: ClusterError) -> Self {
-        let (status, code) = match err {
-            ClusterError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
         tracing::warn!(%err, "admin request failed");
-        Self {
-            status,
-            code,
-            message: err.to_string(),
-        }
+        let code = match err {
+            ClusterError::Timeout { .. } => ErrorCode::Timeout,
+            _ => ErrorCode::Internal,
+        };
+        Self(ChatError::new(code, err.to_string()))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "ok": false, "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        (self.status(), Json(self.0.to_ack())).into_response()
     }
 }
 
@@ -119,11 +124,10 @@ impl FromRequestParts<Arc<Chat>> for Admin {
             Ok(Admin)
         } else {
             tracing::info!("admin request refused: bad or missing token");
-            Err(ApiError {
-                status: StatusCode::UNAUTHORIZED,
-                code: "unauthorized",
-                message: "missing or invalid bearer token".into(),
-            })
+            Err(ApiError(ChatError::new(
+                ErrorCode::Unauthorized,
+                "missing or invalid bearer token",
+            )))
         }
     }
 }
@@ -247,16 +251,12 @@ async fn room_presence(
     Query(q): Query<NsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check_ns(&q.ns)?;
-    check_room(&room).map_err(|e| ApiError::bad_request(e.message))?;
+    check_room(&room)?;
     let online = chat
         .presence
         .online(&q.ns, &room)
         .await
-        .map_err(|e| ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message: e.to_string(),
-        })?;
+        .map_err(ChatError::internal)?;
     Ok(Json(json!({ "room": room, "online": online })))
 }
 
@@ -294,7 +294,7 @@ async fn change_rooms(
 ) -> Result<Json<Value>, ApiError> {
     check_ns(ns)?;
     for room in &body.rooms {
-        check_room(room).map_err(|e| ApiError::bad_request(e.message))?;
+        check_room(room)?;
     }
     if let Some(target) = resolve(chat, ns, body.target).await? {
         if join {
@@ -364,7 +364,7 @@ async fn emit(
     Body(body): Body<EmitBody>,
 ) -> Result<Json<Value>, ApiError> {
     check_ns(&q.ns)?;
-    check_name("event", &body.event, MAX_ROOM_LEN).map_err(|e| ApiError::bad_request(e.message))?;
+    check_name("event", &body.event, MAX_ROOM_LEN)?;
     let Some(target) = resolve(&chat, &q.ns, body.target).await? else {
         return Ok(Json(match body.ack {
             Some(_) => json!({ "ok": true, "acks": [] }),

@@ -83,7 +83,7 @@ impl<'a> PresenceUpdate<'a> {
     }
 }
 
-/// The error codes of failed acks.
+/// The error codes of failed acks and admin API answers (`timeout` is the admin API's only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -92,10 +92,11 @@ pub enum ErrorCode {
     TooLong,
     RateLimited,
     Unauthorized,
+    Timeout,
     Internal,
 }
 
-/// A failed request, as told to the client.
+/// A failed request, as told to the client: in an ack, or in an admin API answer.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct ChatError {
