@@ -1,5 +1,7 @@
 //! The socketioxide adapter of one namespace: applies every operation locally and relays it to
-//! the other nodes through the cluster protocol.
+//! the other nodes through the node's requests, and answers what other nodes send it (the node
+//! hands it their broadcasts and requests through the `Namespace` trait). Also the handle
+//! socketioxide creates adapters from, [`Cluster`], whose public API is in `cluster.rs`.
 
 use std::{
     borrow::Cow,
@@ -29,12 +31,11 @@ use socketioxide_core::{
 use tokio::sync::OnceCell;
 
 use crate::{
-    acks,
     channels::Channels,
-    cluster::{Cluster, Inner},
     delivery::{self, Evictions},
     driver::Driver,
     error::ClusterError,
+    node::{Namespace, Node, ServerEvent},
     opts,
     socket::{Described, RemoteSocket},
     stats::Stats,
@@ -49,9 +50,33 @@ use crate::{
 /// Acks from Node.js nodes carry no socket id; they come with `Sid::ZERO`.
 pub type ClusterAckStream = Fuse<BoxStream<'static, AckStreamItem<AckError>>>;
 
+/// The handle of a cluster node, given to socketioxide as the adapter state:
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use socketio_cluster::{Cluster, ClusterAdapter, ClusterConfig, RedisDriver, RedisDriverConfig};
+/// use socketioxide::{SocketIo, extract::SocketRef};
+///
+/// let driver = RedisDriver::connect(RedisDriverConfig::new("redis://127.0.0.1:6379")).await?;
+/// let cluster = Cluster::new(driver, ClusterConfig::default());
+/// let (layer, io) = SocketIo::builder()
+///     .with_adapter::<ClusterAdapter<RedisDriver>>(cluster.clone())
+///     .build_layer();
+/// cluster.bind(&io);
+/// io.ns("/", async |socket: SocketRef<ClusterAdapter<RedisDriver>>| {
+///     socketio_cluster::track(&socket, &serde_json::json!({ "user": 1 })).ok();
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub struct Cluster<D: Driver>(pub(crate) Arc<ClusterNode<D>>);
+
+/// The node of a cluster, knowing its namespaces as adapters of this module.
+pub(crate) type ClusterNode<D> = Node<D, ClusterAdapter<D>>;
+
 /// The adapter of one namespace. socketioxide creates one per namespace from the [`Cluster`].
 pub struct ClusterAdapter<D: Driver> {
-    node: Arc<Inner<D>>,
+    node: Arc<ClusterNode<D>>,
     local: CoreLocalAdapter<Emitter>,
     codec: Codec,
     channels: Channels,
@@ -158,17 +183,15 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
         packet: Packet,
         opts: BroadcastOptions,
     ) -> Result<(), BroadcastError> {
-        if !opts.is_local(self.local.server_id()) {
+        let remote = if opts.is_local(self.local.server_id()) {
+            None
+        } else {
             let wire_packet = self.wire_packet(&packet).map_err(adapter_error)?;
-            self.node
-                .publish_broadcast(&self.channels, wire_packet, opts::to_wire(&opts, None))
-                .await
-                .map_err(adapter_error)?;
-        }
-        // Clients that could not take the packet are being disconnected (see `delivery`): the
-        // broadcast itself succeeded for everyone who stays connected.
-        self.deliver_locally(packet, opts);
-        Ok(())
+            Some((wire_packet, opts::to_wire(&opts, None)))
+        };
+        self.broadcast_packet(packet, remote, opts)
+            .await
+            .map_err(adapter_error)
     }
 
     async fn broadcast_with_ack(
@@ -185,15 +208,16 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
         }
         let timeout = timeout.unwrap_or_else(|| self.local.ack_timeout());
         let wire_opts = opts::to_wire(&opts, Some(timeout));
-        let remote = acks::remote(
-            &self.node,
-            &self.nsp,
-            &self.channels,
-            self.wire_packet(&packet)?,
-            wire_opts,
-            self.codec,
-        )
-        .await?;
+        let remote = self
+            .node
+            .remote_acks(
+                &self.nsp,
+                &self.channels,
+                self.wire_packet(&packet)?,
+                wire_opts,
+                self.codec,
+            )
+            .await?;
         Ok(stream::select(local, remote).boxed().fuse())
     }
 
@@ -304,11 +328,6 @@ impl<D: Driver> ClusterAdapter<D> {
         Ok(())
     }
 
-    /// Whether the namespace hears the cluster.
-    pub(crate) fn in_cluster(&self) -> bool {
-        self.joined.get().is_some()
-    }
-
     fn subscribed_channels(&self) -> Vec<String> {
         vec![
             self.channels.request.clone(),
@@ -319,14 +338,6 @@ impl<D: Driver> ClusterAdapter<D> {
 
     pub(crate) fn codec(&self) -> Codec {
         self.codec
-    }
-
-    pub(crate) fn nsp(&self) -> &str {
-        &self.nsp
-    }
-
-    pub(crate) fn local_socket_count(&self) -> u64 {
-        self.local.sockets(every_socket()).len() as u64
     }
 
     /// Every matching socket of the cluster, this node's first.
@@ -389,6 +400,40 @@ impl<D: Driver> ClusterAdapter<D> {
         })
     }
 
+    /// Every broadcast of this namespace takes this path, socketioxide's and the cluster's own
+    /// emits alike, in this order: refused before anything if this node has too many broadcasts
+    /// waiting for the pub/sub server (so a refused broadcast reaches nobody), published to the
+    /// other nodes (unless it is for this node only), then handed to local sockets. Clients that
+    /// could not take the packet are being disconnected (see `delivery`): the broadcast itself
+    /// succeeded for everyone who stays connected.
+    async fn broadcast_packet(
+        &self,
+        packet: Packet,
+        remote: Option<(WirePacket, WireOpts)>,
+        opts: BroadcastOptions,
+    ) -> Result<(), ClusterError> {
+        if let Some((wire_packet, wire_opts)) = remote {
+            self.node
+                .publish_broadcast(&self.channels, wire_packet, wire_opts)
+                .await?;
+        }
+        self.deliver_locally(packet, opts);
+        Ok(())
+    }
+
+    /// A cluster-wide broadcast of wire event data (`Cluster::emit`).
+    pub(crate) async fn broadcast_wire(
+        &self,
+        packet: WirePacket,
+        wire_opts: WireOpts,
+        opts: BroadcastOptions,
+    ) -> Result<(), ClusterError> {
+        let value = self.codec.value_of(packet.data.clone())?;
+        let local = Packet::event(self.local.path().clone(), value);
+        self.broadcast_packet(local, Some((packet, wire_opts)), opts)
+            .await
+    }
+
     /// Hands a packet to local sockets, counting those that could not take it and disconnecting
     /// those that cannot keep up.
     fn deliver_locally(&self, packet: Packet, opts: BroadcastOptions) {
@@ -398,16 +443,6 @@ impl<D: Driver> ClusterAdapter<D> {
             tracing::warn!(nsp = %self.nsp, socket = %sid, "disconnecting a client that cannot keep up: its packet buffer is full");
         }
         self.evict(delivered.to_evict);
-    }
-
-    /// Disconnects every client of this namespace on this node: this node lost messages from
-    /// the others, so any of them may have missed a broadcast.
-    pub(crate) fn evict_everyone(&self) {
-        let sids = self.evictions.start(self.local.sockets(every_socket()));
-        if !sids.is_empty() {
-            tracing::warn!(nsp = %self.nsp, clients = sids.len(), "disconnecting every client: this node lost messages they may have needed");
-        }
-        self.evict(sids);
     }
 
     /// Disconnects sockets already marked as being evicted, counting them.
@@ -451,16 +486,6 @@ impl<D: Driver> ClusterAdapter<D> {
             .collect()
     }
 
-    /// Delivers wire event data (`[event, ...args]`) to the matching local sockets.
-    pub(crate) fn deliver_wire(&self, data: rmpv::Value, opts: BroadcastOptions) {
-        match self.codec.value_of(data) {
-            Ok(value) => {
-                self.deliver_locally(Packet::event(self.local.path().clone(), value), opts);
-            }
-            Err(err) => self.node.malformed("broadcast", &err),
-        }
-    }
-
     /// Emits wire event data to the matching local sockets and streams their acks.
     pub(crate) fn local_acks(
         &self,
@@ -483,20 +508,8 @@ impl<D: Driver> ClusterAdapter<D> {
         }
     }
 
-    /// A broadcast published by another node.
-    pub(crate) fn on_broadcast(&self, payload: &[u8]) {
-        let BroadcastMessage(uid, packet, wire_opts) = match wire::decode(payload) {
-            Ok(msg) => msg,
-            Err(err) => return self.node.malformed("broadcast", &err),
-        };
-        if uid == self.node.uid() || packet.nsp.as_deref().unwrap_or("/") != self.nsp {
-            return;
-        }
-        self.deliver_wire(packet.data, opts::to_local(&wire_opts));
-    }
-
     /// A request from another node.
-    pub(crate) async fn on_request(&self, req: WireRequest) {
+    async fn handle_request(&self, req: WireRequest) {
         let Some(kind) = req.kind else {
             return self.node.malformed("request", &"no type");
         };
@@ -623,7 +636,7 @@ impl<D: Driver> ClusterAdapter<D> {
         };
         let mut args = args.into_iter();
         let event = args.next()?.as_str()?.to_string();
-        let event = crate::cluster::ServerEvent {
+        let event = ServerEvent {
             nsp: self.nsp.clone(),
             event,
             args: args.collect(),
@@ -678,13 +691,58 @@ impl<D: Driver> ClusterAdapter<D> {
     }
 }
 
+impl<D: Driver> Namespace for ClusterAdapter<D> {
+    fn path(&self) -> &str {
+        &self.nsp
+    }
+
+    fn in_cluster(&self) -> bool {
+        self.joined.get().is_some()
+    }
+
+    fn socket_count(&self) -> u64 {
+        self.local.sockets(every_socket()).len() as u64
+    }
+
+    fn on_broadcast(&self, payload: &[u8]) {
+        let BroadcastMessage(uid, packet, wire_opts) = match wire::decode(payload) {
+            Ok(msg) => msg,
+            Err(err) => return self.node.malformed("broadcast", &err),
+        };
+        if uid == self.node.uid() || packet.nsp.as_deref().unwrap_or("/") != self.nsp {
+            return;
+        }
+        match self.codec.value_of(packet.data) {
+            Ok(value) => self.deliver_locally(
+                Packet::event(self.local.path().clone(), value),
+                opts::to_local(&wire_opts),
+            ),
+            Err(err) => self.node.malformed("broadcast", &err),
+        }
+    }
+
+    async fn on_request(self: Arc<Self>, req: WireRequest) {
+        self.handle_request(req).await
+    }
+
+    /// Disconnects every client of this namespace on this node: this node lost messages from
+    /// the others, so any of them may have missed a broadcast.
+    fn evict_everyone(&self) {
+        let sids = self.evictions.start(self.local.sockets(every_socket()));
+        if !sids.is_empty() {
+            tracing::warn!(nsp = %self.nsp, clients = sids.len(), "disconnecting every client: this node lost messages they may have needed");
+        }
+        self.evict(sids);
+    }
+}
+
 /// Disconnects a socket of `nsp` that could not keep up, as soon as its buffer has room for the
 /// disconnect packet (or until it is gone otherwise).
-async fn evict<D: Driver>(node: Arc<Inner<D>>, nsp: String, sid: Sid) {
+async fn evict<D: Driver>(node: Arc<ClusterNode<D>>, nsp: String, sid: Sid) {
     let mut retry = tokio::time::interval(delivery::EVICTION_RETRY);
     loop {
         retry.tick().await;
-        let Some(adapter) = node.adapter(&nsp) else {
+        let Some(adapter) = node.namespace(&nsp) else {
             return;
         };
         if adapter.evictions.try_disconnect(&adapter.local, sid) {

@@ -59,7 +59,6 @@
 //! # Ok(()) }
 //! ```
 
-mod acks;
 mod adapter;
 mod channels;
 mod cluster;
@@ -67,23 +66,24 @@ mod config;
 mod delivery;
 mod driver;
 mod error;
-mod membership;
+mod node;
 mod opts;
 pub mod presence;
-mod requests;
 mod socket;
 mod stats;
 mod value;
 mod wire;
 
-pub use adapter::{ClusterAckStream, ClusterAdapter, NsInit};
-pub use cluster::{Cluster, ServerEvent, ServerEventHandler};
+pub use adapter::{Cluster, ClusterAckStream, ClusterAdapter, NsInit};
 pub use config::ClusterConfig;
 pub use driver::{
     Driver, Incoming, IncomingStream, MemoryDriver, MemoryHub, RedisDriver, RedisDriverConfig,
 };
 pub use error::{ClusterError, DriverError, TrackError, WireError};
-pub use membership::{NodeEvent, NodeInfo};
+pub use node::{
+    ServerEvent, ServerEventHandler,
+    membership::{NodeEvent, NodeInfo},
+};
 pub use opts::Target;
 pub use socket::{Handshake, RemoteSocket, data, data_as, set_data, track};
 pub use stats::ClusterStats;

@@ -1,0 +1,495 @@
+//! A node of the cluster: what the namespaces of this process share — the transport, the node's
+//! identity and liveness (heartbeats, [`membership`]), the [`requests`] in flight — and the
+//! receive loop, which hands each incoming message to the namespace it is for through the
+//! [`Namespace`] trait. The node knows namespaces only through that trait: the socketioxide
+//! adapter (`adapter.rs`) implements it, and the public facade (`cluster.rs`) sits above both.
+
+pub(crate) mod membership;
+pub(crate) mod requests;
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::{
+        Arc, Mutex, OnceLock, RwLock, Weak,
+        atomic::{
+            AtomicUsize,
+            Ordering::{AcqRel, Acquire},
+        },
+    },
+};
+
+use futures_util::{StreamExt, future::BoxFuture};
+use serde_json::Value;
+use socketioxide::{SocketIo, adapter::Adapter};
+use socketioxide_core::Sid;
+use tokio::{
+    sync::{OnceCell, Semaphore},
+    task::AbortHandle,
+};
+
+use crate::{
+    channels::{self, Channels, Route},
+    config::ClusterConfig,
+    driver::{Driver, Incoming, IncomingStream},
+    error::{ClusterError, WireError},
+    socket::{self, Described},
+    stats::Stats,
+    wire::{self, BroadcastMessage, Heartbeat, WireOpts, WirePacket, WireRequest, WireResponse},
+};
+use membership::{Membership, NodeInfo};
+use requests::Pending;
+
+/// A server-side event from another node (`serverSideEmit`).
+#[derive(Debug, Clone)]
+pub struct ServerEvent {
+    pub nsp: String,
+    pub event: String,
+    pub args: Vec<Value>,
+    /// The sending node's uid, when it is a node of this crate.
+    pub from: Option<String>,
+}
+
+/// Handles server-side events; returning `Some` acknowledges with that value when the sender
+/// asked for acks.
+pub type ServerEventHandler =
+    Arc<dyn Fn(ServerEvent) -> BoxFuture<'static, Option<Value>> + Send + Sync>;
+
+/// What the node needs of a namespace: to hand it what other nodes sent, and to ask whether it
+/// hears the cluster and how many sockets it has (for heartbeats).
+pub(crate) trait Namespace: Adapter {
+    fn path(&self) -> &str;
+    /// Whether it joined the cluster (its channels are subscribed).
+    fn in_cluster(&self) -> bool;
+    fn socket_count(&self) -> u64;
+    /// A broadcast published by another node.
+    fn on_broadcast(&self, payload: &[u8]);
+    /// A request from another node.
+    fn on_request(self: Arc<Self>, req: WireRequest) -> impl Future<Output = ()> + Send;
+    /// This node may have missed broadcasts: every client must resync.
+    fn evict_everyone(&self);
+}
+
+pub(crate) struct Node<D: Driver, N: Namespace> {
+    pub config: ClusterConfig,
+    pub driver: D,
+    uid: OnceLock<String>,
+    started: OnceCell<()>,
+    pub membership: Membership,
+    pub pending: Arc<Pending>,
+    namespaces: RwLock<HashMap<String, Weak<N>>>,
+    /// Namespaces of this node in the cluster, bounded by `max_namespaces`.
+    in_cluster: AtomicUsize,
+    /// Namespaces this node only sends requests to (it has no socket there): their response
+    /// channel is subscribed once.
+    detached: Mutex<HashSet<String>>,
+    io: RwLock<Option<SocketIo<N>>>,
+    handlers: RwLock<HashMap<String, ServerEventHandler>>,
+    pub stats: Stats,
+    /// One permit per broadcast that may wait for the pub/sub server.
+    broadcast_slots: Semaphore,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl<D: Driver, N: Namespace> Node<D, N> {
+    pub fn new(driver: D, config: ClusterConfig) -> Self {
+        Self {
+            membership: Membership::new(config.node_timeout),
+            broadcast_slots: Semaphore::new(
+                config.max_pending_broadcasts.min(Semaphore::MAX_PERMITS),
+            ),
+            config,
+            driver,
+            uid: OnceLock::new(),
+            started: OnceCell::new(),
+            pending: Default::default(),
+            namespaces: Default::default(),
+            in_cluster: AtomicUsize::new(0),
+            detached: Default::default(),
+            io: Default::default(),
+            handlers: Default::default(),
+            stats: Default::default(),
+            tasks: Default::default(),
+        }
+    }
+
+    pub fn uid(&self) -> &str {
+        self.uid.get().map_or("", String::as_str)
+    }
+
+    pub fn uid_if_set(&self) -> Option<&str> {
+        self.uid.get().map(String::as_str)
+    }
+
+    /// Records the id socketioxide gave the server (the same for every namespace).
+    pub fn set_uid(&self, uid: String) {
+        let _ = self.uid.set(uid);
+    }
+
+    /// Starts the node's tasks, once: the heartbeat and the receive loop.
+    pub async fn start(self: &Arc<Self>) -> Result<(), ClusterError> {
+        if self.uid.get().is_none() {
+            return Err(ClusterError::NotStarted);
+        }
+        self.started
+            .get_or_try_init(|| async {
+                let incoming = self.driver.incoming();
+                let key = &self.config.key;
+                self.driver
+                    .subscribe(
+                        vec![channels::heartbeat_channel(key), channels::node_channel(key, self.uid())],
+                        vec![],
+                    )
+                    .await?;
+                let receiver = tokio::spawn(receive_loop(Arc::downgrade(self), incoming));
+                let heartbeat = tokio::spawn(heartbeat_loop(Arc::downgrade(self)));
+                let mut tasks = self.tasks.lock().unwrap();
+                tasks.push(receiver.abort_handle());
+                tasks.push(heartbeat.abort_handle());
+                tracing::info!(node = %self.config.node_name, uid = %self.uid(), key = %key, "cluster node started");
+                Ok::<_, ClusterError>(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Says goodbye (nobody waits for this node any more) and stops the background tasks.
+    pub async fn close(&self) {
+        if self.uid.get().is_some() {
+            self.send_heartbeat(true).await;
+        }
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+        self.io.write().unwrap().take();
+    }
+
+    /// Lets the node describe its sockets (data, handshake) to the others.
+    pub fn bind(&self, io: &SocketIo<N>) {
+        *self.io.write().unwrap() = Some(io.clone());
+    }
+
+    /// Registers the namespace `nsp` unless a live one is registered already (a concurrent
+    /// first connect built it): the first one stays.
+    pub fn register(&self, nsp: &str, namespace: Weak<N>) -> bool {
+        let mut namespaces = self.namespaces.write().unwrap();
+        if namespaces
+            .get(nsp)
+            .is_some_and(|existing| existing.strong_count() > 0)
+        {
+            return false;
+        }
+        namespaces.insert(nsp.to_string(), namespace);
+        true
+    }
+
+    /// Unregisters `namespace` if it is the one registered for `nsp`.
+    pub fn unregister(&self, nsp: &str, namespace: &N) -> bool {
+        let mut namespaces = self.namespaces.write().unwrap();
+        let registered = namespaces
+            .get(nsp)
+            .is_some_and(|weak| std::ptr::eq(weak.as_ptr(), namespace));
+        if registered {
+            namespaces.remove(nsp);
+        }
+        registered
+    }
+
+    /// Takes one of the `max_namespaces` places in the cluster.
+    pub fn reserve_namespace(&self) -> Result<(), ClusterError> {
+        let max = self.config.max_namespaces;
+        self.in_cluster
+            .fetch_update(AcqRel, Acquire, |n| (n < max).then_some(n + 1))
+            .map(|_| ())
+            .map_err(|_| ClusterError::TooManyNamespaces { max })
+    }
+
+    /// Gives back the place of a namespace that left the cluster.
+    pub fn left_cluster(&self) {
+        self.in_cluster.fetch_sub(1, AcqRel);
+    }
+
+    pub fn namespace(&self, nsp: &str) -> Option<Arc<N>> {
+        self.namespaces
+            .read()
+            .unwrap()
+            .get(nsp)
+            .and_then(Weak::upgrade)
+    }
+
+    /// Whether this node hears the cluster in `nsp`.
+    pub fn serves(&self, nsp: &str) -> bool {
+        self.namespace(nsp).is_some_and(|n| n.in_cluster())
+    }
+
+    /// The namespaces that joined the cluster.
+    fn joined(&self) -> Vec<Arc<N>> {
+        self.namespaces
+            .read()
+            .unwrap()
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|n| n.in_cluster())
+            .collect()
+    }
+
+    /// The channels of `nsp`, subscribing to its response channel when this node does not serve
+    /// the namespace, so it can still ask the others. Such namespaces count against
+    /// `max_namespaces` too: requests naming ever new namespaces cannot grow subscriptions.
+    pub async fn channels_for(self: &Arc<Self>, nsp: &str) -> Result<Channels, ClusterError> {
+        self.start().await?;
+        let channels = Channels::new(&self.config.key, nsp);
+        if !self.serves(nsp) && self.detach(nsp)? {
+            let response = channels.specific_response(self.uid());
+            if let Err(err) = self.driver.subscribe(vec![response], vec![]).await {
+                self.detached.lock().unwrap().remove(nsp);
+                return Err(err.into());
+            }
+        }
+        Ok(channels)
+    }
+
+    /// Records `nsp` as asked without being served; true when it is new.
+    fn detach(&self, nsp: &str) -> Result<bool, ClusterError> {
+        let mut detached = self.detached.lock().unwrap();
+        if detached.contains(nsp) {
+            return Ok(false);
+        }
+        let max = self.config.max_namespaces;
+        if detached.len() >= max {
+            return Err(ClusterError::TooManyNamespaces { max });
+        }
+        Ok(detached.insert(nsp.to_string()))
+    }
+
+    pub async fn publish(&self, channel: String, payload: Vec<u8>) -> Result<(), ClusterError> {
+        Stats::add(&self.stats.published, 1);
+        Ok(self.driver.publish(channel, payload).await?)
+    }
+
+    /// Sends a response to a request of node `to`.
+    pub async fn respond(&self, channels: &Channels, to: Option<&str>, mut res: WireResponse) {
+        res.uid = Some(self.uid().to_string());
+        self.send_response(channels, to, &res.request_id, wire::encode(&res))
+            .await;
+    }
+
+    /// Sends an encoded response to request `request_id` of node `to`.
+    pub async fn send_response(
+        &self,
+        channels: &Channels,
+        to: Option<&str>,
+        request_id: &str,
+        encoded: Result<Vec<u8>, WireError>,
+    ) {
+        let channel = match to {
+            Some(uid) if self.config.specific_response_channel => channels.specific_response(uid),
+            _ => channels.response.clone(),
+        };
+        let sent = match encoded {
+            Ok(bytes) => self.publish(channel, bytes).await,
+            Err(err) => Err(err.into()),
+        };
+        if let Err(err) = sent {
+            tracing::warn!(%err, request = %request_id, "could not send a response");
+        }
+    }
+
+    /// Fails with [`ClusterError::Overloaded`], counted like a refused broadcast, when a
+    /// broadcast from this node would be refused now.
+    pub fn ensure_capacity(&self) -> Result<(), ClusterError> {
+        if self.broadcast_slots.available_permits() == 0 {
+            return Err(self.overloaded());
+        }
+        Ok(())
+    }
+
+    /// Publishes a broadcast to the other nodes, unless `max_pending_broadcasts` already wait
+    /// for the pub/sub server.
+    pub async fn publish_broadcast(
+        &self,
+        channels: &Channels,
+        packet: WirePacket,
+        opts: WireOpts,
+    ) -> Result<(), ClusterError> {
+        let Ok(_pending) = self.broadcast_slots.try_acquire() else {
+            return Err(self.overloaded());
+        };
+        let channel = channels.for_broadcast(&opts.rooms);
+        let msg = BroadcastMessage(self.uid().to_string(), packet, opts);
+        self.publish(channel, wire::encode(&msg)?).await
+    }
+
+    /// The refusal of a broadcast beyond `max_pending_broadcasts`, counted.
+    fn overloaded(&self) -> ClusterError {
+        Stats::add(&self.stats.rejected, 1);
+        ClusterError::Overloaded {
+            pending: self.config.max_pending_broadcasts,
+        }
+    }
+
+    /// Describes sockets of this node, with their rooms; sockets gone meanwhile are left out.
+    /// Before [`Node::bind`], sockets are described by id and rooms only.
+    pub fn describe(
+        &self,
+        nsp: &str,
+        sids: impl IntoIterator<Item = (Sid, Vec<String>)>,
+    ) -> Vec<(Sid, Described, Vec<String>)> {
+        let io = self.io.read().unwrap().clone();
+        let ns = io.as_ref().map(|io| io.of(nsp));
+        sids.into_iter()
+            .filter_map(|(sid, rooms)| {
+                let described = match &ns {
+                    Some(ns) => Described::of(&*ns.as_ref()?.get_socket(sid)?),
+                    None => Described::bare(&sid.to_string()),
+                };
+                match described {
+                    Ok(described) => Some((sid, described, rooms)),
+                    Err(err) => {
+                        tracing::warn!(%err, socket = %sid, "cannot describe a socket");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    pub fn on_server_event(&self, nsp: &str, handler: ServerEventHandler) {
+        self.handlers
+            .write()
+            .unwrap()
+            .insert(nsp.to_string(), handler);
+    }
+
+    pub fn server_event_handler(&self, nsp: &str) -> Option<ServerEventHandler> {
+        self.handlers.read().unwrap().get(nsp).cloned()
+    }
+
+    /// This node as its heartbeats describe it.
+    pub fn self_info(&self) -> NodeInfo {
+        let joined = self.joined();
+        NodeInfo {
+            uid: self.uid().to_string(),
+            name: self.config.node_name.clone(),
+            sockets: joined.iter().map(|n| n.socket_count()).sum(),
+            nsps: joined.iter().map(|n| n.path().to_string()).collect(),
+            last_heartbeat_ms: socket::now_ms(),
+        }
+    }
+
+    pub async fn send_heartbeat(&self, bye: bool) {
+        let info = self.self_info();
+        let hb = Heartbeat {
+            uid: info.uid,
+            name: info.name,
+            nsps: info.nsps,
+            sockets: info.sockets,
+            ts: info.last_heartbeat_ms,
+            bye,
+        };
+        let sent = match wire::encode(&hb) {
+            Ok(bytes) => {
+                self.publish(channels::heartbeat_channel(&self.config.key), bytes)
+                    .await
+            }
+            Err(err) => Err(err.into()),
+        };
+        if let Err(err) = sent {
+            tracing::warn!(%err, "could not send heartbeat");
+        }
+    }
+
+    /// Hands a message from another node to whom it is for.
+    fn dispatch(self: &Arc<Self>, channel: &str, payload: bytes::Bytes) {
+        Stats::add(&self.stats.received, 1);
+        match channels::route(&self.config.key, channel) {
+            Route::Broadcast { nsp } => {
+                if let Some(namespace) = self.namespace(nsp) {
+                    namespace.on_broadcast(&payload);
+                }
+            }
+            Route::Request { nsp } => match wire::decode::<WireRequest>(&payload) {
+                Ok(req) if req.uid.as_deref() == Some(self.uid()) => {}
+                Ok(req) => {
+                    if let Some(namespace) = self.namespace(nsp) {
+                        tokio::spawn(namespace.on_request(req));
+                    }
+                }
+                Err(err) => self.malformed("request", &err),
+            },
+            Route::Response { .. } => match wire::decode_response(&payload) {
+                Ok(res) => {
+                    if !self.pending.deliver(res) {
+                        tracing::trace!("response to an unknown or finished request");
+                    }
+                }
+                Err(err) => self.malformed("response", &err),
+            },
+            Route::Heartbeat => match wire::decode::<Heartbeat>(&payload) {
+                Ok(hb) if hb.uid == self.uid() => {}
+                Ok(hb) => {
+                    if self.membership.on_heartbeat(hb) {
+                        let this = self.clone();
+                        tokio::spawn(async move { this.send_heartbeat(false).await });
+                    }
+                }
+                Err(err) => self.malformed("heartbeat", &err),
+            },
+            Route::Other => {}
+        }
+    }
+
+    /// Every client of every namespace must resync: this node may have missed broadcasts.
+    fn evict_everyone(&self) {
+        if self.config.disconnect_on_loss {
+            self.joined().iter().for_each(|n| n.evict_everyone());
+        }
+    }
+
+    pub fn malformed(&self, what: &str, err: &dyn std::fmt::Display) {
+        Stats::add(&self.stats.malformed, 1);
+        tracing::warn!(%err, "ignoring a malformed {what} from another node");
+    }
+}
+
+async fn receive_loop<D: Driver, N: Namespace>(
+    node: Weak<Node<D, N>>,
+    mut incoming: IncomingStream,
+) {
+    while let Some(item) = incoming.next().await {
+        let Some(node) = node.upgrade() else { return };
+        match item {
+            Incoming::Message { channel, payload } => node.dispatch(&channel, payload),
+            Incoming::Lost(n) => {
+                Stats::add(&node.stats.lost, n);
+                tracing::error!(
+                    lost = n,
+                    "messages from other nodes were lost: they arrived faster than this node read them"
+                );
+                node.evict_everyone();
+            }
+            Incoming::Reconnected => {
+                Stats::add(&node.stats.reconnects, 1);
+                tracing::warn!("reconnected to the pub/sub server; subscriptions restored");
+                // Whatever was published while the subscriber was away never reached this node.
+                node.evict_everyone();
+                node.send_heartbeat(false).await;
+            }
+        }
+    }
+    tracing::error!("the pub/sub stream ended: this node no longer hears the cluster");
+}
+
+async fn heartbeat_loop<D: Driver, N: Namespace>(node: Weak<Node<D, N>>) {
+    let interval = match node.upgrade() {
+        Some(node) => node.config.heartbeat_interval,
+        None => return,
+    };
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        node.send_heartbeat(false).await;
+        node.membership.sweep();
+    }
+}

@@ -1,0 +1,634 @@
+//! Requests to the other nodes and the waiting for their responses: one path serves fetches,
+//! rooms, joins and leaves, server-side emits and broadcasts with acks.
+//!
+//! A request knows whom it waits for: the live nodes of this crate serving the namespace, by uid,
+//! plus a number of anonymous responders (Node.js nodes, which send no heartbeat and put no uid in
+//! their responses, counted by `PUBSUB NUMSUB` in the same step as the publish). It completes when
+//! all have answered (and, for acks, every counted client acked), stops waiting for a node declared
+//! dead meanwhile, and otherwise times out naming the silent nodes.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::stream::{BoxStream, StreamExt};
+use socketioxide::AckError;
+use socketioxide_core::{Sid, adapter::AckStreamItem, parser::ParserError};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::{Namespace, Node, membership::NodeEvent};
+use crate::{
+    channels::{self, Channels},
+    driver::Driver,
+    error::ClusterError,
+    opts,
+    socket::RemoteSocket,
+    stats::Stats,
+    value::Codec,
+    wire::{
+        self, RequestType, SocketEntry, WireOpts, WirePacket, WireRequest, WireResponse, WireSocket,
+    },
+};
+
+/// Whom a request waits for.
+pub(crate) enum Expect {
+    /// Every other node serving the namespace, Node.js ones included (`PUBSUB NUMSUB`).
+    AllNodes,
+    /// Only this crate's nodes: Node.js nodes never answer join, leave and disconnect.
+    OwnNodes,
+}
+
+/// What a request does with its responses.
+trait Collect {
+    /// Takes a response; true when it is its node's answer, which the request waited for.
+    fn take(&mut self, res: WireResponse) -> bool;
+
+    /// Whether more responses are due once every node answered (acks of counted clients).
+    fn wants_more(&self) -> bool {
+        false
+    }
+}
+
+/// Every response is its node's answer.
+impl<F: FnMut(WireResponse)> Collect for F {
+    fn take(&mut self, res: WireResponse) -> bool {
+        self(res);
+        true
+    }
+}
+
+/// The acks of a broadcast-with-ack: each node answers with the number of its clients the packet
+/// went to (BROADCAST_CLIENT_COUNT), then relays one BROADCAST_ACK per client ack.
+struct AckRelay {
+    acks: mpsc::UnboundedSender<AckStreamItem<AckError>>,
+    codec: Codec,
+    expected: u64,
+    received: u64,
+}
+
+impl Collect for AckRelay {
+    fn take(&mut self, res: WireResponse) -> bool {
+        match res.kind {
+            Some(RequestType::BroadcastClientCount) => {
+                self.expected += res.client_count.unwrap_or(0);
+                true
+            }
+            Some(RequestType::BroadcastAck) => {
+                self.received += 1;
+                let sid = res.sid.and_then(|s| s.parse().ok()).unwrap_or(Sid::ZERO);
+                let first = res.packet.unwrap_or(rmpv::Value::Nil);
+                let item = self
+                    .codec
+                    .value_of(rmpv::Value::Array(vec![first]))
+                    .map_err(|e| AckError::Decode(ParserError::new(e)));
+                let _ = self.acks.send((sid, item));
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn wants_more(&self) -> bool {
+        self.received < self.expected
+    }
+}
+
+impl AckRelay {
+    /// At the ack timeout, every ack still missing is a timeout item.
+    fn time_out(&self) {
+        for _ in self.received..self.expected {
+            let _ = self.acks.send((Sid::ZERO, Err(AckError::Timeout)));
+        }
+    }
+}
+
+/// What decides whom a request waits for: this crate's nodes, and the channels whose subscriber
+/// counts reveal the others.
+struct Census {
+    /// Whether this node itself serves the namespace (and so counts among the subscribers).
+    serves: bool,
+    alive: Vec<String>,
+    dead: Vec<String>,
+    /// The request channel, then the own channel of each node in `dead`.
+    probe: Vec<String>,
+}
+
+/// A request on its way: its registration and whom it waits for.
+struct Sent {
+    reg: Registration,
+    waiting: Waiting,
+}
+
+impl<D: Driver, N: Namespace> Node<D, N> {
+    /// Who a request to namespace `nsp` would wait for now, Node.js nodes included.
+    pub async fn expected(&self, nsp: &str, channels: &Channels) -> Result<Waiting, ClusterError> {
+        let census = self.census(nsp, channels);
+        let counts = self.driver.num_sub(census.probe.clone()).await?;
+        Ok(self.tally(census, &counts))
+    }
+
+    pub async fn server_count(&self, nsp: &str, channels: &Channels) -> Result<u16, ClusterError> {
+        let others = self.expected(nsp, channels).await?.len();
+        Ok(u16::try_from(1 + others).unwrap_or(u16::MAX))
+    }
+
+    /// What to count before a request to namespace `nsp`.
+    fn census(&self, nsp: &str, channels: &Channels) -> Census {
+        let alive = self.membership.alive_in(nsp);
+        // A dead node still counted by NUMSUB (a frozen process keeps its connection) must not be
+        // mistaken for a Node.js node: its own channel tells whether its connection lives.
+        let dead = self.membership.dead_in(nsp);
+        let mut probe = vec![channels.request.clone()];
+        probe.extend(
+            dead.iter()
+                .map(|uid| channels::node_channel(&self.config.key, uid)),
+        );
+        Census {
+            serves: self.serves(nsp),
+            alive,
+            dead,
+            probe,
+        }
+    }
+
+    /// Who a request waits for, given the subscriber counts of the census' probe.
+    fn tally(&self, census: Census, counts: &[u64]) -> Waiting {
+        let mut zombies = 0;
+        for (uid, count) in census.dead.iter().zip(&counts[1..]) {
+            if *count > 0 {
+                zombies += 1;
+            } else {
+                self.membership.forget(uid);
+            }
+        }
+        let known = u64::from(census.serves) + census.alive.len() as u64 + zombies;
+        let anonymous = counts[0].saturating_sub(known) as usize;
+        Waiting::new(census.alive, anonymous)
+    }
+
+    /// Registers `req` and publishes it to the nodes `expect` names: for every node, the count
+    /// and the publish are one step, so no node subscribes or leaves in between.
+    async fn send(
+        &self,
+        nsp: &str,
+        channels: &Channels,
+        mut req: WireRequest,
+        expect: Expect,
+    ) -> Result<Sent, ClusterError> {
+        let reg = self.pending.register();
+        req.uid = Some(self.uid().to_string());
+        req.request_id = Some(reg.id.clone());
+        let payload = wire::encode(&req)?;
+        Stats::add(&self.stats.requests, 1);
+        let waiting = match expect {
+            Expect::OwnNodes => {
+                let alive = self.membership.alive_in(nsp);
+                self.publish(channels.request.clone(), payload).await?;
+                Waiting::new(alive, 0)
+            }
+            Expect::AllNodes => {
+                let census = self.census(nsp, channels);
+                Stats::add(&self.stats.published, 1);
+                let counts = self
+                    .driver
+                    .num_sub_then_publish(census.probe.clone(), channels.request.clone(), payload)
+                    .await?;
+                self.tally(census, &counts)
+            }
+        };
+        Ok(Sent { reg, waiting })
+    }
+
+    /// Feeds the responses of a sent request to `collect` until every node it waits for answered
+    /// and `collect` wants no more, a node it waits for dies, or `timeout`. On a timeout, returns
+    /// whom it still waited for.
+    async fn wait(
+        &self,
+        nsp: &str,
+        channels: &Channels,
+        sent: Sent,
+        timeout: Duration,
+        collect: &mut impl Collect,
+    ) -> Result<(), Waiting> {
+        let Sent {
+            mut reg,
+            mut waiting,
+        } = sent;
+        let mut events = self.membership.events();
+        let at_start = waiting.clone();
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        // Node.js nodes send no heartbeat: NUMSUB, asked again now and then, tells when one died.
+        let period = (timeout / 10).max(Duration::from_millis(10));
+        let mut recount = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        while !waiting.is_done() || collect.wants_more() {
+            tokio::select! {
+                Some(res) = reg.rx.recv() => {
+                    let uid = res.uid.clone();
+                    if collect.take(res) {
+                        waiting.answered(uid.as_deref());
+                    }
+                }
+                Ok(NodeEvent::Left { node, .. }) = events.recv() => waiting.node_down(&node.uid),
+                _ = recount.tick(), if waiting.foreign() > 0 => {
+                    // Only while this crate's live nodes are those of the start: a node of ours
+                    // heard from since filled an anonymous slot then, and its leaving the count
+                    // must not pass for a Node.js node that died.
+                    if let Ok(now) = self.expected(nsp, channels).await
+                        && now.same_nodes(&at_start)
+                    {
+                        waiting.foreign_alive(now.foreign());
+                    }
+                }
+                () = &mut deadline => return Err(waiting),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a request and feeds each response to `on_response` until every expected node
+    /// answered, a node it waits for dies, or the request timeout.
+    pub async fn ask(
+        &self,
+        nsp: &str,
+        channels: &Channels,
+        req: WireRequest,
+        name: &'static str,
+        expect: Expect,
+        mut on_response: impl FnMut(WireResponse),
+    ) -> Result<(), ClusterError> {
+        let sent = self.send(nsp, channels, req, expect).await?;
+        let timeout = self.config.request_timeout;
+        self.wait(nsp, channels, sent, timeout, &mut on_response)
+            .await
+            .map_err(|waiting| {
+                Stats::add(&self.stats.request_timeouts, 1);
+                self.timeout(&waiting, name)
+            })
+    }
+
+    /// The error of a request that timed out, logged.
+    pub fn timeout(&self, waiting: &Waiting, name: &'static str) -> ClusterError {
+        let err = waiting.timeout(name, |uid| {
+            self.membership
+                .name_of(uid)
+                .unwrap_or_else(|| uid.to_string())
+        });
+        tracing::warn!(%err, "cluster request timed out");
+        err
+    }
+
+    /// Publishes a broadcast-with-ack to the other nodes and streams the acks they relay; at the
+    /// ack timeout each missing ack becomes a timeout item.
+    pub async fn remote_acks(
+        self: &Arc<Self>,
+        nsp: &str,
+        channels: &Channels,
+        packet: WirePacket,
+        wire_opts: WireOpts,
+        codec: Codec,
+    ) -> Result<BoxStream<'static, AckStreamItem<AckError>>, ClusterError> {
+        let timeout = opts::ack_timeout(&wire_opts).unwrap_or(Duration::from_secs(5));
+        let req = WireRequest {
+            kind: Some(RequestType::Broadcast),
+            packet: Some(packet),
+            opts: Some(wire_opts),
+            ..Default::default()
+        };
+        let sent = self.send(nsp, channels, req, Expect::AllNodes).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        if !sent.waiting.is_done() {
+            let (node, nsp, channels) = (self.clone(), nsp.to_string(), channels.clone());
+            let mut relay = AckRelay {
+                acks: tx,
+                codec,
+                expected: 0,
+                received: 0,
+            };
+            tokio::spawn(async move {
+                if let Err(waiting) = node.wait(&nsp, &channels, sent, timeout, &mut relay).await {
+                    relay.time_out();
+                    if !waiting.is_done() {
+                        let _ = node.timeout(&waiting, "broadcastWithAck");
+                    }
+                }
+            });
+        }
+        Ok(UnboundedReceiverStream::new(rx).boxed())
+    }
+
+    /// Relays a join, leave or disconnect to the other nodes and waits until this crate's nodes
+    /// applied it (Node.js nodes apply it too but never confirm).
+    pub async fn relay(
+        &self,
+        nsp: &str,
+        channels: &Channels,
+        kind: RequestType,
+        opts: WireOpts,
+        rooms: Vec<String>,
+        close: Option<bool>,
+    ) -> Result<(), ClusterError> {
+        let name = match kind {
+            RequestType::RemoteJoin => "socketsJoin",
+            RequestType::RemoteLeave => "socketsLeave",
+            _ => "disconnectSockets",
+        };
+        let req = WireRequest {
+            kind: Some(kind),
+            opts: Some(opts),
+            rooms: (kind != RequestType::RemoteDisconnect).then_some(rooms),
+            close,
+            ..Default::default()
+        };
+        self.ask(nsp, channels, req, name, Expect::OwnNodes, |_| ())
+            .await
+    }
+
+    /// The rooms of the other nodes' sockets matching `opts`.
+    pub async fn remote_rooms(
+        &self,
+        nsp: &str,
+        channels: &Channels,
+        opts: WireOpts,
+    ) -> Result<HashSet<String>, ClusterError> {
+        let req = WireRequest {
+            kind: Some(RequestType::AllRooms),
+            opts: Some(opts),
+            ..Default::default()
+        };
+        let mut rooms = HashSet::new();
+        self.ask(nsp, channels, req, "allRooms", Expect::AllNodes, |res| {
+            rooms.extend(res.rooms.unwrap_or_default());
+        })
+        .await?;
+        Ok(rooms)
+    }
+
+    /// REMOTE_FETCH to the other nodes.
+    pub async fn fetch_from_others(
+        &self,
+        nsp: &str,
+        channels: &Channels,
+        opts: &WireOpts,
+    ) -> Result<Vec<RemoteSocket>, ClusterError> {
+        let req = WireRequest {
+            kind: Some(RequestType::RemoteFetch),
+            opts: Some(opts.clone()),
+            ..Default::default()
+        };
+        let mut sockets = Vec::new();
+        self.ask(
+            nsp,
+            channels,
+            req,
+            "fetchSockets",
+            Expect::AllNodes,
+            |res| {
+                let uid = res.uid.as_deref().map(Arc::<str>::from);
+                let node = res
+                    .uid
+                    .as_deref()
+                    .and_then(|uid| self.membership.name_of(uid))
+                    .map(Arc::<str>::from);
+                for entry in res.sockets.unwrap_or_default() {
+                    match entry {
+                        SocketEntry::Socket(s) => sockets.push(from_wire_socket(*s, &node, &uid)),
+                        SocketEntry::Id(id) => {
+                            self.malformed(
+                                "fetch response",
+                                &format!("socket {id} without a description"),
+                            );
+                        }
+                    }
+                }
+            },
+        )
+        .await?;
+        Ok(sockets)
+    }
+
+    /// Emits an event to the server side of every other node and collects one ack per node.
+    pub async fn server_side_emit_with_ack(
+        &self,
+        nsp: &str,
+        channels: &Channels,
+        data: rmpv::Value,
+    ) -> Result<Vec<serde_json::Value>, ClusterError> {
+        let req = WireRequest {
+            kind: Some(RequestType::ServerSideEmit),
+            data: Some(data),
+            ..Default::default()
+        };
+        let mut acks = Vec::new();
+        self.ask(
+            nsp,
+            channels,
+            req,
+            "serverSideEmit",
+            Expect::AllNodes,
+            |res| {
+                if let Some(data) = res
+                    .data
+                    .as_ref()
+                    .and_then(|d| crate::value::wire_to_json(d).ok())
+                {
+                    acks.push(data);
+                }
+            },
+        )
+        .await?;
+        Ok(acks)
+    }
+}
+
+fn from_wire_socket(
+    s: WireSocket,
+    node: &Option<Arc<str>>,
+    uid: &Option<Arc<str>>,
+) -> RemoteSocket {
+    RemoteSocket {
+        id: s.id,
+        node: s.node.or_else(|| node.clone()),
+        node_uid: uid.clone(),
+        rooms: s.rooms.into(),
+        data: s.data.into(),
+        handshake: s.handshake.into(),
+    }
+}
+
+/// Routes responses to the requests waiting for them, by request id.
+#[derive(Default)]
+pub(crate) struct Pending {
+    waiting: Mutex<HashMap<String, mpsc::UnboundedSender<WireResponse>>>,
+}
+
+impl Pending {
+    /// Registers a new request; its responses arrive on the returned receiver until it is dropped.
+    pub fn register(self: &Arc<Self>) -> Registration {
+        let id = new_request_id();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.waiting.lock().unwrap().insert(id.clone(), tx);
+        Registration {
+            id,
+            rx,
+            pending: self.clone(),
+        }
+    }
+
+    /// Hands a response to its request. Returns false when nobody waits for it (any more).
+    pub fn deliver(&self, response: WireResponse) -> bool {
+        let waiting = self.waiting.lock().unwrap();
+        match waiting.get(&response.request_id) {
+            Some(tx) => tx.send(response).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// A request in flight. Dropping it stops the routing of its responses.
+pub(crate) struct Registration {
+    pub id: String,
+    pub rx: mpsc::UnboundedReceiver<WireResponse>,
+    pending: Arc<Pending>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.pending.waiting.lock().unwrap().remove(&self.id);
+    }
+}
+
+/// Who a request still waits for.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Waiting {
+    nodes: HashSet<String>,
+    anonymous: usize,
+}
+
+impl Waiting {
+    pub fn new(nodes: impl IntoIterator<Item = String>, anonymous: usize) -> Self {
+        Self {
+            nodes: nodes.into_iter().collect(),
+            anonymous,
+        }
+    }
+
+    /// How many responders are expected in all.
+    pub fn len(&self) -> usize {
+        self.nodes.len() + self.anonymous
+    }
+
+    /// Records an answer from `uid` (None: a Node.js node). A node of this crate not yet known
+    /// (its first heartbeat still on the way) fills an anonymous slot, as `NUMSUB` counted it.
+    pub fn answered(&mut self, uid: Option<&str>) {
+        if uid.is_some_and(|uid| self.nodes.remove(uid)) {
+            return;
+        }
+        self.anonymous = self.anonymous.saturating_sub(1);
+    }
+
+    /// Stops waiting for a node that died.
+    pub fn node_down(&mut self, uid: &str) {
+        self.nodes.remove(uid);
+    }
+
+    /// Whether both wait for the same nodes of this crate.
+    pub fn same_nodes(&self, other: &Self) -> bool {
+        self.nodes == other.nodes
+    }
+
+    /// Node.js nodes not heard from yet.
+    pub fn foreign(&self) -> usize {
+        self.anonymous
+    }
+
+    /// Only `alive` Node.js nodes remain: no more than that can still answer. (Which ones died
+    /// is unknown, as their responses carry no uid, so the count can only be capped.)
+    pub fn foreign_alive(&mut self, alive: usize) {
+        self.anonymous = self.anonymous.min(alive);
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.nodes.is_empty() && self.anonymous == 0
+    }
+
+    /// The error for a request that timed out, naming silent nodes with `name_of`.
+    pub fn timeout(&self, request: &'static str, name_of: impl Fn(&str) -> String) -> ClusterError {
+        let mut nodes: Vec<String> = self.nodes.iter().map(|uid| name_of(uid)).collect();
+        nodes.sort();
+        ClusterError::Timeout {
+            request,
+            nodes,
+            foreign: self.anonymous,
+        }
+    }
+}
+
+fn new_request_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completes_when_every_expected_node_answered() {
+        let mut w = Waiting::new(["a".to_string(), "b".to_string()], 1);
+        assert_eq!(w.len(), 3);
+        w.answered(Some("a"));
+        w.answered(None);
+        assert!(!w.is_done());
+        w.node_down("b");
+        assert!(w.is_done());
+    }
+
+    #[test]
+    fn dead_foreign_nodes_cap_the_wait_but_never_raise_it() {
+        let mut w = Waiting::new([], 2);
+        w.foreign_alive(3);
+        assert_eq!(w.foreign(), 2);
+        w.foreign_alive(1);
+        assert_eq!(w.foreign(), 1);
+        w.answered(None);
+        assert!(w.is_done());
+        let ours = Waiting::new(["a".to_string()], 1);
+        assert!(ours.same_nodes(&Waiting::new(["a".to_string()], 0)));
+        assert!(!ours.same_nodes(&Waiting::new(["a".to_string(), "b".to_string()], 0)));
+    }
+
+    #[test]
+    fn unknown_node_fills_an_anonymous_slot_and_timeout_names_the_silent() {
+        let mut w = Waiting::new(["a".to_string()], 1);
+        w.answered(Some("newcomer"));
+        assert!(!w.is_done());
+        match w.timeout("fetchSockets", |uid| format!("node-{uid}")) {
+            ClusterError::Timeout { nodes, foreign, .. } => {
+                assert_eq!(nodes, vec!["node-a".to_string()]);
+                assert_eq!(foreign, 0);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn responses_reach_only_registered_requests() {
+        let pending = Arc::new(Pending::default());
+        let mut reg = pending.register();
+        let response = WireResponse {
+            request_id: reg.id.clone(),
+            ..Default::default()
+        };
+        assert!(pending.deliver(response.clone()));
+        assert_eq!(reg.rx.recv().await.unwrap(), response);
+        let id = reg.id.clone();
+        drop(reg);
+        assert!(!pending.deliver(WireResponse {
+            request_id: id,
+            ..Default::default()
+        }));
+    }
+}
