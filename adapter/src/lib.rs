@@ -85,5 +85,6 @@ pub use node::{
     membership::{NodeEvent, NodeInfo},
 };
 pub use opts::Target;
-pub use socket::{Handshake, RemoteSocket, data, data_as, set_data, track};
+pub use socket::{RemoteSocket, data, data_as, set_data, track};
 pub use stats::ClusterStats;
+pub use wire::Handshake;

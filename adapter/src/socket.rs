@@ -13,13 +13,13 @@ use std::{
 
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use socketioxide::{adapter::Adapter, socket::Socket};
 
 use crate::{
     error::{TrackError, WireError},
-    wire::{FromWire, SocketFields, WirePart},
+    wire::{FromWire, Handshake, SocketFields, WirePart},
 };
 
 /// Headers never shipped to other nodes: they carry credentials.
@@ -125,33 +125,6 @@ pub fn data<A: Adapter>(socket: &Socket<A>) -> Value {
 /// The data of a socket of this node, deserialized.
 pub fn data_as<A: Adapter, T: DeserializeOwned>(socket: &Socket<A>) -> Option<T> {
     T::deserialize(socket.extensions.get::<Described>()?.data()).ok()
-}
-
-/// The handshake of a socket, with the fields of Node.js' `socket.handshake`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Handshake {
-    #[serde(default)]
-    pub headers: Map<String, Value>,
-    /// Connection time, human readable.
-    #[serde(default)]
-    pub time: String,
-    /// Remote address of the client connection.
-    #[serde(default)]
-    pub address: String,
-    #[serde(default)]
-    pub xdomain: bool,
-    #[serde(default)]
-    pub secure: bool,
-    /// Connection time, ms since the epoch.
-    #[serde(default)]
-    pub issued: u64,
-    #[serde(default)]
-    pub url: String,
-    #[serde(default)]
-    pub query: Map<String, Value>,
-    /// Always empty when sent by this crate: the auth payload may hold tokens.
-    #[serde(default)]
-    pub auth: Map<String, Value>,
 }
 
 /// A socket anywhere in the cluster, as `fetchSockets()` describes it.
