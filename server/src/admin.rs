@@ -15,6 +15,7 @@ use socketio_cluster::{ClusterError, RemoteSocket, Target, presence::PresenceSto
 use subtle::ConstantTimeEq;
 
 use crate::{
+    backend::Backend,
     chat::Chat,
     metrics::Snapshot,
     protocol::{ChatError, ErrorCode, MAX_ROOM_LEN, check_name, check_room, valid_namespace},
@@ -22,21 +23,21 @@ use crate::{
 
 /// `/healthz`, `/readyz`, `/metrics`, and `/api/*` when an admin token is configured (a 404
 /// otherwise).
-pub fn routes(chat: Arc<Chat>) -> Router {
+pub fn routes<B: Backend>(chat: Arc<Chat<B>>) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics));
+        .route("/readyz", get(ready::<B>))
+        .route("/metrics", get(metrics::<B>));
     if chat.config.admin_token.is_some() {
         router = router
-            .route("/api/sockets", get(list_sockets))
-            .route("/api/rooms", get(list_rooms))
-            .route("/api/rooms/{room}/presence", get(room_presence))
-            .route("/api/sockets/join", post(join))
-            .route("/api/sockets/leave", post(leave))
-            .route("/api/sockets/disconnect", post(disconnect))
-            .route("/api/emit", post(emit))
-            .route("/api/nodes", get(nodes));
+            .route("/api/sockets", get(list_sockets::<B>))
+            .route("/api/rooms", get(list_rooms::<B>))
+            .route("/api/rooms/{room}/presence", get(room_presence::<B>))
+            .route("/api/sockets/join", post(join::<B>))
+            .route("/api/sockets/leave", post(leave::<B>))
+            .route("/api/sockets/disconnect", post(disconnect::<B>))
+            .route("/api/emit", post(emit::<B>))
+            .route("/api/nodes", get(nodes::<B>));
     }
     // Whatever else is under `/api` stays a 404 of its own, never a file of the web client, which
     // serves every other path.
@@ -109,10 +110,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 /// Proof that the request carries the admin bearer token.
 pub struct Admin;
 
-impl FromRequestParts<Arc<Chat>> for Admin {
+impl<B: Backend> FromRequestParts<Arc<Chat<B>>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, chat: &Arc<Chat>) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, chat: &Arc<Chat<B>>) -> Result<Self, ApiError> {
         let expected = chat.config.admin_token.as_deref().unwrap_or_default();
         let given = parts
             .headers
@@ -166,7 +167,11 @@ struct TargetSpec {
 /// The sockets a target selects, as a selection the cluster understands; `None` when it selects
 /// nobody. Socket and user filters need a look at the sockets first: the selection then names
 /// the chosen sockets by their own rooms.
-async fn resolve(chat: &Chat, ns: &str, spec: TargetSpec) -> Result<Option<Target>, ApiError> {
+async fn resolve<B: Backend>(
+    chat: &Chat<B>,
+    ns: &str,
+    spec: TargetSpec,
+) -> Result<Option<Target>, ApiError> {
     let base = Target {
         rooms: spec.room.into_iter().collect(),
         except: spec.except,
@@ -204,9 +209,9 @@ fn describe(s: &RemoteSocket) -> Value {
     })
 }
 
-async fn list_sockets(
+async fn list_sockets<B: Backend>(
     _: Admin,
-    State(chat): State<Arc<Chat>>,
+    State(chat): State<Arc<Chat<B>>>,
     Query(q): Query<NsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check_ns(&q.ns)?;
@@ -221,9 +226,9 @@ async fn list_sockets(
     Ok(Json(Value::Array(sockets.iter().map(describe).collect())))
 }
 
-async fn list_rooms(
+async fn list_rooms<B: Backend>(
     _: Admin,
-    State(chat): State<Arc<Chat>>,
+    State(chat): State<Arc<Chat<B>>>,
     Query(q): Query<NsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check_ns(&q.ns)?;
@@ -244,9 +249,9 @@ async fn list_rooms(
     Ok(Json(json!(rooms)))
 }
 
-async fn room_presence(
+async fn room_presence<B: Backend>(
     _: Admin,
-    State(chat): State<Arc<Chat>>,
+    State(chat): State<Arc<Chat<B>>>,
     Path(room): Path<String>,
     Query(q): Query<NsQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -268,26 +273,26 @@ struct RoomsBody {
     rooms: Vec<String>,
 }
 
-async fn join(
+async fn join<B: Backend>(
     _: Admin,
-    State(chat): State<Arc<Chat>>,
+    State(chat): State<Arc<Chat<B>>>,
     Query(q): Query<NsQuery>,
     Body(body): Body<RoomsBody>,
 ) -> Result<Json<Value>, ApiError> {
     change_rooms(&chat, &q.ns, body, true).await
 }
 
-async fn leave(
+async fn leave<B: Backend>(
     _: Admin,
-    State(chat): State<Arc<Chat>>,
+    State(chat): State<Arc<Chat<B>>>,
     Query(q): Query<NsQuery>,
     Body(body): Body<RoomsBody>,
 ) -> Result<Json<Value>, ApiError> {
     change_rooms(&chat, &q.ns, body, false).await
 }
 
-async fn change_rooms(
-    chat: &Chat,
+async fn change_rooms<B: Backend>(
+    chat: &Chat<B>,
     ns: &str,
     body: RoomsBody,
     join: bool,
@@ -325,9 +330,9 @@ struct DisconnectBody {
     close: bool,
 }
 
-async fn disconnect(
+async fn disconnect<B: Backend>(
     _: Admin,
-    State(chat): State<Arc<Chat>>,
+    State(chat): State<Arc<Chat<B>>>,
     Query(q): Query<NsQuery>,
     Body(body): Body<DisconnectBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -357,9 +362,9 @@ struct EmitBody {
     ack: Option<AckSpec>,
 }
 
-async fn emit(
+async fn emit<B: Backend>(
     _: Admin,
-    State(chat): State<Arc<Chat>>,
+    State(chat): State<Arc<Chat<B>>>,
     Query(q): Query<NsQuery>,
     Body(body): Body<EmitBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -390,7 +395,7 @@ async fn emit(
     }
 }
 
-async fn nodes(_: Admin, State(chat): State<Arc<Chat>>) -> Json<Value> {
+async fn nodes<B: Backend>(_: Admin, State(chat): State<Arc<Chat<B>>>) -> Json<Value> {
     let nodes: Vec<Value> = chat
         .cluster
         .nodes()
@@ -403,9 +408,9 @@ async fn nodes(_: Admin, State(chat): State<Arc<Chat>>) -> Json<Value> {
 /// How long Redis may take to answer the readiness probe's `PING`.
 const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn ready(State(chat): State<Arc<Chat>>) -> Response {
+async fn ready<B: Backend>(State(chat): State<Arc<Chat<B>>>) -> Response {
     let started = chat.cluster.uid().is_some();
-    if started && chat.cluster.driver().is_ready(READY_DEADLINE).await {
+    if started && B::is_ready(chat.cluster.driver(), READY_DEADLINE).await {
         (StatusCode::OK, "ready").into_response()
     } else {
         (
@@ -416,7 +421,7 @@ async fn ready(State(chat): State<Arc<Chat>>) -> Response {
     }
 }
 
-async fn metrics(State(chat): State<Arc<Chat>>) -> Response {
+async fn metrics<B: Backend>(State(chat): State<Arc<Chat<B>>>) -> Response {
     let me = chat.cluster.nodes().into_iter().next();
     let body = chat.metrics.render(Snapshot {
         node: &chat.cluster.config().node_name,

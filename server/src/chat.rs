@@ -22,6 +22,7 @@ use socketioxide::{
 use tokio::sync::Semaphore;
 
 use crate::{
+    backend::Backend,
     config::Config,
     history::{self, History},
     identity::{AuthError, Identity, identify},
@@ -32,24 +33,21 @@ use crate::{
         NoticeKind, PresenceUpdate, check_room, ok_ack, valid_namespace,
     },
     rate_limit::RateLimiter,
-    transport::{Presence, Transport},
 };
 
-pub type Adapter = ClusterAdapter<Transport>;
+/// The socketioxide adapter of a chat on backend `B`.
+pub type Adapter<B> = ClusterAdapter<<B as Backend>::Driver>;
 
 /// Departures claimed at once; more wait for the next claim.
 const CLAIM_BATCH: usize = 500;
 
 /// Everything the handlers share.
-pub struct Chat {
+pub struct Chat<B: Backend> {
     pub config: Config,
-    pub cluster: Cluster<Transport>,
-    pub presence: Presence,
+    pub cluster: Cluster<B::Driver>,
+    pub presence: B::Presence,
     pub history: History,
     pub metrics: Metrics,
-    /// The Socket.IO server, from when it is built (it needs the chat as its state) until the
-    /// node shuts down (it holds the chat: the two would otherwise keep each other alive).
-    pub io: Mutex<Option<SocketIo<Adapter>>>,
     /// Sockets being authenticated, per namespace (see `namespaces`).
     pub connecting: Connecting,
     /// Local members per `nsp|room`, for the rooms gauge.
@@ -69,11 +67,11 @@ struct Session {
 /// Requests of one socket handled at once; more are refused as `rate_limited`.
 const MAX_IN_FLIGHT: usize = 8;
 
-impl Chat {
+impl<B: Backend> Chat<B> {
     pub fn new(
         config: Config,
-        cluster: Cluster<Transport>,
-        presence: Presence,
+        cluster: Cluster<B::Driver>,
+        presence: B::Presence,
         history: History,
     ) -> Self {
         Self {
@@ -82,16 +80,15 @@ impl Chat {
             presence,
             history,
             metrics: Metrics::default(),
-            io: Mutex::default(),
             connecting: Connecting::default(),
             local_rooms: Mutex::default(),
         }
     }
 
     /// Registers the chat on `/` and on every dynamic namespace `/{name}`.
-    pub async fn serve_namespaces(io: &socketioxide::SocketIo<Adapter>) -> anyhow::Result<()> {
-        io.ns("/", on_connect.with(authenticate)).await?;
-        io.dyn_ns("/{name}", on_connect.with(authenticate))?;
+    pub async fn serve_namespaces(io: &socketioxide::SocketIo<Adapter<B>>) -> anyhow::Result<()> {
+        io.ns("/", on_connect::<B>.with(authenticate::<B>)).await?;
+        io.dyn_ns("/{name}", on_connect::<B>.with(authenticate::<B>))?;
         Ok(())
     }
 
@@ -184,10 +181,7 @@ impl Chat {
     /// The presence store forgot this node (it was reaped while stalled, or the store lost its
     /// data): its live sockets enter their rooms again, and users others were told had left are
     /// announced back.
-    pub async fn register_again(&self) {
-        let Some(io) = self.io.lock().unwrap().clone() else {
-            return;
-        };
+    pub async fn register_again(&self, io: &SocketIo<Adapter<B>>) {
         let mut registered = 0;
         for ns in io.nsps() {
             let nsp = ns.ns_path().to_string();
@@ -236,7 +230,7 @@ impl Chat {
 
     async fn join(
         &self,
-        socket: &SocketRef<Adapter>,
+        socket: &SocketRef<Adapter<B>>,
         session: Session,
         payload: Value,
     ) -> Result<Value, ChatError> {
@@ -294,7 +288,7 @@ impl Chat {
 
     async fn leave(
         &self,
-        socket: &SocketRef<Adapter>,
+        socket: &SocketRef<Adapter<B>>,
         session: Session,
         payload: Value,
     ) -> Result<Value, ChatError> {
@@ -325,7 +319,7 @@ impl Chat {
     }
 
     /// Takes back a join whose announcement failed, telling nobody.
-    async fn undo_join(&self, socket: &SocketRef<Adapter>, session: &Session, room: &str) {
+    async fn undo_join(&self, socket: &SocketRef<Adapter<B>>, session: &Session, room: &str) {
         session.rooms.lock().unwrap().remove(room);
         socket.leave(room.to_string());
         self.count_room(socket.ns(), room, -1);
@@ -340,7 +334,7 @@ impl Chat {
 
     async fn message(
         &self,
-        socket: &SocketRef<Adapter>,
+        socket: &SocketRef<Adapter<B>>,
         session: Session,
         payload: Value,
     ) -> Result<Value, ChatError> {
@@ -390,7 +384,7 @@ impl Chat {
     }
 
     /// A disconnected socket starts a leave timer in each of its rooms.
-    async fn disconnected(&self, socket: &SocketRef<Adapter>, session: &Session) {
+    async fn disconnected(&self, socket: &SocketRef<Adapter<B>>, session: &Session) {
         let nsp = socket.ns().to_string();
         let rooms = std::mem::take(&mut *session.rooms.lock().unwrap());
         for room in rooms {
@@ -415,10 +409,10 @@ impl Chat {
 /// listens to its events. socketioxide sends the connect packet after the middleware but runs the
 /// connect handler in a spawned task: handlers registered there could miss the first events of a
 /// client that emits as soon as it is connected.
-async fn authenticate(
-    socket: SocketRef<Adapter>,
+async fn authenticate<B: Backend>(
+    socket: SocketRef<Adapter<B>>,
     TryData(auth): TryData<Value>,
-    State(chat): State<Arc<Chat>>,
+    State(chat): State<Arc<Chat<B>>>,
 ) -> Result<(), AuthError> {
     let nsp = socket.ns();
     let _connecting = chat.connecting.start(nsp);
@@ -455,7 +449,7 @@ async fn authenticate(
             chat.config.rate_limit_burst,
         ))),
     });
-    listen(&socket);
+    listen::<B>(&socket);
     Ok(())
 }
 
@@ -479,25 +473,25 @@ impl ChatEvent {
     }
 }
 
-async fn on_connect(socket: SocketRef<Adapter>) {
+async fn on_connect<B: Backend>(socket: SocketRef<Adapter<B>>) {
     tracing::debug!(socket = %socket.id, nsp = socket.ns(), "connected");
 }
 
 /// Answers the chat events through their acks; a disconnect starts the leave timers.
-fn listen(socket: &SocketRef<Adapter>) {
+fn listen<B: Backend>(socket: &SocketRef<Adapter<B>>) {
     for event in ChatEvent::ALL {
         socket.on(
             event.name(),
-            async move |s: SocketRef<Adapter>,
+            async move |s: SocketRef<Adapter<B>>,
                         TryData(payload): TryData<Value>,
-                        ack: AckSender<Adapter>,
-                        State(chat): State<Arc<Chat>>| {
+                        ack: AckSender<Adapter<B>>,
+                        State(chat): State<Arc<Chat<B>>>| {
                 handle(&s, event, payload, ack, &chat).await
             },
         );
     }
     socket.on_disconnect(
-        async |s: SocketRef<Adapter>, State(chat): State<Arc<Chat>>| {
+        async |s: SocketRef<Adapter<B>>, State(chat): State<Arc<Chat<B>>>| {
             if let Some(session) = s.extensions.get::<Session>() {
                 chat.disconnected(&s, &session).await;
             }
@@ -506,12 +500,12 @@ fn listen(socket: &SocketRef<Adapter>) {
 }
 
 /// Rate limits, runs an event and answers its ack; bad input becomes an error ack and a log line.
-async fn handle(
-    socket: &SocketRef<Adapter>,
+async fn handle<B: Backend>(
+    socket: &SocketRef<Adapter<B>>,
     event: ChatEvent,
     payload: Result<Value, socketioxide::ParserError>,
-    ack: AckSender<Adapter>,
-    chat: &Chat,
+    ack: AckSender<Adapter<B>>,
+    chat: &Chat<B>,
 ) {
     let Some(session) = socket.extensions.get::<Session>() else {
         return;

@@ -6,6 +6,7 @@
 //! client built from `web/` is served at `/`.
 
 pub mod admin;
+pub mod backend;
 pub mod chat;
 pub mod config;
 pub mod history;
@@ -16,40 +17,33 @@ pub mod protocol;
 pub mod rate_limit;
 pub mod request_parts;
 pub mod timers;
-pub mod transport;
 pub mod web;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use socketio_cluster::{
-    Cluster, ClusterConfig,
-    presence::{MemoryPresence, PresenceStore, RedisPresence},
-};
+use socketio_cluster::{Cluster, ClusterConfig, presence::PresenceStore};
 use socketioxide::SocketIo;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 pub use chat::{Adapter, Chat};
 pub use config::Config;
 
-use crate::{
-    history::History,
-    transport::{Presence, Transport},
-};
+use crate::backend::{Backend, Shared};
 
 /// How long a graceful shutdown may take before the node gives up waiting.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
 
-/// A running node.
-pub struct Server {
+/// A running node, sharing its state through `B` (see [`backend`]).
+pub struct Server<B: Backend> {
     addr: SocketAddr,
-    chat: Arc<Chat>,
+    chat: Arc<Chat<B>>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
-impl Server {
+impl<B: Backend> Server<B> {
     /// Starts a node: connects to Redis (if configured), binds the port and serves.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(("0.0.0.0", config.port))
@@ -65,32 +59,17 @@ impl Server {
             .clone()
             .unwrap_or_else(|| format!("node-{:06x}", rand::random::<u32>() & 0xff_ffff));
         config.check()?;
-        let transport = Transport::connect(config.redis_url.as_deref())
-            .await
-            .context("cannot connect to Redis")?;
         // Presence is keyed by incarnation, so a restarted node never inherits a dead one's sockets.
         let incarnation = format!("{node_name}-{:08x}", rand::random::<u32>());
-        let (presence, history) = match transport.redis() {
-            Some(client) => (
-                Presence::Redis(RedisPresence::new(
-                    client.clone(),
-                    &config.redis_key,
-                    incarnation,
-                )),
-                History::redis(
-                    client.clone(),
-                    &config.redis_key,
-                    config.history_len,
-                    config.history_ttl_secs,
-                ),
-            ),
-            None => (
-                Presence::Memory(MemoryPresence::new(incarnation)),
-                History::memory(config.history_len),
-            ),
-        };
+        let Shared {
+            driver,
+            presence,
+            history,
+        } = B::connect(&config, incarnation)
+            .await
+            .context("cannot connect to Redis")?;
         let cluster = Cluster::new(
-            transport,
+            driver,
             ClusterConfig {
                 key: config.redis_key.clone(),
                 node_name: node_name.clone(),
@@ -112,18 +91,17 @@ impl Server {
             .max_payload(chat.config.max_payload_bytes)
             .ws_max_message_size(chat.config.max_payload_bytes as usize)
             .ws_max_frame_size(chat.config.max_payload_bytes as usize)
-            .with_adapter::<Adapter>(cluster.clone())
+            .with_adapter::<Adapter<B>>(cluster.clone())
             .with_state(chat.clone())
             .build_layer();
         cluster.bind(&io);
-        *chat.io.lock().unwrap() = Some(io.clone());
-        Chat::serve_namespaces(&io).await?;
+        Chat::<B>::serve_namespaces(&io).await?;
         // `/` always exists: it joins the cluster at once, which starts the node's heartbeats.
         cluster
             .admit("/")
             .await
             .context("cannot join the cluster")?;
-        let timers = timers::spawn(chat.clone());
+        let timers = timers::spawn(chat.clone(), io.clone());
         let sweeper = timers::spawn_sweeper(io.clone(), chat.clone());
 
         web::report(&chat.config.web_dir);
@@ -135,13 +113,12 @@ impl Server {
             ));
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let mode = if chat.config.redis_url.is_some() {
-            "redis"
-        } else {
-            "single node (in memory)"
-        };
+        let mode = std::any::type_name::<B>()
+            .rsplit("::")
+            .next()
+            .unwrap_or_default();
         tracing::info!(node = %node_name, %addr, mode, "chat-server listening");
-        let task_chat = chat.clone();
+        let task_chat: Arc<Chat<B>> = chat.clone();
         let task = tokio::spawn(async move {
             let shutdown = {
                 let io = io.clone();
@@ -172,7 +149,6 @@ impl Server {
                 tracing::error!(%err, "could not hand over presence");
             }
             task_chat.cluster.close().await;
-            task_chat.io.lock().unwrap().take();
         });
         Ok(Self {
             addr,
@@ -186,7 +162,7 @@ impl Server {
         self.addr.port()
     }
 
-    pub fn chat(&self) -> &Arc<Chat> {
+    pub fn chat(&self) -> &Arc<Chat<B>> {
         &self.chat
     }
 

@@ -1,6 +1,9 @@
 //! `chat-server` binary: configuration from flags and environment, logs, signals.
 
-use chat_server::{Config, Server};
+use chat_server::{
+    Config, Server,
+    backend::{Backend, Memory, Redis},
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -11,7 +14,15 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let server = Server::start(config).await?;
+    match config.redis_url {
+        Some(_) => run::<Redis>(config).await,
+        None => run::<Memory>(config).await,
+    }
+}
+
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+async fn run<B: Backend>(config: Config) -> anyhow::Result<()> {
+    let server = Server::<B>::start(config).await?;
     shutdown_signal().await;
     server.shutdown().await;
     Ok(())

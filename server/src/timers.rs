@@ -15,6 +15,7 @@ use socketioxide::SocketIo;
 use tokio::{task::JoinHandle, time::MissedTickBehavior};
 
 use crate::{
+    backend::Backend,
     chat::{Adapter, Chat},
     namespaces::shown,
 };
@@ -23,7 +24,7 @@ use crate::{
 /// within this (a client being authenticated is not yet in it: see `namespaces::Connecting`).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-pub fn spawn(chat: Arc<Chat>) -> JoinHandle<()> {
+pub fn spawn<B: Backend>(chat: Arc<Chat<B>>, io: SocketIo<Adapter<B>>) -> JoinHandle<()> {
     let grace = chat.config.leave_grace();
     let tick = (grace / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
     let reap_every = (chat.config.node_timeout() / 4).max(tick);
@@ -36,14 +37,14 @@ pub fn spawn(chat: Arc<Chat>) -> JoinHandle<()> {
             since_reap += tick;
             if since_reap >= reap_every {
                 since_reap = Duration::ZERO;
-                reap(&chat, grace).await;
+                reap(&chat, &io, grace).await;
             }
             chat.announce_departures().await;
         }
     })
 }
 
-async fn reap(chat: &Chat, grace: Duration) {
+async fn reap<B: Backend>(chat: &Chat<B>, io: &SocketIo<Adapter<B>>, grace: Duration) {
     match chat.presence.reap(chat.config.node_timeout(), grace).await {
         Ok(reap) => {
             if !reap.taken_over.is_empty() {
@@ -53,7 +54,7 @@ async fn reap(chat: &Chat, grace: Duration) {
                 );
             }
             if reap.forgotten {
-                chat.register_again().await;
+                chat.register_again(io).await;
             }
         }
         Err(err) => tracing::error!(%err, "presence heartbeat failed"),
@@ -61,7 +62,7 @@ async fn reap(chat: &Chat, grace: Duration) {
 }
 
 /// Releases empty dynamic namespaces until aborted.
-pub fn spawn_sweeper(io: SocketIo<Adapter>, chat: Arc<Chat>) -> JoinHandle<()> {
+pub fn spawn_sweeper<B: Backend>(io: SocketIo<Adapter<B>>, chat: Arc<Chat<B>>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut empty_since: HashMap<String, Instant> = HashMap::new();
         let mut ticker = tokio::time::interval(SWEEP_EVERY);
@@ -72,7 +73,11 @@ pub fn spawn_sweeper(io: SocketIo<Adapter>, chat: Arc<Chat>) -> JoinHandle<()> {
     })
 }
 
-fn sweep(io: &SocketIo<Adapter>, chat: &Chat, empty_since: &mut HashMap<String, Instant>) {
+fn sweep<B: Backend>(
+    io: &SocketIo<Adapter<B>>,
+    chat: &Chat<B>,
+    empty_since: &mut HashMap<String, Instant>,
+) {
     let now = Instant::now();
     let mut seen = HashMap::new();
     for ns in io.nsps() {

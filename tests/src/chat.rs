@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use chat_server::{Chat, Config, Server};
+use chat_server::{
+    Chat, Config, Server,
+    backend::{Backend, Memory, Redis},
+};
 
 use crate::isolated::Isolated;
 
@@ -23,20 +26,34 @@ pub fn chat_config(name: &str, redis_url: Option<&str>, key: &str) -> Config {
     config
 }
 
-/// A running chat-server node.
-pub struct ChatNode {
+/// A running chat-server node: on Redis unless started with [`ChatNode::solo`].
+pub struct ChatNode<B: Backend = Redis> {
     pub name: String,
     pub port: u16,
-    pub chat: Arc<Chat>,
+    pub chat: Arc<Chat<B>>,
     runner: Isolated,
 }
 
 impl ChatNode {
+    /// A node of the cluster on `config.redis_url`.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        Self::on_backend(config).await
+    }
+}
+
+impl ChatNode<Memory> {
+    /// A single node, everything in memory.
+    pub async fn solo(config: Config) -> anyhow::Result<Self> {
+        Self::on_backend(config).await
+    }
+}
+
+impl<B: Backend> ChatNode<B> {
+    async fn on_backend(config: Config) -> anyhow::Result<Self> {
         let name = config.node_id.clone().unwrap_or_default();
         let (runner, (port, chat)) = Isolated::spawn(&name, move || async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let server = Server::start_on(config, listener).await?;
+            let server = Server::<B>::start_on(config, listener).await?;
             let started = (server.port(), server.chat().clone());
             Ok((started, move || server.shutdown()))
         })

@@ -52,7 +52,7 @@ async fn cluster(
     })
 }
 
-async fn user(node: &ChatNode, nsp: &str, id: &str) -> Client {
+async fn user<B: chat_server::backend::Backend>(node: &ChatNode<B>, nsp: &str, id: &str) -> Client {
     let auth = json!({ "userId": id, "name": format!("{id}-name") });
     Client::connect(node.port, nsp, auth, json!(id))
         .await
@@ -878,7 +878,7 @@ async fn graceful_shutdown_lets_clients_move_without_a_leave_notice() -> anyhow:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_without_redis_is_a_complete_chat() -> anyhow::Result<()> {
     init_tracing();
-    let node = ChatNode::start(chat_config("solo", None, "solo")).await?;
+    let node = ChatNode::solo(chat_config("solo", None, "solo")).await?;
     let mut alice = user(&node, "/", "alice").await;
     let mut bob = user(&node, "/", "bob").await;
     join(&mut alice, "lobby").await;
@@ -905,4 +905,47 @@ async fn a_single_node_without_redis_is_a_complete_chat() -> anyhow::Result<()> 
         json!("hello")
     );
     Ok(())
+}
+
+/// The chat server is generic over its backend, so on Redis a cluster request reaches the Redis
+/// driver's own count-then-publish: `PUBSUB NUMSUB` and `PUBLISH` written at once, which Redis
+/// runs back to back, so no node subscribes or leaves between the count and the request. (An enum
+/// wrapper once forwarded every driver method but that one, and its two-step default ran instead.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_a_request_is_counted_and_published_in_one_pipeline() -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let c = cluster("pipeline", 2, |_| ()).await?;
+    let url = c.redis.as_ref().unwrap().url();
+    let addr = url.trim_start_matches("redis://");
+    let mut monitor = tokio::net::TcpStream::connect(addr).await?;
+    monitor.write_all(b"MONITOR\r\n").await?;
+    let mut lines = BufReader::new(monitor).lines();
+    assert_eq!(lines.next_line().await?.as_deref(), Some("+OK"));
+    Admin::new().get(&c.nodes[0], "/api/sockets").await?;
+    // `[db client] "COMMAND" …`: the client and the command of each line.
+    let parse = |line: &str| {
+        let rest = line.split_once(" [")?.1;
+        let (client, command) = rest.split_once("] ")?;
+        Some((client.to_string(), command.to_string()))
+    };
+    let mut previous: Option<(String, String)> = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        anyhow::ensure!(Instant::now() < deadline, "no request was published");
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await??
+            .unwrap_or_default();
+        let Some((client, command)) = parse(&line) else {
+            continue;
+        };
+        if command.starts_with("\"PUBLISH\"") && command.contains("-request#/#") {
+            let (before_client, before) = previous.clone().unwrap_or_default();
+            assert!(
+                before.starts_with("\"PUBSUB\" \"NUMSUB\"") && before_client == client,
+                "the request was not counted in the same pipeline: {before_client} {before} then {client} {command}"
+            );
+            return Ok(());
+        }
+        previous = Some((client, command));
+    }
 }

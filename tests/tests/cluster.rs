@@ -847,6 +847,18 @@ impl Driver for StalledBroadcasts {
         self.inner.num_sub(channels).await
     }
 
+    /// Requests go to the request channel, never stalled.
+    async fn num_sub_then_publish(
+        &self,
+        probe: Vec<String>,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u64>, socketio_cluster::DriverError> {
+        self.inner
+            .num_sub_then_publish(probe, channel, payload)
+            .await
+    }
+
     fn incoming(&self) -> socketio_cluster::IncomingStream {
         self.inner.incoming()
     }

@@ -58,7 +58,7 @@ impl Mixed {
         Ok(mixed)
     }
 
-    fn cluster(&self, i: usize) -> &Cluster<chat_server::transport::Transport> {
+    fn cluster(&self, i: usize) -> &Cluster<socketio_cluster::RedisDriver> {
         &self.rust[i].chat.cluster
     }
 

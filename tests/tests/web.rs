@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use chat_server::backend::Memory;
 use cluster_tests::{ADMIN_TOKEN, ChatNode, chat_config, init_tracing, unique_key};
 
 /// A fresh folder for one test, removed when dropped.
@@ -22,11 +23,11 @@ impl Drop for TempDir {
     }
 }
 
-async fn node(test: &str, web_dir: PathBuf) -> anyhow::Result<ChatNode> {
+async fn node(test: &str, web_dir: PathBuf) -> anyhow::Result<ChatNode<Memory>> {
     init_tracing();
     let mut config = chat_config(test, None, &unique_key(test));
     config.web_dir = web_dir;
-    ChatNode::start(config).await
+    ChatNode::solo(config).await
 }
 
 async fn get(url: String) -> anyhow::Result<(u16, String, String)> {

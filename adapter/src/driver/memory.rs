@@ -23,6 +23,39 @@ struct HubState {
     subscribers: HashMap<u64, Subscriber>,
 }
 
+impl HubState {
+    fn publish(&self, channel: String, payload: Vec<u8>) {
+        let payload = Bytes::from(payload);
+        for sub in self.subscribers.values() {
+            // Like Redis, a message matching a channel and a pattern is delivered once for each.
+            let matches = usize::from(sub.channels.contains(&channel))
+                + sub
+                    .patterns
+                    .iter()
+                    .filter(|p| glob_match(p, &channel))
+                    .count();
+            for _ in 0..matches {
+                let _ = sub.tx.send(Incoming::Message {
+                    channel: channel.clone(),
+                    payload: payload.clone(),
+                });
+            }
+        }
+    }
+
+    fn num_sub(&self, channels: &[String]) -> Vec<u64> {
+        channels
+            .iter()
+            .map(|c| {
+                self.subscribers
+                    .values()
+                    .filter(|s| s.channels.contains(c))
+                    .count() as u64
+            })
+            .collect()
+    }
+}
+
 struct Subscriber {
     channels: HashSet<String>,
     patterns: HashSet<String>,
@@ -79,23 +112,7 @@ impl Drop for MemoryDriver {
 
 impl Driver for MemoryDriver {
     async fn publish(&self, channel: String, payload: Vec<u8>) -> Result<(), DriverError> {
-        let payload = Bytes::from(payload);
-        let state = self.hub.0.lock().unwrap();
-        for sub in state.subscribers.values() {
-            // Like Redis, a message matching a channel and a pattern is delivered once for each.
-            let matches = usize::from(sub.channels.contains(&channel))
-                + sub
-                    .patterns
-                    .iter()
-                    .filter(|p| glob_match(p, &channel))
-                    .count();
-            for _ in 0..matches {
-                let _ = sub.tx.send(Incoming::Message {
-                    channel: channel.clone(),
-                    payload: payload.clone(),
-                });
-            }
-        }
+        self.hub.0.lock().unwrap().publish(channel, payload);
         Ok(())
     }
 
@@ -128,17 +145,20 @@ impl Driver for MemoryDriver {
     }
 
     async fn num_sub(&self, channels: Vec<String>) -> Result<Vec<u64>, DriverError> {
+        Ok(self.hub.0.lock().unwrap().num_sub(&channels))
+    }
+
+    /// Both under one lock of the hub: nobody subscribes in between.
+    async fn num_sub_then_publish(
+        &self,
+        probe: Vec<String>,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u64>, DriverError> {
         let state = self.hub.0.lock().unwrap();
-        Ok(channels
-            .iter()
-            .map(|c| {
-                state
-                    .subscribers
-                    .values()
-                    .filter(|s| s.channels.contains(c))
-                    .count() as u64
-            })
-            .collect())
+        let counts = state.num_sub(&probe);
+        state.publish(channel, payload);
+        Ok(counts)
     }
 
     fn incoming(&self) -> IncomingStream {

@@ -63,20 +63,14 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Counts the subscribers of `probe` (as [`Driver::num_sub`]), then publishes `payload` on
     /// `channel`, with no subscription changing in between: a request then waits for exactly the
-    /// nodes that receive it. This default does it in two steps; override it where the transport
-    /// can do both at once.
+    /// nodes that receive it. No default: two steps would not keep that promise, and a wrapper
+    /// that forgot to forward this method would silently fall back to them.
     fn num_sub_then_publish(
         &self,
         probe: Vec<String>,
         channel: String,
         payload: Vec<u8>,
-    ) -> impl Future<Output = Result<Vec<u64>, DriverError>> + Send {
-        async move {
-            let counts = self.num_sub(probe).await?;
-            self.publish(channel, payload).await?;
-            Ok(counts)
-        }
-    }
+    ) -> impl Future<Output = Result<Vec<u64>, DriverError>> + Send;
 
     /// Everything that arrives on this driver's subscriptions. Called once, by the cluster.
     fn incoming(&self) -> IncomingStream;

@@ -22,6 +22,9 @@ use std::{
 use futures_util::{StreamExt, future::BoxFuture};
 use serde_json::Value;
 use socketioxide::{SocketIo, adapter::Adapter};
+
+/// Finds a socket of this node by namespace and id and describes it (see [`Node::bind`]).
+type Describer = Arc<dyn Fn(&str, Sid) -> Option<Result<Described, WireError>> + Send + Sync>;
 use socketioxide_core::Sid;
 use tokio::{
     sync::{OnceCell, Semaphore},
@@ -57,7 +60,7 @@ pub type ServerEventHandler =
 
 /// What the node needs of a namespace: to hand it what other nodes sent, and to ask whether it
 /// hears the cluster and how many sockets it has (for heartbeats).
-pub(crate) trait Namespace: Adapter {
+pub(crate) trait Namespace: Send + Sync + 'static {
     fn path(&self) -> &str;
     /// Whether it joined the cluster (its channels are subscribed).
     fn in_cluster(&self) -> bool;
@@ -83,7 +86,9 @@ pub(crate) struct Node<D: Driver, N: Namespace> {
     /// Namespaces this node only sends requests to (it has no socket there): their response
     /// channel is subscribed once.
     detached: Mutex<HashSet<String>>,
-    io: RwLock<Option<SocketIo<N>>>,
+    /// Set by [`Node::bind`]. It holds the `SocketIo`, which holds this node: type-erased, so
+    /// that proving the node `Send` does not go round that circle forever.
+    describer: RwLock<Option<Describer>>,
     handlers: RwLock<HashMap<String, ServerEventHandler>>,
     pub stats: Stats,
     /// One permit per broadcast that may wait for the pub/sub server.
@@ -106,7 +111,7 @@ impl<D: Driver, N: Namespace> Node<D, N> {
             namespaces: Default::default(),
             in_cluster: AtomicUsize::new(0),
             detached: Default::default(),
-            io: Default::default(),
+            describer: Default::default(),
             handlers: Default::default(),
             stats: Default::default(),
             tasks: Default::default(),
@@ -161,12 +166,17 @@ impl<D: Driver, N: Namespace> Node<D, N> {
         for task in self.tasks.lock().unwrap().drain(..) {
             task.abort();
         }
-        self.io.write().unwrap().take();
+        self.describer.write().unwrap().take();
     }
 
     /// Lets the node describe its sockets (data, handshake) to the others.
-    pub fn bind(&self, io: &SocketIo<N>) {
-        *self.io.write().unwrap() = Some(io.clone());
+    pub fn bind<A: Adapter>(&self, io: &SocketIo<A>) {
+        let io = io.clone();
+        let describer: Describer = Arc::new(move |nsp, sid| {
+            let socket = io.of(nsp)?.get_socket(sid)?;
+            Some(Described::of(&*socket))
+        });
+        *self.describer.write().unwrap() = Some(describer);
     }
 
     /// Registers the namespace `nsp` unless a live one is registered already (a concurrent
@@ -335,12 +345,11 @@ impl<D: Driver, N: Namespace> Node<D, N> {
         nsp: &str,
         sids: impl IntoIterator<Item = (Sid, Vec<String>)>,
     ) -> Vec<(Sid, Described, Vec<String>)> {
-        let io = self.io.read().unwrap().clone();
-        let ns = io.as_ref().map(|io| io.of(nsp));
+        let describer = self.describer.read().unwrap().clone();
         sids.into_iter()
             .filter_map(|(sid, rooms)| {
-                let described = match &ns {
-                    Some(ns) => Described::of(&*ns.as_ref()?.get_socket(sid)?),
+                let described = match &describer {
+                    Some(describe) => describe(nsp, sid)?,
                     None => Described::bare(&sid.to_string()),
                 };
                 match described {

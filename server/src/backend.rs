@@ -1,0 +1,87 @@
+//! Where a node keeps what it shares with the others: Redis (a cluster), or memory (a single
+//! node). Each is a type, and the chat is generic over it, so every call of the cluster and the
+//! presence store reaches the real driver and store: no wrapper can forget to forward a method
+//! (an enum wrapper once dropped the Redis driver's pipelined count-then-publish).
+
+use std::{future::Future, time::Duration};
+
+use socketio_cluster::{
+    Driver, MemoryDriver, MemoryHub, RedisDriver, RedisDriverConfig,
+    presence::{MemoryPresence, PresenceStore, RedisPresence},
+};
+
+use crate::{config::Config, history::History};
+
+/// What a node shares its state through.
+pub trait Backend: Send + Sync + Sized + 'static {
+    type Driver: Driver;
+    type Presence: PresenceStore;
+
+    /// Connects for a node whose presence entries are named `incarnation` (a restarted node
+    /// never inherits a dead one's sockets).
+    fn connect(
+        config: &Config,
+        incarnation: String,
+    ) -> impl Future<Output = anyhow::Result<Shared<Self>>> + Send;
+
+    /// Whether the shared state answers within `deadline` and the subscriber is connected.
+    fn is_ready(driver: &Self::Driver, deadline: Duration) -> impl Future<Output = bool> + Send;
+}
+
+/// A node's connections to the shared state.
+pub struct Shared<B: Backend> {
+    pub driver: B::Driver,
+    pub presence: B::Presence,
+    pub history: History,
+}
+
+/// A cluster on Redis (`REDIS_URL`).
+pub struct Redis;
+
+impl Backend for Redis {
+    type Driver = RedisDriver;
+    type Presence = RedisPresence;
+
+    async fn connect(config: &Config, incarnation: String) -> anyhow::Result<Shared<Self>> {
+        let url = config
+            .redis_url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("REDIS_URL is not set"))?;
+        let driver = RedisDriver::connect(RedisDriverConfig::new(url)).await?;
+        let client = driver.client().clone();
+        Ok(Shared {
+            presence: RedisPresence::new(client.clone(), &config.redis_key, incarnation),
+            history: History::redis(
+                client,
+                &config.redis_key,
+                config.history_len,
+                config.history_ttl_secs,
+            ),
+            driver,
+        })
+    }
+
+    async fn is_ready(driver: &RedisDriver, deadline: Duration) -> bool {
+        driver.answers_within(deadline).await
+    }
+}
+
+/// A single node, everything in memory (no `REDIS_URL`).
+pub struct Memory;
+
+impl Backend for Memory {
+    type Driver = MemoryDriver;
+    type Presence = MemoryPresence;
+
+    async fn connect(config: &Config, incarnation: String) -> anyhow::Result<Shared<Self>> {
+        Ok(Shared {
+            driver: MemoryHub::new().driver(),
+            presence: MemoryPresence::new(incarnation),
+            history: History::memory(config.history_len),
+        })
+    }
+
+    async fn is_ready(_: &MemoryDriver, _: Duration) -> bool {
+        true
+    }
+}
