@@ -917,12 +917,20 @@ async fn broadcasts_that_pile_up_are_refused_beyond_the_limit_not_queued_without
         "{err}"
     );
     assert!(err.to_string().contains("overloaded"), "{err}");
-    // …and an application asking first is refused the same way, counted too.
+    // …and an application asking first is refused the same way, counted too…
     assert!(matches!(
         busy.cluster.ensure_capacity(),
         Err(ClusterError::Overloaded { .. })
     ));
-    assert_eq!(busy.cluster.stats().rejected, 2);
+    // …and so is the cluster's own emit (a departure notice, say), which reaches nobody either:
+    // not even this node's sockets, though they need no Redis.
+    assert!(matches!(
+        busy.cluster
+            .emit("/", &Target::all(), "n", vec![json!("refused")])
+            .await,
+        Err(ClusterError::Overloaded { .. })
+    ));
+    assert_eq!(busy.cluster.stats().rejected, 3);
 
     open.send(true)?;
     for emit in waiting {
