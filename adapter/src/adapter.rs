@@ -31,10 +31,10 @@ use socketioxide_core::{
 use tokio::sync::OnceCell;
 
 use crate::{
-    channels::Channels,
     delivery::{self, Evictions},
     driver::Driver,
     error::ClusterError,
+    keys::Channels,
     node::{Namespace, Node, ServerEvent},
     opts,
     socket::{Described, RemoteSocket},

@@ -60,12 +60,12 @@
 //! ```
 
 mod adapter;
-mod channels;
 mod cluster;
 mod config;
 mod delivery;
 mod driver;
 mod error;
+pub mod keys;
 mod node;
 mod opts;
 pub mod presence;

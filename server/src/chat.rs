@@ -99,7 +99,7 @@ impl<B: Backend> Chat<B> {
 
     fn count_room(&self, nsp: &str, room: &str, delta: isize) {
         let mut rooms = self.local_rooms.lock().unwrap();
-        let key = format!("{nsp}|{room}");
+        let key = socketio_cluster::keys::place(nsp, room);
         let n = rooms.entry(key.clone()).or_default();
         *n = n.saturating_add_signed(delta);
         if *n == 0 {

@@ -10,6 +10,7 @@ use std::sync::LazyLock;
 use fred::types::scripts::Script;
 use fred::{clients::Client, interfaces::ListInterface};
 use serde_json::json;
+use socketio_cluster::keys::{HistoryKeys, place};
 
 use crate::protocol::{Member, Message};
 
@@ -30,7 +31,7 @@ pub enum HistoryError {
 pub enum History {
     Redis {
         client: Client,
-        prefix: String,
+        keys: HistoryKeys,
         keep: usize,
         ttl_secs: u64,
     },
@@ -44,7 +45,7 @@ impl History {
     pub fn redis(client: Client, key: &str, keep: usize, ttl_secs: u64) -> Self {
         Self::Redis {
             client,
-            prefix: format!("{{{key}}}:history"),
+            keys: HistoryKeys::new(key),
             keep,
             ttl_secs,
         }
@@ -69,15 +70,11 @@ impl History {
         match self {
             Self::Redis {
                 client,
-                prefix,
+                keys,
                 keep,
                 ttl_secs,
             } => {
-                let place = place(nsp, room);
-                let keys = vec![
-                    format!("{prefix}:{place}:seq"),
-                    format!("{prefix}:{place}:list"),
-                ];
+                let keys = vec![keys.seq(nsp, room), keys.list(nsp, room)];
                 let body =
                     json!({ "room": room, "from": from, "text": text, "ts": ts }).to_string();
                 let args = vec![body, keep.to_string(), ttl_secs.to_string()];
@@ -110,8 +107,8 @@ impl History {
     /// later in the history either. Its id is not reused.
     pub async fn retract(&self, nsp: &str, room: &str, id: &str) -> Result<(), HistoryError> {
         match self {
-            Self::Redis { client, prefix, .. } => {
-                let keys = vec![format!("{prefix}:{}:list", place(nsp, room))];
+            Self::Redis { client, keys, .. } => {
+                let keys = vec![keys.list(nsp, room)];
                 let _removed: u8 = RETRACT
                     .evalsha_with_reload(client, keys, vec![id.to_string()])
                     .await?;
@@ -129,17 +126,12 @@ impl History {
     pub async fn recent(&self, nsp: &str, room: &str) -> Result<Vec<Message>, HistoryError> {
         match self {
             Self::Redis {
-                client,
-                prefix,
-                keep,
-                ..
+                client, keys, keep, ..
             } => {
                 if *keep == 0 {
                     return Ok(Vec::new());
                 }
-                let stored: Vec<String> = client
-                    .lrange(format!("{prefix}:{}:list", place(nsp, room)), 0, -1)
-                    .await?;
+                let stored: Vec<String> = client.lrange(keys.list(nsp, room), 0, -1).await?;
                 stored
                     .iter()
                     .map(|m| Ok(serde_json::from_str(m)?))
@@ -169,11 +161,6 @@ pub fn newest_within(mut messages: Vec<Message>, max_bytes: usize) -> Vec<Messag
         })
         .count();
     messages.split_off(messages.len() - kept)
-}
-
-/// A room of a namespace, as history keys name it: `append` writes and `recent` reads the same.
-fn place(nsp: &str, room: &str) -> String {
-    format!("{nsp}|{room}")
 }
 
 #[cfg(test)]

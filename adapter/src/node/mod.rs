@@ -32,10 +32,10 @@ use tokio::{
 };
 
 use crate::{
-    channels::{self, Channels, Route},
     config::ClusterConfig,
     driver::{Driver, Incoming, IncomingStream},
     error::{ClusterError, WireError},
+    keys::{self, Channels, Route},
     socket::{self, Described},
     stats::Stats,
     wire::{self, BroadcastMessage, Heartbeat, WireOpts, WirePacket, WireRequest, WireResponse},
@@ -142,7 +142,7 @@ impl<D: Driver, N: Namespace> Node<D, N> {
                 let key = &self.config.key;
                 self.driver
                     .subscribe(
-                        vec![channels::heartbeat_channel(key), channels::node_channel(key, self.uid())],
+                        vec![keys::heartbeat_channel(key), keys::node_channel(key, self.uid())],
                         vec![],
                     )
                     .await?;
@@ -398,7 +398,7 @@ impl<D: Driver, N: Namespace> Node<D, N> {
         };
         let sent = match wire::encode(&hb) {
             Ok(bytes) => {
-                self.publish(channels::heartbeat_channel(&self.config.key), bytes)
+                self.publish(keys::heartbeat_channel(&self.config.key), bytes)
                     .await
             }
             Err(err) => Err(err.into()),
@@ -411,7 +411,7 @@ impl<D: Driver, N: Namespace> Node<D, N> {
     /// Hands a message from another node to whom it is for.
     fn dispatch(self: &Arc<Self>, channel: &str, payload: bytes::Bytes) {
         Stats::add(&self.stats.received, 1);
-        match channels::route(&self.config.key, channel) {
+        match keys::route(&self.config.key, channel) {
             Route::Broadcast { nsp } => {
                 if let Some(namespace) = self.namespace(nsp) {
                     namespace.on_broadcast(&payload);

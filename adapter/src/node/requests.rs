@@ -21,9 +21,9 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{Namespace, Node, membership::NodeEvent};
 use crate::{
-    channels::{self, Channels},
     driver::Driver,
     error::ClusterError,
+    keys::{self, Channels},
     opts,
     socket::RemoteSocket,
     stats::Stats,
@@ -144,7 +144,7 @@ impl<D: Driver, N: Namespace> Node<D, N> {
         let mut probe = vec![channels.request.clone()];
         probe.extend(
             dead.iter()
-                .map(|uid| channels::node_channel(&self.config.key, uid)),
+                .map(|uid| keys::node_channel(&self.config.key, uid)),
         );
         Census {
             serves: self.serves(nsp),

@@ -19,6 +19,8 @@ use std::{future::Future, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::keys::place;
+
 mod memory;
 mod redis;
 
@@ -159,11 +161,6 @@ pub(crate) fn check_all(nsp: &str, room: &str, user: Option<&str>) -> Result<(),
     check("namespace", nsp)?;
     check("room", room)?;
     user.map_or(Ok(()), |user| check("user id", user))
-}
-
-/// `nsp|room`, the part of every key and timer entry naming a room.
-pub(crate) fn place(nsp: &str, room: &str) -> String {
-    format!("{nsp}|{room}")
 }
 
 /// Splits a timer entry `nsp|room\nuser`.

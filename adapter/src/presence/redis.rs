@@ -1,12 +1,7 @@
 //! [`PresenceStore`] in Redis. Every change is one Lua script, so concurrent nodes never see a
 //! half-applied state and a timer is claimed by one node only.
 //!
-//! Keys (`P` is `{key}:presence`, whose hash tag keeps every key in one Redis Cluster slot):
-//! `P:u:{nsp|room}` users hash (user → name), `P:s:{nsp|room}` sockets hash (socket → user),
-//! `P:c:{nsp|room}` socket counts (user → n), `P:timers` leave timers (`nsp|room\nuser` → due ms),
-//! `P:claims` claimed departures (`nsp|room\nuser` → lease end ms) and `P:claimed` their
-//! `id\nname`, `P:n:{node}` the sockets each node holds (`nsp|room\nsocket`), `P:nodes`
-//! heartbeats (node → ms).
+//! Keys: see [`crate::keys`].
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -17,6 +12,8 @@ use super::{
     place,
 };
 use fred::types::scripts::Script;
+
+use crate::keys::PresenceKeys;
 
 static JOIN: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/join.lua")));
 static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/leave.lua")));
@@ -29,7 +26,7 @@ static SETTLE: LazyLock<Script> =
 #[derive(Clone)]
 pub struct RedisPresence {
     client: Client,
-    prefix: String,
+    keys: PresenceKeys,
     node: String,
 }
 
@@ -38,33 +35,26 @@ impl RedisPresence {
     pub fn new(client: Client, key: &str, node: impl Into<String>) -> Self {
         Self {
             client,
-            prefix: format!("{{{key}}}:presence"),
+            keys: PresenceKeys::new(key),
             node: node.into(),
         }
     }
 
-    fn key(&self, kind: &str, place: &str) -> String {
-        format!("{}:{kind}:{place}", self.prefix)
-    }
-
-    fn shared(&self, name: &str) -> String {
-        format!("{}:{name}", self.prefix)
-    }
-
     fn room_keys(&self, place: &str) -> Vec<String> {
+        let k = &self.keys;
         vec![
-            self.key("u", place),
-            self.key("s", place),
-            self.key("c", place),
-            self.shared("timers"),
-            self.key("n", &self.node),
-            self.shared("claims"),
-            self.shared("claimed"),
+            k.users(place),
+            k.sockets(place),
+            k.counts(place),
+            k.timers(),
+            k.node(&self.node),
+            k.claims(),
+            k.claimed(),
         ]
     }
 
     fn claim_keys(&self) -> Vec<String> {
-        vec![self.shared("claims"), self.shared("claimed")]
+        vec![self.keys.claims(), self.keys.claimed()]
     }
 }
 
@@ -127,7 +117,7 @@ impl PresenceStore for RedisPresence {
     async fn online(&self, nsp: &str, room: &str) -> Result<Vec<Member>, PresenceError> {
         let users: Vec<(String, String)> = self
             .client
-            .hgetall(self.key("u", &place(nsp, room)))
+            .hgetall(self.keys.users(&place(nsp, room)))
             .await?;
         let mut members: Vec<Member> = users
             .into_iter()
@@ -142,10 +132,10 @@ impl PresenceStore for RedisPresence {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Departure>, PresenceError> {
-        let mut keys = vec![self.shared("timers")];
+        let mut keys = vec![self.keys.timers()];
         keys.extend(self.claim_keys());
         let args = vec![
-            self.prefix.clone(),
+            self.keys.prefix().to_string(),
             limit.to_string(),
             lease.as_millis().to_string(),
         ];
@@ -196,9 +186,9 @@ impl RedisPresence {
         timeout: String,
         grace: Duration,
     ) -> Result<Vec<String>, PresenceError> {
-        let keys = vec![self.shared("nodes"), self.shared("timers")];
+        let keys = vec![self.keys.nodes(), self.keys.timers()];
         let args = vec![
-            self.prefix.clone(),
+            self.keys.prefix().to_string(),
             self.node.clone(),
             timeout,
             grace.as_millis().to_string(),

@@ -1,7 +1,11 @@
-//! Redis channel layout.
+//! Every Redis channel and key this project uses, named in one place. `{key}` is the cluster's
+//! prefix (`ClusterConfig::key`, the Node.js adapter's `key`), `{nsp|room}` a room of a namespace
+//! as presence and history name it ([`place`]).
 //!
-//! The first four channels are those of `@socket.io/redis-adapter` 8.x, so Rust and Node.js nodes
-//! sharing a `key` hear each other:
+//! # Channels
+//!
+//! The first five are those of `@socket.io/redis-adapter` 8.x, so Rust and Node.js nodes sharing
+//! a `key` hear each other:
 //!
 //! | channel | carries |
 //! | --- | --- |
@@ -17,6 +21,31 @@
 //! | --- | --- |
 //! | `{key}-heartbeat#` | node heartbeats and goodbyes (liveness) |
 //! | `{key}-node#{uid}#` | nothing: a node subscribes to it so `PUBSUB NUMSUB` tells whether its connection lives |
+//!
+//! # Keys
+//!
+//! Presence ([`PresenceKeys`], `P` = `{{key}}:presence`; the hash tag keeps them in one slot):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `P:u:{nsp\|room}` | hash | user id → name, of the users online in the room |
+//! | `P:s:{nsp\|room}` | hash | socket id → user id, of the sockets in the room |
+//! | `P:c:{nsp\|room}` | hash | user id → number of their sockets in the room |
+//! | `P:timers` | sorted set | `nsp\|room\nuser` → when its leave timer fires (ms) |
+//! | `P:claims` | sorted set | `nsp\|room\nuser` → when the claim of a departure lapses (ms) |
+//! | `P:claimed` | hash | `nsp\|room\nuser` → `id\nname` of a claimed departure |
+//! | `P:n:{node}` | set | `nsp\|room\nsocket`, the sockets node `node` holds |
+//! | `P:nodes` | sorted set | node → its last presence heartbeat (ms) |
+//!
+//! History ([`HistoryKeys`], `H` = `{{key}}:history`, kept by `chat-server`):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `H:{nsp\|room}:seq` | string | the room's last message number |
+//! | `H:{nsp\|room}:list` | list | the room's last messages, JSON, oldest first |
+//!
+//! The presence scripts `claim.lua` and `reap.lua` find rooms and nodes as they go, so they build
+//! `P:u:`, `P:c:`, `P:s:` and `P:n:` keys from `P` themselves, in this layout.
 
 /// The channels of one namespace.
 #[derive(Debug, Clone)]
@@ -97,6 +126,94 @@ pub(crate) fn route<'a>(key: &str, channel: &'a str) -> Route<'a> {
     }
 }
 
+/// A room of a namespace, as presence and history keys and timer entries name it: `nsp|room`.
+pub fn place(nsp: &str, room: &str) -> String {
+    format!("{nsp}|{room}")
+}
+
+/// The keys of presence and leave timers.
+#[derive(Debug, Clone)]
+pub struct PresenceKeys {
+    prefix: String,
+}
+
+impl PresenceKeys {
+    pub fn new(key: &str) -> Self {
+        Self {
+            prefix: format!("{{{key}}}:presence"),
+        }
+    }
+
+    /// `P`, which the scripts that find rooms as they go build keys from.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `P:u:{place}`
+    pub fn users(&self, place: &str) -> String {
+        format!("{}:u:{place}", self.prefix)
+    }
+
+    /// `P:s:{place}`
+    pub fn sockets(&self, place: &str) -> String {
+        format!("{}:s:{place}", self.prefix)
+    }
+
+    /// `P:c:{place}`
+    pub fn counts(&self, place: &str) -> String {
+        format!("{}:c:{place}", self.prefix)
+    }
+
+    /// `P:n:{node}`
+    pub fn node(&self, node: &str) -> String {
+        format!("{}:n:{node}", self.prefix)
+    }
+
+    /// `P:timers`
+    pub fn timers(&self) -> String {
+        format!("{}:timers", self.prefix)
+    }
+
+    /// `P:claims`
+    pub fn claims(&self) -> String {
+        format!("{}:claims", self.prefix)
+    }
+
+    /// `P:claimed`
+    pub fn claimed(&self) -> String {
+        format!("{}:claimed", self.prefix)
+    }
+
+    /// `P:nodes`
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+}
+
+/// The keys of chat history.
+#[derive(Debug, Clone)]
+pub struct HistoryKeys {
+    prefix: String,
+}
+
+impl HistoryKeys {
+    pub fn new(key: &str) -> Self {
+        Self {
+            prefix: format!("{{{key}}}:history"),
+        }
+    }
+
+    /// `H:{nsp|room}:seq`
+    pub fn seq(&self, nsp: &str, room: &str) -> String {
+        format!("{}:{}:seq", self.prefix, place(nsp, room))
+    }
+
+    /// `H:{nsp|room}:list`
+    pub fn list(&self, nsp: &str, room: &str) -> String {
+        format!("{}:{}:list", self.prefix, place(nsp, room))
+    }
+}
+
 /// Escapes the characters Redis glob patterns treat specially.
 fn escape_glob(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -147,6 +264,17 @@ mod tests {
         assert_eq!(route(key, "socket.io-heartbeat#"), Route::Heartbeat);
         assert_eq!(route(key, "socket.io-node#x#"), Route::Other);
         assert_eq!(route(key, "other#/#"), Route::Other);
+    }
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let p = PresenceKeys::new("k");
+        assert_eq!(p.users(&place("/", "r")), "{k}:presence:u:/|r");
+        assert_eq!(p.node("n1"), "{k}:presence:n:n1");
+        assert_eq!(p.timers(), "{k}:presence:timers");
+        let h = HistoryKeys::new("k");
+        assert_eq!(h.seq("/a", "r"), "{k}:history:/a|r:seq");
+        assert_eq!(h.list("/a", "r"), "{k}:history:/a|r:list");
     }
 
     #[test]
