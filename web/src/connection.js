@@ -6,6 +6,9 @@ import { io } from "socket.io-client";
 /** How long a request waits for its ack before it counts as failed. */
 const ACK_TIMEOUT_MS = 10_000;
 
+/** How long the page waits before it reconnects when the server closed its socket. */
+const RESYNC_DELAY_MS = 500;
+
 /**
  * @typedef {"connecting" | "online" | "reconnecting" | "offline"} State
  * @typedef {{ ok: true, [field: string]: any } | { ok: false, error: import("./errors.js").ChatError }} Ack
@@ -34,10 +37,13 @@ export function connect(name, handlers) {
     handlers.connected();
   });
   socket.on("disconnect", (reason) => {
-    // `socket.active` is false only when the server closed this socket on purpose (an admin
-    // kick): socket.io-client then does not reconnect, and neither do we.
-    if (socket.active) handlers.state("reconnecting");
-    else handlers.state("offline", `disconnected by the server (${reason})`);
+    // `socket.active` is false when the server closed this socket itself (reason `io server
+    // disconnect`), and socket.io-client then waits for the application. A node does that when it
+    // may have missed broadcasts (it lost messages, or its Redis subscriber reconnected) or when
+    // this page could not keep up: either way the way back is to reconnect and rejoin, which
+    // `connected` does, so the page comes back after a short pause.
+    handlers.state("reconnecting", socket.active ? undefined : `the server asked to resync (${reason})`);
+    if (!socket.active) setTimeout(() => socket.connect(), RESYNC_DELAY_MS);
   });
   socket.on("connect_error", (err) => {
     // A refused handshake (bad name, unauthorized) is final; a network error is retried.
