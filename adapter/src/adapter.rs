@@ -35,9 +35,9 @@ use crate::{
     driver::Driver,
     error::ClusterError,
     keys::Channels,
-    node::{Namespace, Node, ServerEvent},
+    node::{Description, Namespace, Node, ServerEvent},
     opts,
-    socket::{Described, RemoteSocket},
+    socket::RemoteSocket,
     stats::Stats,
     value::{self, Codec},
     wire::{
@@ -366,17 +366,20 @@ impl<D: Driver> ClusterAdapter<D> {
     }
 
     /// This node's sockets matching `wire_opts`: id, description and rooms.
-    fn describe_local(&self, wire_opts: &WireOpts) -> Vec<(Sid, Described, Vec<String>)> {
+    fn describe_local(&self, wire_opts: &WireOpts) -> Vec<Description> {
         let sids = self.local.sockets(opts::to_local(wire_opts));
-        let with_rooms = sids.into_iter().map(|sid| {
-            let rooms = self
-                .local
-                .socket_rooms(sid)
-                .into_iter()
-                .map(Cow::into_owned)
-                .collect();
-            (sid, rooms)
-        });
+        let with_rooms = sids
+            .into_iter()
+            .map(|sid| {
+                let rooms = self
+                    .local
+                    .socket_rooms(sid)
+                    .into_iter()
+                    .map(Cow::into_owned)
+                    .collect();
+                (sid, rooms)
+            })
+            .collect();
         self.node.describe(&self.nsp, with_rooms)
     }
 

@@ -23,8 +23,14 @@ use futures_util::{StreamExt, future::BoxFuture};
 use serde_json::Value;
 use socketioxide::{SocketIo, adapter::Adapter};
 
-/// Finds a socket of this node by namespace and id and describes it (see [`Node::bind`]).
-type Describer = Arc<dyn Fn(&str, Sid) -> Option<Result<Described, WireError>> + Send + Sync>;
+/// Describes sockets of a namespace of this node, with their rooms (see [`Node::bind`]).
+type Describer = Arc<dyn Fn(&str, SocketsWithRooms) -> Vec<Description> + Send + Sync>;
+
+/// Sockets of this node, by id, with their rooms.
+pub(crate) type SocketsWithRooms = Vec<(Sid, Vec<String>)>;
+
+/// A socket of this node, described, with its rooms.
+pub(crate) type Description = (Sid, Described, Vec<String>);
 use socketioxide_core::Sid;
 use tokio::{
     sync::{OnceCell, Semaphore},
@@ -172,9 +178,11 @@ impl<D: Driver, N: Namespace> Node<D, N> {
     /// Lets the node describe its sockets (data, handshake) to the others.
     pub fn bind<A: Adapter>(&self, io: &SocketIo<A>) {
         let io = io.clone();
-        let describer: Describer = Arc::new(move |nsp, sid| {
-            let socket = io.of(nsp)?.get_socket(sid)?;
-            Some(Described::of(&*socket))
+        let describer: Describer = Arc::new(move |nsp, sockets| {
+            let Some(ns) = io.of(nsp) else {
+                return Vec::new();
+            };
+            described(sockets, |sid| Some(Described::of(&*ns.get_socket(sid)?)))
         });
         *self.describer.write().unwrap() = Some(describer);
     }
@@ -340,27 +348,12 @@ impl<D: Driver, N: Namespace> Node<D, N> {
 
     /// Describes sockets of this node, with their rooms; sockets gone meanwhile are left out.
     /// Before [`Node::bind`], sockets are described by id and rooms only.
-    pub fn describe(
-        &self,
-        nsp: &str,
-        sids: impl IntoIterator<Item = (Sid, Vec<String>)>,
-    ) -> Vec<(Sid, Described, Vec<String>)> {
+    pub fn describe(&self, nsp: &str, sockets: SocketsWithRooms) -> Vec<Description> {
         let describer = self.describer.read().unwrap().clone();
-        sids.into_iter()
-            .filter_map(|(sid, rooms)| {
-                let described = match &describer {
-                    Some(describe) => describe(nsp, sid)?,
-                    None => Described::bare(&sid.to_string()),
-                };
-                match described {
-                    Ok(described) => Some((sid, described, rooms)),
-                    Err(err) => {
-                        tracing::warn!(%err, socket = %sid, "cannot describe a socket");
-                        None
-                    }
-                }
-            })
-            .collect()
+        match describer {
+            Some(describe) => describe(nsp, sockets),
+            None => described(sockets, |sid| Some(Described::bare(&sid.to_string()))),
+        }
     }
 
     pub fn on_server_event(&self, nsp: &str, handler: ServerEventHandler) {
@@ -501,4 +494,22 @@ async fn heartbeat_loop<D: Driver, N: Namespace>(node: Weak<Node<D, N>>) {
         node.send_heartbeat(false).await;
         node.membership.sweep();
     }
+}
+
+/// `sockets` described by `describe`; a socket it cannot find is left out, one it cannot describe
+/// is logged and left out.
+fn described(
+    sockets: SocketsWithRooms,
+    describe: impl Fn(Sid) -> Option<Result<Described, WireError>>,
+) -> Vec<Description> {
+    sockets
+        .into_iter()
+        .filter_map(|(sid, rooms)| match describe(sid)? {
+            Ok(described) => Some((sid, described, rooms)),
+            Err(err) => {
+                tracing::warn!(%err, socket = %sid, "cannot describe a socket");
+                None
+            }
+        })
+        .collect()
 }
