@@ -80,3 +80,33 @@ impl<B: Backend> ChatNode<B> {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 }
+
+/// `n` nodes on the Redis at `redis_url`, named `chat-{i}`, each config tweaked by `tweak`,
+/// once every node has heard of every other.
+pub async fn chat_nodes(
+    redis_url: &str,
+    test: &str,
+    n: usize,
+    tweak: impl Fn(&mut Config),
+) -> anyhow::Result<Vec<ChatNode>> {
+    crate::init_tracing();
+    let key = crate::unique_key(test);
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let mut config = chat_config(&format!("chat-{i}"), Some(redis_url), &key);
+        tweak(&mut config);
+        nodes.push(ChatNode::start(config).await?);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while nodes
+        .iter()
+        .any(|n| n.chat.cluster.nodes().len() != nodes.len())
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "nodes did not discover each other"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(nodes)
+}

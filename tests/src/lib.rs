@@ -11,7 +11,7 @@ pub mod redis;
 
 use std::sync::Once;
 
-pub use chat::{ADMIN_TOKEN, ChatNode, chat_config};
+pub use chat::{ADMIN_TOKEN, ChatNode, chat_config, chat_nodes};
 pub use client::{Client, Received, WAIT};
 pub use node::{TestNode, test_config};
 pub use redis::TestRedis;

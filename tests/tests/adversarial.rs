@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use cluster_tests::{
-    ADMIN_TOKEN, ChatNode, Client, Received, TestRedis, chat_config, init_tracing,
+    ADMIN_TOKEN, ChatNode, Client, Received, TestRedis, chat_nodes, init_tracing,
     process::{NodeProcess, free_port, signal},
     unique_key,
 };
@@ -24,26 +24,7 @@ async fn nodes(
     n: usize,
     tweak: impl Fn(&mut chat_server::Config),
 ) -> anyhow::Result<Vec<ChatNode>> {
-    init_tracing();
-    let key = unique_key(test);
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        let mut config = chat_config(&format!("{test}-{i}"), Some(&redis.url()), &key);
-        tweak(&mut config);
-        nodes.push(ChatNode::start(config).await?);
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while nodes
-        .iter()
-        .any(|n| n.chat.cluster.nodes().len() != nodes.len())
-    {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "nodes did not discover each other"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(nodes)
+    chat_nodes(&redis.url(), test, n, tweak).await
 }
 
 async fn redis_client(redis: &TestRedis) -> anyhow::Result<RedisClient> {

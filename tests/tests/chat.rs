@@ -7,7 +7,7 @@ use std::{
 };
 
 use cluster_tests::{
-    ADMIN_TOKEN, ChatNode, Client, TestRedis, chat_config, init_tracing, unique_key,
+    ADMIN_TOKEN, ChatNode, Client, TestRedis, chat_config, chat_nodes, init_tracing,
 };
 use serde_json::{Value, json};
 
@@ -25,27 +25,8 @@ async fn cluster(
     n: usize,
     tweak: impl Fn(&mut chat_server::Config),
 ) -> anyhow::Result<Cluster> {
-    init_tracing();
     let redis = TestRedis::start().await?;
-    let key = unique_key(test);
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        let mut config = chat_config(&format!("chat-{i}"), Some(&redis.url()), &key);
-        tweak(&mut config);
-        nodes.push(ChatNode::start(config).await?);
-    }
-    // Let the nodes hear each other's heartbeats before the test starts.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while nodes
-        .iter()
-        .any(|n| n.chat.cluster.nodes().len() != nodes.len())
-    {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "nodes did not discover each other"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let nodes = chat_nodes(&redis.url(), test, n, tweak).await?;
     Ok(Cluster {
         redis: Some(redis),
         nodes,
