@@ -5,7 +5,8 @@
 //! adapter (`adapter.rs`) implements it, and the public facade (`cluster.rs`) sits above both.
 
 pub(crate) mod membership;
-pub(crate) mod requests;
+mod pending;
+mod requests;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -47,7 +48,7 @@ use crate::{
     wire::{self, BroadcastMessage, Heartbeat, WireOpts, WirePacket, WireRequest, WireResponse},
 };
 use membership::{Membership, NodeInfo};
-use requests::Pending;
+use pending::Pending;
 
 /// A server-side event from another node (`serverSideEmit`).
 #[derive(Debug, Clone)]
