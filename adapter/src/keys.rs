@@ -44,8 +44,7 @@
 //! | `H:{nsp\|room}:seq` | string | the room's last message number |
 //! | `H:{nsp\|room}:list` | list | the room's last messages, JSON, oldest first |
 //!
-//! The presence scripts `claim.lua` and `reap.lua` find rooms and nodes as they go, so they build
-//! `P:u:`, `P:c:`, `P:s:` and `P:n:` keys from `P` themselves, in this layout.
+//! Every Lua script receives the keys it touches as `KEYS`; none builds a key name.
 
 /// The channels of one namespace.
 #[derive(Debug, Clone)]
@@ -142,11 +141,6 @@ impl PresenceKeys {
         Self {
             prefix: format!("{{{key}}}:presence"),
         }
-    }
-
-    /// `P`, which the scripts that find rooms as they go build keys from.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 
     /// `P:u:{place}`

@@ -5,7 +5,10 @@
 
 use std::{sync::LazyLock, time::Duration};
 
-use fred::{clients::Client, interfaces::HashesInterface};
+use fred::{
+    clients::Client,
+    interfaces::{HashesInterface, SetsInterface, SortedSetsInterface},
+};
 
 use super::{
     Departure, Joined, Left, Member, PresenceError, PresenceStore, Reap, check_all, departure,
@@ -19,6 +22,8 @@ static JOIN: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("
 static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/leave.lua")));
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/claim.lua")));
 static REAP: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/reap.lua")));
+static TAKE_OVER: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(include_str!("lua/take_over.lua")));
 static SETTLE: LazyLock<Script> =
     LazyLock::new(|| Script::from_lua(include_str!("lua/settle.lua")));
 
@@ -132,13 +137,28 @@ impl PresenceStore for RedisPresence {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Departure>, PresenceError> {
+        // The earliest claims and timers are the candidates; the script checks each again.
+        let last = i64::try_from(limit).unwrap_or(i64::MAX).saturating_sub(1);
+        let stale: Vec<String> = self
+            .client
+            .zrange(self.keys.claims(), 0, last, None, false, None, false)
+            .await?;
+        let due: Vec<String> = self
+            .client
+            .zrange(self.keys.timers(), 0, last, None, false, None, false)
+            .await?;
+        if stale.is_empty() && due.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut keys = vec![self.keys.timers()];
         keys.extend(self.claim_keys());
-        let args = vec![
-            self.keys.prefix().to_string(),
-            limit.to_string(),
-            lease.as_millis().to_string(),
-        ];
+        for member in &due {
+            let place = member.rsplit_once('\n').map_or("", |(place, _)| place);
+            keys.extend([self.keys.users(place), self.keys.counts(place)]);
+        }
+        let mut args = vec![lease.as_millis().to_string(), stale.len().to_string()];
+        args.extend(stale);
+        args.extend(due);
         let claimed: Vec<(String, String, String)> =
             CLAIM.evalsha_with_reload(&self.client, keys, args).await?;
         Ok(claimed
@@ -164,35 +184,58 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn reap(&self, node_timeout: Duration, grace: Duration) -> Result<Reap, PresenceError> {
-        let mut reply = self
-            .reap_with(node_timeout.as_millis().to_string(), grace)
+        let timeout = node_timeout.as_millis().to_string();
+        let mut reply = REAP
+            .evalsha_with_reload::<Vec<String>, _, _>(
+                &self.client,
+                vec![self.keys.nodes()],
+                vec![self.node.clone(), timeout.clone()],
+            )
             .await?
             .into_iter();
         let forgotten = reply.next().as_deref() == Some("forgotten");
+        let mut taken_over = Vec::new();
+        for node in reply {
+            if self.take_over(&node, &timeout, grace).await? {
+                taken_over.push(node);
+            }
+        }
         Ok(Reap {
-            taken_over: reply.collect(),
+            taken_over,
             forgotten,
         })
     }
 
     async fn retire(&self, grace: Duration) -> Result<(), PresenceError> {
-        self.reap_with(String::new(), grace).await.map(|_| ())
+        self.take_over(&self.node, "", grace).await.map(|_| ())
     }
 }
 
 impl RedisPresence {
-    async fn reap_with(
+    /// Turns the sockets of `node` into leave timers of `grace`, if it is still silent for
+    /// `timeout` ms (`""`: it is this node, retiring). True when it was taken over.
+    async fn take_over(
         &self,
-        timeout: String,
+        node: &str,
+        timeout: &str,
         grace: Duration,
-    ) -> Result<Vec<String>, PresenceError> {
-        let keys = vec![self.keys.nodes(), self.keys.timers()];
-        let args = vec![
-            self.keys.prefix().to_string(),
-            self.node.clone(),
-            timeout,
+    ) -> Result<bool, PresenceError> {
+        let set = self.keys.node(node);
+        let entries: Vec<String> = self.client.smembers(&set).await?;
+        let mut keys = vec![self.keys.nodes(), self.keys.timers(), set];
+        for entry in &entries {
+            let place = entry.rsplit_once('\n').map_or("", |(place, _)| place);
+            keys.extend([self.keys.sockets(place), self.keys.counts(place)]);
+        }
+        let mut args = vec![
+            node.to_string(),
+            timeout.to_string(),
             grace.as_millis().to_string(),
         ];
-        Ok(REAP.evalsha_with_reload(&self.client, keys, args).await?)
+        args.extend(entries);
+        let taken: u8 = TAKE_OVER
+            .evalsha_with_reload(&self.client, keys, args)
+            .await?;
+        Ok(taken == 1)
     }
 }
