@@ -181,6 +181,18 @@ impl Client {
             .collect()
     }
 
+    /// `notice` events received within `wait`, as `(kind, user id)`.
+    pub async fn notices(&mut self, wait: Duration) -> Vec<(String, String)> {
+        self.events_within("notice", wait)
+            .await
+            .iter()
+            .map(|n| {
+                let field = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                (field(&n[0]["kind"]), field(&n[0]["user"]["id"]))
+            })
+            .collect()
+    }
+
     /// Waits until the server disconnects this socket.
     pub async fn disconnected(&mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + WAIT;

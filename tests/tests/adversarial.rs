@@ -498,20 +498,6 @@ async fn history_expires_after_the_rooms_last_message() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn notices(client: &mut Client, wait: Duration) -> Vec<(String, String)> {
-    client
-        .events_within("notice", wait)
-        .await
-        .iter()
-        .map(|n| {
-            (
-                n[0]["kind"].as_str().unwrap_or_default().to_string(),
-                n[0]["user"]["id"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 async fn online(http: &reqwest::Client, url: &str) -> anyhow::Result<Vec<String>> {
     let presence: Value = http
         .get(format!("{url}/api/rooms/lobby/presence"))
@@ -551,17 +537,17 @@ async fn a_node_stalled_past_the_node_timeout_registers_its_users_again() -> any
     let mut alice = Client::connect(stalled.port, "/", auth("alice"), json!(1)).await?;
     join(&mut alice, "lobby").await?;
     assert_eq!(
-        notices(&mut bob, Duration::from_secs(1)).await,
+        bob.notices(Duration::from_secs(1)).await,
         [("join".into(), "alice".into())]
     );
 
     signal(&stalled.child, "STOP").await?;
-    let left = notices(&mut bob, Duration::from_secs(4)).await;
+    let left = bob.notices(Duration::from_secs(4)).await;
     let http = reqwest::Client::new();
     let during = online(&http, &staying.url()).await?;
     signal(&stalled.child, "CONT").await?;
     let resumed = Instant::now();
-    let back = notices(&mut bob, Duration::from_secs(2)).await;
+    let back = bob.notices(Duration::from_secs(2)).await;
     let after = online(&http, &staying.url()).await?;
     println!(
         "SIGSTOP past the node timeout: bob saw {left:?}, presence {during:?}; after SIGCONT bob saw {back:?} within {:?}, presence {after:?}",

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fred::{
     clients::{Client, SubscriberClient},
-    interfaces::{ClientLike, EventInterface, PubsubInterface},
+    interfaces::{ClientLike, EventInterface, PubsubInterface, TransactionInterface},
     types::{
         Builder,
         config::{Config, ReconnectPolicy},
@@ -167,8 +167,10 @@ impl Driver for RedisDriver {
         numsub_counts(&reply, n)
     }
 
-    /// One pipeline, written at once: Redis runs a client's buffered commands back to back, so no
-    /// other client subscribes or unsubscribes between the count and the publish.
+    /// One transaction (`MULTI` … `EXEC`): Redis runs both commands at once, so no other client
+    /// subscribes or unsubscribes between the count and the publish. (A pipeline is not enough:
+    /// Redis may run another client's command between two of them when they arrive in two reads,
+    /// as a test watching `MONITOR` saw.)
     async fn num_sub_then_publish(
         &self,
         probe: Vec<String>,
@@ -176,17 +178,17 @@ impl Driver for RedisDriver {
         payload: Vec<u8>,
     ) -> Result<Vec<u64>, DriverError> {
         let n = probe.len();
-        let pipeline = self.publisher.pipeline();
-        let () = pipeline
+        let transaction = self.publisher.multi();
+        let () = transaction
             .pubsub_numsub(probe)
             .await
             .map_err(DriverError::new)?;
-        let () = pipeline
+        let () = transaction
             .publish(channel, Bytes::from(payload))
             .await
             .map_err(DriverError::new)?;
         let (reply, _receivers): (Vec<fred::types::Value>, u64) =
-            pipeline.all().await.map_err(DriverError::new)?;
+            transaction.exec(true).await.map_err(DriverError::new)?;
         numsub_counts(&reply, n)
     }
 
