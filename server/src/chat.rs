@@ -193,19 +193,8 @@ impl<B: Backend> Chat<B> {
                 let rooms = session.rooms.lock().unwrap().clone();
                 for room in rooms {
                     registered += 1;
-                    let joined = self
-                        .presence
-                        .join(&nsp, &room, &member, &socket.id.to_string())
-                        .await;
-                    let announced = match joined {
-                        Ok(Joined::CameOnline) => {
-                            self.announce(&nsp, &room, NoticeKind::Join, &member, None, None)
-                                .await
-                        }
-                        Ok(_) => Ok(()),
-                        Err(err) => Err(ChatError::internal(err)),
-                    };
-                    if let Err(err) = announced {
+                    let sid = socket.id.to_string();
+                    if let Err(err) = self.enter(&nsp, &room, &member, &sid, None).await {
                         tracing::error!(err = %err.message, %room, user = %member.id, "could not register a socket again");
                     }
                 }
@@ -255,16 +244,8 @@ impl<B: Backend> Chat<B> {
             self.count_room(&nsp, &req.room, 1);
         }
         let me = socket.id.to_string();
-        let joined = match self.presence.join(&nsp, &req.room, &member, &me).await {
-            Ok(Joined::CameOnline) => self
-                .announce(&nsp, &req.room, NoticeKind::Join, &member, Some(&me), None)
-                .await
-                .map(|()| true),
-            Ok(_) => Ok(false),
-            Err(err) => Err(ChatError::internal(err)),
-        };
         // A join nobody was told of is undone, so that the client's retry announces it.
-        if let Err(err) = joined {
+        if let Err(err) = self.enter(&nsp, &req.room, &member, &me, Some(&me)).await {
             if entered {
                 self.undo_join(socket, &session, &req.room).await;
             }
@@ -316,6 +297,28 @@ impl<B: Backend> Chat<B> {
             self.announce_departures().await;
         }
         Ok(ok_ack(json!({})))
+    }
+
+    /// Puts `socket` of `member` in the room's presence and, when the member came online with it,
+    /// tells the room, except the socket `except` (its join ack carries the online list).
+    async fn enter(
+        &self,
+        nsp: &str,
+        room: &str,
+        member: &Member,
+        socket: &str,
+        except: Option<&str>,
+    ) -> Result<(), ChatError> {
+        let joined = self
+            .presence
+            .join(nsp, room, member, socket)
+            .await
+            .map_err(ChatError::internal)?;
+        if joined == Joined::CameOnline {
+            self.announce(nsp, room, NoticeKind::Join, member, except, None)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Takes back a join whose announcement failed, telling nobody.
