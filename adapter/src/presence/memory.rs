@@ -9,7 +9,7 @@ use std::{
 
 use super::{
     Departure, Joined, Left, Member, PresenceError, PresenceStore, Reap, check_all, departure,
-    place, split_timer,
+    entry, place, split_timer,
 };
 
 #[derive(Default)]
@@ -43,7 +43,7 @@ impl State {
             return;
         };
         if decrement(&mut room.counts, &user) {
-            self.start_timer(format!("{place}\n{user}"), due);
+            self.start_timer(entry(place, &user), due);
         }
     }
 
@@ -110,7 +110,7 @@ impl PresenceStore for MemoryPresence {
         check_all(nsp, room, Some(&user.id))?;
         let place = place(nsp, room);
         let mut state = self.state.lock().unwrap();
-        let timer = format!("{place}\n{}", user.id);
+        let timer = entry(&place, &user.id);
         let cancelled = state.timers.remove(&timer).is_some();
         state.claims.remove(&timer);
         let entry = state.rooms.entry(place.clone()).or_default();
@@ -150,23 +150,23 @@ impl PresenceStore for MemoryPresence {
         if let Some(sockets) = state.node_sockets.get_mut(&self.node) {
             sockets.remove(&(place.clone(), socket.to_string()));
         }
-        let Some(entry) = state.rooms.get_mut(&place) else {
+        let Some(members) = state.rooms.get_mut(&place) else {
             return Ok(Left::Absent);
         };
-        let Some(user) = entry.sockets.remove(socket) else {
+        let Some(user) = members.sockets.remove(socket) else {
             return Ok(Left::Absent);
         };
-        if !decrement(&mut entry.counts, &user) {
+        if !decrement(&mut members.counts, &user) {
             return Ok(Left::StillOnline);
         }
-        let timer = format!("{place}\n{user}");
+        let timer = entry(&place, &user);
         match grace {
             Some(grace) => {
                 state.start_timer(timer, Instant::now() + grace);
                 Ok(Left::Pending)
             }
             None => {
-                let name = entry.users.remove(&user).unwrap_or_default();
+                let name = members.users.remove(&user).unwrap_or_default();
                 state.timers.remove(&timer);
                 Ok(Left::WentOffline(Member { id: user, name }))
             }
@@ -233,11 +233,7 @@ impl PresenceStore for MemoryPresence {
     }
 
     async fn settle(&self, departure: &Departure) -> Result<(), PresenceError> {
-        let entry = format!(
-            "{}\n{}",
-            place(&departure.nsp, &departure.room),
-            departure.user.id
-        );
+        let entry = departure.entry();
         let mut state = self.state.lock().unwrap();
         if state
             .claims

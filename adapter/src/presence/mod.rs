@@ -68,6 +68,13 @@ pub struct Departure {
     pub id: String,
 }
 
+impl Departure {
+    /// Its timer and claim entry, `nsp|room\nuser`.
+    pub(crate) fn entry(&self) -> String {
+        entry(&place(&self.nsp, &self.room), &self.user.id)
+    }
+}
+
 /// What a heartbeat of this node into the store found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reap {
@@ -161,6 +168,12 @@ pub(crate) fn check_all(nsp: &str, room: &str, user: Option<&str>) -> Result<(),
     check("namespace", nsp)?;
     check("room", room)?;
     user.map_or(Ok(()), |user| check("user id", user))
+}
+
+/// An entry `nsp|room\nitem` naming a user (leave timers, claims) or a socket (a node's sockets)
+/// of a room; [`split_timer`] takes a user entry apart.
+pub(crate) fn entry(place: &str, item: &str) -> String {
+    format!("{place}\n{item}")
 }
 
 /// Splits a timer entry `nsp|room\nuser`.

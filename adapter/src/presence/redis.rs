@@ -12,7 +12,7 @@ use fred::{
 
 use super::{
     Departure, Joined, Left, Member, PresenceError, PresenceStore, Reap, check_all, departure,
-    place,
+    entry, place,
 };
 use fred::types::scripts::Script;
 
@@ -77,8 +77,8 @@ impl PresenceStore for RedisPresence {
             user.id.clone(),
             user.name.clone(),
             socket.to_string(),
-            format!("{place}\n{}", user.id),
-            format!("{place}\n{socket}"),
+            entry(&place, &user.id),
+            entry(&place, socket),
         ];
         let outcome: String = JOIN
             .evalsha_with_reload(&self.client, self.room_keys(&place), args)
@@ -103,7 +103,7 @@ impl PresenceStore for RedisPresence {
             socket.to_string(),
             grace.map(|g| g.as_millis().to_string()).unwrap_or_default(),
             format!("{place}\n"),
-            format!("{place}\n{socket}"),
+            entry(&place, socket),
         ];
         let reply: Vec<String> = LEAVE
             .evalsha_with_reload(&self.client, self.room_keys(&place), args)
@@ -168,11 +168,7 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn settle(&self, departure: &Departure) -> Result<(), PresenceError> {
-        let member = format!(
-            "{}\n{}",
-            place(&departure.nsp, &departure.room),
-            departure.user.id
-        );
+        let member = departure.entry();
         let _: u8 = SETTLE
             .evalsha_with_reload(
                 &self.client,
