@@ -118,9 +118,9 @@ impl<B: Backend> Chat<B> {
         except: Option<&str>,
         id: Option<&str>,
     ) -> Result<(), ChatError> {
-        let online = self
+        let count = self
             .presence
-            .online(nsp, room)
+            .count(nsp, room)
             .await
             .map_err(ChatError::internal)?;
         let target = Target::rooms([room]).except(except);
@@ -131,7 +131,7 @@ impl<B: Backend> Chat<B> {
             ts: now_ms(),
             id,
         };
-        let presence = PresenceUpdate::new(room, online.len(), kind, user);
+        let presence = PresenceUpdate::new(room, count, kind, user);
         let notice = serde_json::to_value(&notice).map_err(ChatError::internal)?;
         let presence = serde_json::to_value(&presence).map_err(ChatError::internal)?;
         self.cluster

@@ -230,6 +230,8 @@ async fn namespaces_and_rooms_are_isolated<S: PresenceStore>(a: &S, _b: &S) -> a
     assert_eq!(a.online("/", "r").await?, vec![user("u")]);
     assert_eq!(a.online("/other", "r").await?, vec![user("w")]);
     assert!(a.online("/", "r2").await?.is_empty());
+    assert_eq!(a.count("/", "r").await?, 1);
+    assert_eq!(a.count("/", "r2").await?, 0);
     assert!(a.join("/", "bad\nroom", &user("u"), "s3").await.is_err());
     assert!(a.join("/bad|ns", "r", &user("u"), "s3").await.is_err());
     assert!(a.join("/", "r", &user("bad\nid"), "s3").await.is_err());

@@ -190,6 +190,14 @@ impl PresenceStore for MemoryPresence {
             .unwrap_or_default())
     }
 
+    async fn count(&self, nsp: &str, room: &str) -> Result<usize, PresenceError> {
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .rooms
+            .get(&place(nsp, room))
+            .map_or(0, |r| r.users.len()))
+    }
+
     async fn claim_due(
         &self,
         limit: usize,

@@ -122,6 +122,13 @@ pub trait PresenceStore: Send + Sync + 'static {
         room: &str,
     ) -> impl Future<Output = Result<Vec<Member>, PresenceError>> + Send;
 
+    /// How many users are online in `room`, without listing them.
+    fn count(
+        &self,
+        nsp: &str,
+        room: &str,
+    ) -> impl Future<Output = Result<usize, PresenceError>> + Send;
+
     /// Claims up to `limit` departures for `lease`: due leave timers, and claims whose lease ran
     /// out unsettled. Each is returned to one caller at a time.
     fn claim_due(

@@ -132,6 +132,10 @@ impl PresenceStore for RedisPresence {
         Ok(members)
     }
 
+    async fn count(&self, nsp: &str, room: &str) -> Result<usize, PresenceError> {
+        Ok(self.client.hlen(self.keys.users(&place(nsp, room))).await?)
+    }
+
     async fn claim_due(
         &self,
         limit: usize,
