@@ -3,7 +3,10 @@
 
 import { io } from "socket.io-client";
 
-/** How long a request waits for its ack before it counts as failed. */
+/**
+ * How long a request waits for its ack before it counts as failed. A request cut by a lost
+ * connection fails at once (socket.io-client rejects it on disconnect), with the same `timeout`.
+ */
 const ACK_TIMEOUT_MS = 10_000;
 
 /** How long the page waits before it reconnects when the server closed its socket. */
@@ -69,12 +72,17 @@ export function connect(name, handlers) {
   }
 
   return {
-    /** @param {string} room @param {string | null} chatterId */
-    join: (room, chatterId) => request("join", chatterId ? { room, chatterId } : { room }),
+    /**
+     * @param {string} room
+     * @param {string | null} chatterId
+     * @param {import("./timeline.js").Position | null} since the last message held, if any
+     */
+    join: (room, chatterId, since) =>
+      request("join", { room, ...(chatterId ? { chatterId } : {}), ...(since ? { since } : {}) }),
     /** @param {string} room */
     leave: (room) => request("leave", { room }),
-    /** @param {string} room @param {string} text */
-    send: (room, text) => request("message", { room, text }),
+    /** @param {string} room @param {string} text @param {string} clientId the same on every retry */
+    send: (room, text, clientId) => request("message", { room, text, clientId }),
     get online() {
       return socket.connected;
     },

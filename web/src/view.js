@@ -6,6 +6,7 @@ import { describeError } from "./errors.js";
 /**
  * @typedef {{ id: string, name: string }} Member
  * @typedef {import("./timeline.js").Message} Message
+ * @typedef {import("./outbox.js").Pending} Pending
  */
 
 /** Within this many pixels of the bottom, new lines keep the log scrolled to the end. */
@@ -29,11 +30,50 @@ export function createView(doc) {
 
   $("error-dismiss").addEventListener("click", () => (error.hidden = true));
 
-  /** @param {HTMLElement} item */
-  function append(item) {
+  /**
+   * Adds a line to the log; stored messages go before the pending ones, which stay at the end
+   * until the server confirms them.
+   * @param {HTMLElement} item
+   * @param {boolean} [beforePending]
+   */
+  function append(item, beforePending = false) {
     const atEnd = log.scrollHeight - log.scrollTop - log.clientHeight < STICK_PX;
-    log.append(item);
+    const firstPending = beforePending ? log.querySelector(":scope > .pending") : null;
+    log.insertBefore(item, firstPending);
     if (atEnd) log.scrollTop = log.scrollHeight;
+  }
+
+  /** @param {string} clientId */
+  function pendingItem(clientId) {
+    for (const item of log.querySelectorAll(":scope > .pending")) {
+      if (/** @type {HTMLElement} */ (item).dataset.clientId === clientId) return item;
+    }
+    return null;
+  }
+
+  /**
+   * A message line: who, when (or that it is still being sent), what.
+   * @param {{ from: Member, text: string, ts?: number }} message
+   */
+  function messageItem(message) {
+    const item = doc.createElement("li");
+    item.className = message.from.id === myId ? "message mine" : "message";
+    item.dataset.testid = "message";
+    const from = doc.createElement("span");
+    from.className = "from";
+    from.textContent = message.from.name;
+    const time = doc.createElement("time");
+    if (message.ts === undefined) {
+      time.textContent = "sending…";
+    } else {
+      time.dateTime = new Date(message.ts).toISOString();
+      time.textContent = clock(message.ts);
+    }
+    const text = doc.createElement("p");
+    text.className = "text";
+    text.textContent = message.text;
+    item.append(from, time, text);
+    return item;
   }
 
   /** @param {HTMLElement} shown */
@@ -68,9 +108,10 @@ export function createView(doc) {
     },
 
     /**
-     * Shows an empty room; `send` gets the composer's text and resolves to whether it was sent.
+     * Shows an empty room; `send` gets the composer's text and says whether it took it (it is then
+     * shown as pending, and the composer is cleared for the next one).
      * @param {string} room
-     * @param {(text: string) => Promise<boolean>} send
+     * @param {(text: string) => boolean | Promise<boolean>} send
      */
     showRoom(room, send) {
       only($("chat"));
@@ -116,25 +157,66 @@ export function createView(doc) {
       sendButton.disabled = !can;
     },
 
-    /** @param {Message[]} messages */
+    /**
+     * Stored messages, in order after those shown; one of this page's own replaces its pending line.
+     * @param {Message[]} messages
+     */
     addMessages(messages) {
       for (const message of messages) {
-        const item = doc.createElement("li");
-        item.className = message.from.id === myId ? "message mine" : "message";
-        item.dataset.testid = "message";
+        const item = messageItem(message);
         item.dataset.id = message.id;
-        const from = doc.createElement("span");
-        from.className = "from";
-        from.textContent = message.from.name;
-        const time = doc.createElement("time");
-        time.dateTime = new Date(message.ts).toISOString();
-        time.textContent = clock(message.ts);
-        const text = doc.createElement("p");
-        text.className = "text";
-        text.textContent = message.text;
-        item.append(from, time, text);
-        append(item);
+        item.dataset.seq = String(message.seq);
+        item.dataset.epoch = message.epoch;
+        if (message.clientId !== undefined && message.from.id === myId) {
+          item.dataset.clientId = message.clientId;
+          pendingItem(message.clientId)?.remove();
+        }
+        append(item, true);
       }
+    },
+
+    /**
+     * A message of this page the server has not confirmed yet: dimmed, at the end of the log.
+     * @param {Pending} pending
+     * @param {string} name
+     */
+    addPending(pending, name) {
+      const item = messageItem({ from: { id: myId, name }, text: pending.text });
+      item.classList.add("pending");
+      item.dataset.clientId = pending.clientId;
+      item.title = "Not confirmed by the server yet";
+      append(item);
+    },
+
+    /** A pending message the server refused. @param {string} clientId */
+    dropPending(clientId) {
+      pendingItem(clientId)?.remove();
+    },
+
+    /**
+     * The room's stored messages start over (what the page held could not be recovered): the log
+     * keeps only the pending messages, after a line saying so when messages were lost.
+     * @param {boolean} lost
+     */
+    resetMessages(lost) {
+      const pending = [...log.querySelectorAll(":scope > .pending")];
+      log.replaceChildren();
+      if (lost) {
+        const item = doc.createElement("li");
+        item.className = "notice lost";
+        item.dataset.testid = "lost";
+        item.textContent = "Some messages could not be recovered; the latest are shown below.";
+        log.append(item);
+      }
+      log.append(...pending);
+    },
+
+    /**
+     * Puts a refused message back in the composer, unless the user is typing another.
+     * @param {string} text
+     */
+    restoreDraft(text) {
+      if (messageInput.value === "") messageInput.value = text;
     },
 
     /** @param {{ kind: "join" | "leave", user: Member, ts: number }} notice */

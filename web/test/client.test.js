@@ -1,4 +1,5 @@
-// The page's logic that needs no browser: URLs, names, the message timeline, error wording.
+// The page's logic that needs no browser: URLs, names, error wording, the online list (the message
+// timeline and the outbox have their own files).
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -6,7 +7,6 @@ import { describeError } from "../src/errors.js";
 import { nameProblem } from "../src/identity.js";
 import { Roster } from "../src/roster.js";
 import { hashForRoom, roomFromHash } from "../src/route.js";
-import { Timeline } from "../src/timeline.js";
 
 test("rooms round-trip through the URL hash, odd characters included", () => {
   for (const room of ["lobby", "café & co", "a/b#c?d", "日本語", "x".repeat(128)]) {
@@ -28,42 +28,6 @@ test("names follow the server's rule", () => {
   assert.notEqual(nameProblem("  "), null);
   assert.notEqual(nameProblem("é".repeat(65)), null);
   assert.notEqual(nameProblem("a\u0007b"), null);
-});
-
-const message = (id) => ({ id, room: "r", from: { id: "u", name: "U" }, text: id, ts: 0 });
-const ids = (messages) => messages.map((m) => m.id);
-
-test("live messages that beat the join ack follow the history, each once", () => {
-  const timeline = new Timeline();
-  timeline.joining();
-  assert.deepEqual(timeline.live(message("3")), []);
-  assert.deepEqual(timeline.live(message("4")), []);
-  assert.deepEqual(ids(timeline.joined([message("1"), message("2"), message("3")])), ["1", "2", "3", "4"]);
-  assert.deepEqual(ids(timeline.live(message("5"))), ["5"]);
-  assert.deepEqual(timeline.live(message("5")), [], "the sender's ack repeats its own message");
-});
-
-test("a rejoin after a reconnect adds only what was missed", () => {
-  const timeline = new Timeline();
-  timeline.joining();
-  timeline.joined([message("1"), message("2")]);
-  timeline.joining();
-  assert.deepEqual(ids(timeline.joined([message("1"), message("2"), message("3")])), ["3"]);
-});
-
-test("a message id reused by a restarted server is a new message", () => {
-  const timeline = new Timeline();
-  assert.deepEqual(ids(timeline.live(message("1"))), ["1"]);
-  assert.deepEqual(ids(timeline.live({ ...message("1"), ts: 5 })), ["1"]);
-});
-
-test("a failed join releases what it held; a new room starts empty", () => {
-  const timeline = new Timeline();
-  timeline.joining();
-  timeline.live(message("7"));
-  assert.deepEqual(ids(timeline.failed()), ["7"]);
-  timeline.reset();
-  assert.deepEqual(ids(timeline.live(message("7"))), ["7"]);
 });
 
 test("errors read as a headline plus the server's details", () => {
