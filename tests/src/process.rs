@@ -85,6 +85,21 @@ impl NodeProcess {
         signal(&self.child, "TERM").await
     }
 
+    /// Kills this process with SIGKILL (by its PID), as a crash would: no shutdown, its
+    /// connections just drop. Returns once it is gone and its port is free.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        signal(&self.child, "KILL").await?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// Starts the node again on the same port, as a restarted process (after `kill`): `name` and
+    /// `env` are those it was started with. Returns once `/readyz` answers.
+    pub async fn restart(&mut self, name: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        *self = Self::start(name, self.port, env).await?;
+        Ok(())
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -1,9 +1,14 @@
 //! The web client of `web/` in a real browser: headless Chromium (Debian's `chromium`, driven by
 //! playwright-core from `web/node_modules`) against two `chat-server` binary nodes on one Redis,
 //! each serving the built client. `scripts/test.sh` installs Chromium, runs `npm ci` in `web/`,
-//! builds the client and the binary. Screenshots land in `target/browser-artifacts/`.
+//! builds the client and the binary. Screenshots land in `target/browser-artifacts/` (and
+//! `target/browser-artifacts-recovery/`).
 
-use std::{path::PathBuf, process::Output, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::{Output, Stdio},
+    time::Duration,
+};
 
 use anyhow::Context;
 use cluster_tests::{
@@ -11,7 +16,10 @@ use cluster_tests::{
     process::{NodeProcess, free_port, target_dir, workspace},
     unique_key,
 };
-use tokio::process::Command;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    process::Command,
+};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// Short, so the test is quick, yet long enough for a page to reload within it on a busy machine.
@@ -49,10 +57,8 @@ async fn web_client_unit_tests_pass() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_browsers_chat_across_two_nodes() -> anyhow::Result<()> {
-    init_tracing();
-    let web = web();
+/// The built client (`web/dist`), once everything a browser test needs is there.
+fn prepared(web: &Path) -> anyhow::Result<PathBuf> {
     let dist = web.join("dist");
     for needed in [
         PathBuf::from(CHROMIUM),
@@ -65,6 +71,14 @@ async fn two_browsers_chat_across_two_nodes() -> anyhow::Result<()> {
             needed.display()
         );
     }
+    Ok(dist)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_chat_across_two_nodes() -> anyhow::Result<()> {
+    init_tracing();
+    let web = web();
+    let dist = prepared(&web)?;
     let redis = TestRedis::start().await?;
     let (url, key) = (redis.url(), unique_key("browser"));
     let dist = dist.to_str().context("web/dist is not a UTF-8 path")?;
@@ -102,5 +116,86 @@ async fn two_browsers_chat_across_two_nodes() -> anyhow::Result<()> {
     println!("screenshots: {}", artifacts.display());
     assert!(output.status.success(), "the browser test failed");
     assert!(String::from_utf8_lossy(&output.stdout).contains(" passed, 0 failed"));
+    Ok(())
+}
+
+/// A page whose node is killed (SIGKILL) while another page keeps talking ends with every message
+/// of the room exactly once, in order, its own included: it rejoins with `since` once the node is
+/// back on the same port and resends what was unconfirmed with the same `clientId`.
+/// `web/e2e/recovery.e2e.mjs` drives the pages and prints `KILL 1` when node 1 should die; this
+/// kills it, restarts it on the same port with the same settings, and answers `RESTARTED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_node_is_killed_ends_with_every_message_once_in_order() -> anyhow::Result<()> {
+    init_tracing();
+    let web = web();
+    let dist = prepared(&web)?;
+    let redis = TestRedis::start().await?;
+    let (url, key) = (redis.url(), unique_key("browser-kill"));
+    let dist = dist.to_str().context("web/dist is not a UTF-8 path")?;
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_KEY", key.as_str()),
+        ("WEB_DIR", dist),
+        ("LEAVE_GRACE_MS", LEAVE_GRACE_MS),
+    ];
+    let names = ["web-node-1", "web-node-2"];
+    let mut nodes = [
+        NodeProcess::start(names[0], free_port()?, &env).await?,
+        NodeProcess::start(names[1], free_port()?, &env).await?,
+    ];
+    // Its own folder: the other browser test empties `browser-artifacts` when it starts.
+    let artifacts = target_dir().join("browser-artifacts-recovery");
+    if artifacts.exists() {
+        std::fs::remove_dir_all(&artifacts)?;
+    }
+    let mut e2e = Command::new("node")
+        .arg("e2e/recovery.e2e.mjs")
+        .args(nodes.iter().map(NodeProcess::url))
+        .arg(&artifacts)
+        .env("CHROMIUM", CHROMIUM)
+        .current_dir(&web)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot run `node`: {PREPARE}"))?;
+    let mut orders = e2e.stdin.take().context("no stdin")?;
+    let mut lines = BufReader::new(e2e.stdout.take().context("no stdout")?).lines();
+    let mut stderr = e2e.stderr.take().context("no stderr")?;
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let mut kills = 0;
+    let run = async {
+        let mut stdout = String::new();
+        while let Some(line) = lines.next_line().await? {
+            println!("{line}");
+            stdout.push_str(&line);
+            stdout.push('\n');
+            if line.trim() == "KILL 1" {
+                nodes[0].kill().await?;
+                kills += 1;
+                println!("     node 1 killed (SIGKILL)");
+                // Down long enough for the page to notice and to try reconnecting.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                nodes[0].restart(names[0], &env).await?;
+                println!("     node 1 restarted on port {}", nodes[0].port);
+                orders.write_all(b"RESTARTED\n").await?;
+                orders.flush().await?;
+            }
+        }
+        anyhow::Ok((stdout, e2e.wait().await?))
+    };
+    let (stdout, status) = tokio::time::timeout(E2E_TIMEOUT, run)
+        .await
+        .context("the browser test hung")??;
+    print!("{}", errors.await?);
+    println!("screenshots: {}", artifacts.display());
+    assert_eq!(kills, 1, "the e2e script asked for one kill");
+    assert!(status.success(), "the browser test failed");
+    assert!(stdout.contains(" passed, 0 failed"));
     Ok(())
 }

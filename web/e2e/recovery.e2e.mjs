@@ -1,0 +1,326 @@
+// End-to-end test of the web client's recovery in headless Chromium (Debian's /usr/bin/chromium,
+// driven by playwright-core): a page whose node crashes ends with every message of the room exactly
+// once, in order, its own messages included.
+//
+//   node e2e/recovery.e2e.mjs NODE1_URL NODE2_URL ARTIFACTS_DIR
+//
+// Ann is on node 1, Bea on node 2, in one room. Bea sends BEA_MESSAGES messages through the page,
+// one every SEND_EVERY_MS. Part-way through, this script prints the line `KILL 1` and waits for the
+// line `RESTARTED` on stdin: whoever runs it (tests/tests/browser.rs) kills node 1 with SIGKILL,
+// starts it again on the same port, then answers. Ann sends messages just before the kill, while
+// her node is down, and after it is back. At the end both pages must show the same messages, each
+// exactly once, in seq order, with no gap and no "could not be recovered" line. Exits non-zero at
+// the first failed check; prints what each page saw and how often it reconnected.
+
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const [node1, node2, artifacts] = process.argv.slice(2);
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const BEA_MESSAGES = 40;
+const SEND_EVERY_MS = 100;
+/** Bea's message after which node 1 is killed. */
+const KILL_AFTER = 15;
+const WAIT_MS = 10_000;
+/** Long enough for a restart and socket.io-client's reconnection backoff (up to 5 s). */
+const RECOVERY_MS = 30_000;
+const DEADLINE_MS = 150_000;
+
+if (!node1 || !node2 || !artifacts) {
+  console.error("usage: recovery.e2e.mjs NODE1_URL NODE2_URL ARTIFACTS_DIR");
+  process.exit(2);
+}
+for (const url of [node1, node2]) {
+  // This test only ever talks to servers on this machine.
+  if (new URL(url).hostname !== "127.0.0.1") {
+    console.error(`refusing ${url}: the nodes must be on 127.0.0.1`);
+    process.exit(2);
+  }
+}
+
+// The orchestrator's answers, one per line.
+const answers = createInterface({ input: process.stdin });
+/** @type {((line: string) => void)[]} */
+const waitingForLine = [];
+answers.on("line", (line) => waitingForLine.shift()?.(line.trim()));
+/** @param {string} expected */
+function answer(expected) {
+  return new Promise((resolve, reject) => {
+    waitingForLine.push((line) =>
+      line === expected ? resolve(line) : reject(new Error(`expected ${expected} on stdin, got ${line}`)),
+    );
+  });
+}
+
+let passed = 0;
+/** @param {string} what @param {boolean} condition @param {unknown} [detail] */
+function check(what, condition, detail) {
+  if (!condition) throw new Error(`${what}${detail === undefined ? "" : `: ${JSON.stringify(detail)}`}`);
+  passed += 1;
+  console.log(`ok   ${what}`);
+}
+
+/**
+ * Polls `probe` until `accept` takes what it returns.
+ * @template T
+ * @param {string} what
+ * @param {() => Promise<T>} probe
+ * @param {(value: T) => boolean} accept
+ * @returns {Promise<T>}
+ */
+async function eventually(what, probe, accept, timeoutMs = WAIT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (accept(value)) {
+      check(what, true);
+      return value;
+    }
+    if (Date.now() > deadline) check(`${what} (within ${timeoutMs} ms)`, false, value);
+    await sleep(50);
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const started = Date.now();
+/** @param {string} what */
+const log = (what) => console.log(`     ${((Date.now() - started) / 1000).toFixed(2)} s: ${what}`);
+
+/**
+ * What a page shows, read from its `data-testid`s, and how often it came online (counted by the
+ * init script below).
+ * @param {import("playwright-core").Page} page
+ */
+function seen(page) {
+  return page.evaluate(() => {
+    const all = (id) => [...document.querySelectorAll(`[data-testid="${id}"]`)];
+    const one = (id) => /** @type {HTMLElement} */ (document.querySelector(`[data-testid="${id}"]`));
+    const error = one("error");
+    const messages = all("message").map((li) => ({
+      text: li.querySelector(".text")?.textContent ?? "",
+      seq: li.dataset.seq === undefined ? null : Number(li.dataset.seq),
+      epoch: li.dataset.epoch ?? null,
+      pending: li.classList.contains("pending"),
+    }));
+    return {
+      state: one("connection").dataset.state,
+      online: all("online-user").length,
+      stored: messages.filter((m) => !m.pending),
+      pending: messages.filter((m) => m.pending).map((m) => m.text),
+      lost: all("lost").map((li) => li.textContent),
+      error: error.hidden ? null : { code: error.dataset.code, text: one("error-text").textContent },
+      onlineCount: /** @type {any} */ (window).__timesOnline ?? 0,
+    };
+  });
+}
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  // Playwright gives the browser a fresh profile in a temporary directory of its own.
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+  ],
+});
+const watchdog = setTimeout(() => {
+  console.error(`FAIL the test did not finish within ${DEADLINE_MS} ms`);
+  process.exit(1);
+}, DEADLINE_MS);
+
+/** @type {string[]} */
+const pageErrors = [];
+/** @type {Map<string, import("playwright-core").Page>} */
+const pages = new Map();
+
+/**
+ * A person in their own browser context (own storage) whose page counts how often its connection
+ * badge turns "online": the first connection, then one per reconnection.
+ * @param {string} who
+ */
+async function person(who) {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
+  await context.addInitScript(() => {
+    const w = /** @type {any} */ (window);
+    w.__timesOnline = 0;
+    document.addEventListener("DOMContentLoaded", () => {
+      const badge = /** @type {HTMLElement} */ (document.querySelector('[data-testid="connection"]'));
+      let last = badge.dataset.state;
+      if (last === "online") w.__timesOnline += 1;
+      new MutationObserver(() => {
+        const state = badge.dataset.state;
+        if (state === "online" && last !== "online") w.__timesOnline += 1;
+        last = state;
+      }).observe(badge, { attributes: true, attributeFilter: ["data-state"] });
+    });
+  });
+  const page = await context.newPage();
+  page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
+  page.on("console", (msg) => {
+    if (msg.type() === "error") console.log(`     (${who} console) ${msg.text()}`);
+  });
+  pages.set(who, page);
+  return page;
+}
+
+/** @param {import("playwright-core").Page} page @param {string} name */
+async function signIn(page, name) {
+  await page.getByTestId("name-input").fill(name);
+  await page.getByTestId("name-submit").click();
+}
+
+/** Types and sends a message through the page, as a person would. */
+async function say(page, text) {
+  await page.getByTestId("message-input").fill(text);
+  await page.getByTestId("message-send").click();
+}
+
+/** @param {import("playwright-core").Page} page @param {string} name */
+async function screenshot(page, name) {
+  await mkdir(artifacts, { recursive: true });
+  const path = join(artifacts, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  console.log(`     screenshot ${path}`);
+}
+
+/**
+ * Checks that a page shows exactly `expected` (in any interleaving of the two senders, but each
+ * sender's messages in the order sent), each once, in seq order without a gap.
+ * @param {string} who
+ * @param {Awaited<ReturnType<typeof seen>>} view
+ * @param {string[]} expected
+ */
+function checkComplete(who, view, expected) {
+  const texts = view.stored.map((m) => m.text);
+  const duplicates = texts.filter((t, i) => texts.indexOf(t) !== i);
+  check(`${who}: no message twice`, duplicates.length === 0, duplicates);
+  const missing = expected.filter((t) => !texts.includes(t));
+  check(`${who}: no message missing`, missing.length === 0, missing);
+  check(`${who}: nothing else`, texts.length === expected.length, texts);
+  const epochs = new Set(view.stored.map((m) => m.epoch));
+  check(`${who}: one epoch`, epochs.size === 1, [...epochs]);
+  const seqs = view.stored.map((m) => m.seq);
+  const contiguous = seqs.every((seq, i) => seq !== null && (i === 0 || seq === seqs[i - 1] + 1));
+  check(`${who}: in seq order, no gap (seq ${seqs[0]}..${seqs.at(-1)})`, contiguous, seqs);
+  for (const sender of ["ann", "bea"]) {
+    const own = texts.filter((t) => t.startsWith(`${sender} `));
+    const sent = expected.filter((t) => t.startsWith(`${sender} `));
+    check(`${who}: ${sender}'s messages in the order sent`, own.join("|") === sent.join("|"), own);
+  }
+  check(`${who}: nothing pending`, view.pending.length === 0, view.pending);
+  check(`${who}: no "could not be recovered" line`, view.lost.length === 0, view.lost);
+}
+
+const room = `recovery-${Date.now().toString(36)}`;
+/** @type {string[]} every message sent, in the order sent */
+const sent = [];
+try {
+  const bea = await person("bea");
+  await bea.goto(`${node2}/#/room/${room}`);
+  await signIn(bea, "Bea");
+  await eventually("Bea, on node 2, is in the room", () => seen(bea), (s) => s.state === "online" && s.online === 1);
+  const ann = await person("ann");
+  await ann.goto(`${node1}/#/room/${room}`);
+  await signIn(ann, "Ann");
+  await eventually("Ann, on node 1, is in the room with Bea", () => seen(ann), (s) => s.state === "online" && s.online === 2);
+
+  /** @param {import("playwright-core").Page} page @param {string} text */
+  const send = async (page, text) => {
+    sent.push(text);
+    await say(page, text);
+  };
+  await send(ann, "ann 1");
+  await eventually(
+    "Bea gets Ann's first message",
+    () => seen(bea),
+    (s) => s.stored.some((m) => m.text === "ann 1"),
+  );
+
+  let beaSent = 0;
+  const beaSends = (async () => {
+    for (let i = 1; i <= BEA_MESSAGES; i++) {
+      await send(bea, `bea ${String(i).padStart(2, "0")}`);
+      beaSent = i;
+      await sleep(SEND_EVERY_MS);
+    }
+  })();
+
+  while (beaSent < KILL_AFTER) await sleep(10);
+  // Ann's message goes out just before her node dies: stored or not, its ack is lost with the node.
+  await send(ann, "ann 2");
+  const restarted = answer("RESTARTED");
+  console.log("KILL 1");
+  log(`asked to kill node 1 after Bea's message ${beaSent}`);
+  await eventually("Ann's page notices its node is gone", () => seen(ann), (s) => s.state !== "online");
+  // Typed while the node is down: it waits, shown as pending.
+  await send(ann, "ann 3");
+  await eventually(
+    "Ann's message typed while offline is shown as pending",
+    () => seen(ann),
+    (s) => s.pending.includes("ann 3"),
+  );
+  const down = await seen(ann);
+  log(`Ann's page is ${down.state}; pending: ${JSON.stringify(down.pending)}`);
+  await restarted;
+  log("node 1 is back");
+  // Right after the restart, possibly before the page reconnected.
+  await send(ann, "ann 4");
+  await eventually("Ann's page is online again", () => seen(ann), (s) => s.state === "online", RECOVERY_MS);
+  log(`Ann's page is online again (Bea has sent ${beaSent})`);
+  await send(ann, "ann 5");
+  await beaSends;
+  log("Bea sent all her messages");
+
+  const everything = (s) =>
+    s.pending.length === 0 && sent.every((t) => s.stored.some((m) => m.text === t));
+  await eventually("Ann's page has every message", () => seen(ann), everything, RECOVERY_MS);
+  await eventually("Bea's page has every message", () => seen(bea), everything, RECOVERY_MS);
+  // Anything late (a duplicate, a stray line) would show up within this.
+  await sleep(1000);
+  const annFinal = await seen(ann);
+  const beaFinal = await seen(bea);
+  checkComplete("Ann", annFinal, sent);
+  checkComplete("Bea", beaFinal, sent);
+  check(
+    "both pages show the same messages in the same order",
+    annFinal.stored.map((m) => m.text).join("|") === beaFinal.stored.map((m) => m.text).join("|"),
+  );
+  check("Ann's page reconnected", annFinal.onlineCount >= 2, annFinal.onlineCount);
+  check("no error shown to Ann", annFinal.error === null, annFinal.error);
+  check("no error shown to Bea", beaFinal.error === null, beaFinal.error);
+  check("no page error", pageErrors.length === 0, pageErrors);
+  console.log(
+    `counts: sent ${sent.length} (ann ${sent.filter((t) => t.startsWith("ann")).length}, bea ${BEA_MESSAGES}); ` +
+      `Ann's page shows ${annFinal.stored.length} (seq ${annFinal.stored[0]?.seq}..${annFinal.stored.at(-1)?.seq}), ` +
+      `Bea's ${beaFinal.stored.length}; reconnects: Ann ${annFinal.onlineCount - 1}, Bea ${beaFinal.onlineCount - 1}`,
+  );
+  await screenshot(ann, "recovery-ann-final");
+} catch (err) {
+  console.log(`FAIL ${err instanceof Error ? err.message : err}`);
+  for (const [who, page] of pages) {
+    if (page.isClosed()) continue;
+    const view = await seen(page).catch(() => null);
+    if (view) {
+      console.log(`     ${who}'s page: ${view.state}, online ${view.onlineCount} times, lost ${JSON.stringify(view.lost)}`);
+      console.log(`     ${who} shows: ${view.stored.map((m) => `${m.seq}:${m.text}`).join(", ")}`);
+      console.log(`     ${who} pending: ${JSON.stringify(view.pending)}`);
+    }
+    await screenshot(page, `recovery-${who}-failure`).catch((e) => console.log(`     no screenshot: ${e}`));
+  }
+  console.log(`     sent: ${sent.join(", ")}`);
+  await browser.close();
+  console.log(`browser: ${passed} passed, 1 failed`);
+  process.exit(1);
+}
+clearTimeout(watchdog);
+answers.close();
+await browser.close();
+console.log(`     took ${((Date.now() - started) / 1000).toFixed(1)} s`);
+console.log(`browser: ${passed} passed, 0 failed`);
