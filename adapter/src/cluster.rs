@@ -16,6 +16,7 @@ use crate::{
     config::ClusterConfig,
     driver::Driver,
     error::ClusterError,
+    keys::Channels,
     node::{
         Node, ServerEvent, ServerEventHandler,
         membership::{NodeEvent, NodeInfo},
@@ -23,6 +24,7 @@ use crate::{
     opts::Target,
     socket::RemoteSocket,
     stats::ClusterStats,
+    template::BroadcastTemplate,
     value::{Codec, json_to_wire, wire_to_json},
     wire::{self, RequestType, WireFlags, WirePacket, WireRequest},
 };
@@ -218,6 +220,24 @@ impl<D: Driver> Cluster<D> {
                     .await
             }
         }
+    }
+
+    /// A broadcast of `event` with `data` to room `room` of namespace `nsp`, encoded for a
+    /// Redis script to fill its [`hole`](crate::hole)s and publish (see [`BroadcastTemplate`]).
+    pub fn broadcast_template(
+        &self,
+        nsp: &str,
+        room: &str,
+        event: &str,
+        data: &Value,
+    ) -> Result<BroadcastTemplate, ClusterError> {
+        let channels = Channels::new(&self.0.config.key, nsp);
+        let target = Target::rooms([room]);
+        Ok(BroadcastTemplate::encode(
+            &channels,
+            event_packet(nsp, event, std::slice::from_ref(data)),
+            target.to_wire(),
+        )?)
     }
 
     /// Emits `event` to the matching sockets of every node and collects their acks (the first

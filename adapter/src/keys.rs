@@ -197,14 +197,25 @@ impl HistoryKeys {
         }
     }
 
-    /// `H:{nsp|room}:seq`
-    pub fn seq(&self, nsp: &str, room: &str) -> String {
-        format!("{}:{}:seq", self.prefix, place(nsp, room))
+    /// `H:{nsp|room}:sequence`: a hash of the room's last `seq` and its `epoch`.
+    pub fn sequence(&self, nsp: &str, room: &str) -> String {
+        format!("{}:{}:sequence", self.prefix, place(nsp, room))
     }
 
     /// `H:{nsp|room}:list`
     pub fn list(&self, nsp: &str, room: &str) -> String {
         format!("{}:{}:list", self.prefix, place(nsp, room))
+    }
+
+    /// `H:{nsp|room}:sent:{len(user)}:{user}:{clientId}`: a message of `user` by its clientId, for
+    /// retries. The length keeps user ids with `:` from reaching another user's record.
+    pub fn sent(&self, nsp: &str, room: &str, user: &str, client_id: &str) -> String {
+        format!(
+            "{}:{}:sent:{}:{user}:{client_id}",
+            self.prefix,
+            place(nsp, room),
+            user.len()
+        )
     }
 }
 
@@ -267,7 +278,8 @@ mod tests {
         assert_eq!(p.node("n1"), "{k}:presence:n:n1");
         assert_eq!(p.timers(), "{k}:presence:timers");
         let h = HistoryKeys::new("k");
-        assert_eq!(h.seq("/a", "r"), "{k}:history:/a|r:seq");
+        assert_eq!(h.sequence("/a", "r"), "{k}:history:/a|r:sequence");
+        assert_eq!(h.sent("/", "r", "u:1", "c"), "{k}:history:/|r:sent:3:u:1:c");
         assert_eq!(h.list("/a", "r"), "{k}:history:/a|r:list");
     }
 

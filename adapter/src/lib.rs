@@ -71,6 +71,7 @@ mod opts;
 pub mod presence;
 mod socket;
 mod stats;
+mod template;
 mod value;
 mod wire;
 
@@ -87,4 +88,5 @@ pub use node::{
 pub use opts::Target;
 pub use socket::{RemoteSocket, data, data_as, set_data, track};
 pub use stats::ClusterStats;
+pub use template::{BroadcastTemplate, SCRIPT_UID, hole};
 pub use wire::Handshake;

@@ -74,10 +74,11 @@ impl Backend for Memory {
     type Presence = MemoryPresence;
 
     async fn connect(config: &Config, incarnation: String) -> anyhow::Result<Shared<Self>> {
+        let hub = MemoryHub::new();
         Ok(Shared {
-            driver: MemoryHub::new().driver(),
+            driver: hub.driver(),
             presence: MemoryPresence::new(incarnation),
-            history: History::memory(config.history_len),
+            history: History::memory(config.history_len, hub),
         })
     }
 

@@ -15,7 +15,7 @@ use socketio_cluster::{
     presence::{Joined, Left, PresenceStore},
 };
 use socketioxide::{
-    BroadcastError, SocketIo,
+    SocketIo,
     extract::{AckSender, SocketRef, State, TryData},
     handler::ConnectHandler,
 };
@@ -24,13 +24,13 @@ use tokio::sync::Semaphore;
 use crate::{
     backend::Backend,
     config::Config,
-    history::{self, History},
+    history::{Draft, History},
     identity::{AuthError, Identity, identify},
     metrics::Metrics,
     namespaces::{self, Connecting},
     protocol::{
-        ChatError, ErrorCode, JoinRequest, LeaveRequest, Member, MessageRequest, Notice,
-        NoticeKind, PresenceUpdate, check_room, ok_ack, valid_namespace,
+        ChatError, ErrorCode, JoinRequest, LeaveRequest, MAX_CLIENT_ID_LEN, Member, MessageRequest,
+        Notice, NoticeKind, PresenceUpdate, check_name, check_room, ok_ack, valid_namespace,
     },
     rate_limit::RateLimiter,
 };
@@ -256,15 +256,22 @@ impl<B: Backend> Chat<B> {
             .online(&nsp, &req.room)
             .await
             .map_err(ChatError::internal)?;
-        let history = self
+        let recovery = self
             .history
-            .recent(&nsp, &req.room)
+            .recover(
+                &nsp,
+                &req.room,
+                req.since.as_ref(),
+                self.config.history_ack_bytes,
+            )
             .await
             .map_err(ChatError::internal)?;
-        let history = history::newest_within(history, self.config.history_ack_bytes);
-        Ok(ok_ack(
-            json!({ "chatter": member, "online": online, "history": history }),
-        ))
+        let mut ack = json!({ "chatter": member, "online": online, "history": recovery.history });
+        if let Some(recovered) = recovery.recovered {
+            ack["recovered"] = json!(recovered);
+            self.metrics.count_recovery(recovered);
+        }
+        Ok(ok_ack(ack))
     }
 
     async fn leave(
@@ -358,32 +365,39 @@ impl<B: Backend> Chat<B> {
         if req.text.trim().is_empty() {
             return Err(ChatError::bad_request("text must not be empty"));
         }
+        if let Some(client_id) = &req.client_id {
+            check_name("clientId", client_id, MAX_CLIENT_ID_LEN)?;
+        }
         self.metrics.messages_in.inc();
         self.ensure_capacity()?;
         let from = session.identity.lock().unwrap().member();
-        let message = self
+        let draft = Draft {
+            room: &req.room,
+            from: &from,
+            text: &req.text,
+            ts: now_ms(),
+            client_id: req.client_id.as_deref(),
+        };
+        let broadcast = draft
+            .with_holes()
+            .map_err(ChatError::internal)
+            .and_then(|data| {
+                self.cluster
+                    .broadcast_template(socket.ns(), &req.room, "message", &data)
+                    .map_err(ChatError::internal)
+            })?;
+        let posted = self
             .history
-            .append(socket.ns(), &req.room, &from, &req.text, now_ms())
+            .post(socket.ns(), &draft, &broadcast)
             .await
             .map_err(ChatError::internal)?;
-        let sent = socket
-            .within(req.room.clone())
-            .emit("message", &message)
-            .await;
-        if let Err(err) = sent {
-            // The sender is told it failed and may retry: a copy left in the history would be
-            // a message nobody received, and then a duplicate.
-            if let Err(retract) = self
-                .history
-                .retract(socket.ns(), &req.room, &message.id)
-                .await
-            {
-                tracing::error!(err = %retract, id = %message.id, "an unsent message stays in the history");
-            }
-            return Err(unsent(&err));
+        if posted.fresh {
+            self.metrics.messages_out.inc();
+        } else {
+            self.metrics.retries_deduplicated.inc();
+            tracing::debug!(room = %req.room, seq = posted.message.seq, "a retried message was already stored");
         }
-        self.metrics.messages_out.inc();
-        Ok(ok_ack(json!({ "message": message })))
+        Ok(ok_ack(json!({ "message": posted.message })))
     }
 
     /// A disconnected socket starts a leave timer in each of its rooms.
@@ -547,14 +561,6 @@ async fn handle<B: Backend>(
 fn parse<T: DeserializeOwned>(payload: Value) -> Result<T, ChatError> {
     serde_json::from_value(payload)
         .map_err(|e| ChatError::bad_request(format!("invalid payload: {e}")))
-}
-
-/// A broadcast that failed.
-fn unsent(err: &BroadcastError) -> ChatError {
-    match ClusterError::cause_of(err) {
-        Some(cause) => refused_by_cluster(cause),
-        None => ChatError::internal(err),
-    }
 }
 
 /// An overloaded cluster is the sender's cue to back off and retry, like a rate limit, and is

@@ -1,23 +1,29 @@
-//! Messages kept per room, and the ids that order them.
+//! Messages of a room, in order: posting one gives it the room's next `seq` in the same atomic
+//! step that publishes it, so every node receives a room's messages in `seq` order; the kept
+//! messages let a client that was away recover what it missed; the sender's `clientId` makes a
+//! retry return the message already stored instead of posting it again.
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Mutex,
+    sync::{LazyLock, Mutex},
+    time::{Duration, Instant},
 };
 
-use std::sync::LazyLock;
+use fred::{clients::Client, types::Value as RedisValue, types::scripts::Script};
+use serde::Serialize;
+use serde_json::{Value, json};
+use socketio_cluster::{
+    BroadcastTemplate, MemoryHub, hole,
+    keys::{HistoryKeys, place},
+};
 
-use fred::types::scripts::Script;
-use fred::{clients::Client, interfaces::ListInterface};
-use serde_json::json;
-use socketio_cluster::keys::{HistoryKeys, place};
+use crate::protocol::{Member, Message, Since};
 
-use crate::protocol::{Member, Message};
+static POST: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/post.lua")));
+static READ: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/read.lua")));
 
-static ADD: LazyLock<Script> =
-    LazyLock::new(|| Script::from_lua(include_str!("lua/history_add.lua")));
-static RETRACT: LazyLock<Script> =
-    LazyLock::new(|| Script::from_lua(include_str!("lua/history_retract.lua")));
+/// How long a sent message is remembered by its `clientId` (`shared/PROTOCOL.md`, "Messages").
+pub const RETRY_WINDOW: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -25,6 +31,101 @@ pub enum HistoryError {
     Redis(#[from] fred::error::Error),
     #[error("stored message is not valid: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error("the broadcast could not be encoded: {0}")]
+    Encode(#[from] socketio_cluster::WireError),
+}
+
+/// A message as its sender gave it, before it has a place in the room.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Draft<'a> {
+    pub room: &'a str,
+    pub from: &'a Member,
+    pub text: &'a str,
+    pub ts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<&'a str>,
+}
+
+impl Draft<'_> {
+    /// The data of its broadcast, with a hole for each field only posting decides.
+    pub fn with_holes(&self) -> Result<Value, HistoryError> {
+        let mut data = serde_json::to_value(self)?;
+        for field in ["id", "seq", "epoch"] {
+            data[field] = hole(field);
+        }
+        Ok(data)
+    }
+
+    fn placed(&self, epoch: &str, seq: u64) -> Message {
+        Message {
+            id: format!("{epoch}:{seq}"),
+            room: self.room.to_string(),
+            seq,
+            epoch: epoch.to_string(),
+            from: self.from.clone(),
+            text: self.text.to_string(),
+            ts: self.ts,
+            client_id: self.client_id.map(str::to_string),
+        }
+    }
+}
+
+/// A posted message: `fresh` unless it was a retry of one already stored.
+#[derive(Debug)]
+pub struct Posted {
+    pub message: Message,
+    pub fresh: bool,
+}
+
+/// What a `join` ack carries of the room's messages.
+#[derive(Debug, PartialEq)]
+pub struct Recovery {
+    pub history: Vec<Message>,
+    /// Whether `history` is exactly what came after the client's `since`; absent without one.
+    pub recovered: Option<bool>,
+}
+
+/// A room's sequence and the messages kept of it, oldest first.
+#[derive(Debug, Default, Clone)]
+struct Kept {
+    epoch: Option<String>,
+    seq: u64,
+    messages: Vec<Message>,
+}
+
+impl Kept {
+    /// The messages after `since` if they are all kept and fit in `max_bytes`; else the newest
+    /// that fit, for the client to start over.
+    fn recover(self, since: Option<&Since>, max_bytes: usize) -> Recovery {
+        let Some(since) = since else {
+            return Recovery {
+                history: newest_within(self.messages, max_bytes),
+                recovered: None,
+            };
+        };
+        if self.epoch.as_deref() == Some(since.epoch.as_str()) && since.seq <= self.seq {
+            let missed: Vec<Message> = self
+                .messages
+                .iter()
+                .filter(|m| m.seq > since.seq)
+                .cloned()
+                .collect();
+            let complete = missed.len() as u64 == self.seq - since.seq;
+            let count = missed.len();
+            let fitting = newest_within(missed, max_bytes);
+            if complete && fitting.len() == count {
+                return Recovery {
+                    history: fitting,
+                    recovered: Some(true),
+                };
+            }
+        }
+        Recovery {
+            history: newest_within(self.messages, max_bytes),
+            recovered: Some(false),
+        }
+    }
 }
 
 /// History in Redis (shared by the cluster) or in memory (single node).
@@ -36,9 +137,19 @@ pub enum History {
         ttl_secs: u64,
     },
     Memory {
-        rooms: Mutex<HashMap<String, (u64, VecDeque<Message>)>>,
+        rooms: Mutex<MemoryRooms>,
         keep: usize,
+        hub: MemoryHub,
     },
+}
+
+/// A single node's rooms and remembered clientIds.
+#[derive(Default)]
+pub struct MemoryRooms {
+    rooms: HashMap<String, Kept>,
+    sent: HashMap<String, Message>,
+    /// `sent` in the order it expires.
+    expiring: VecDeque<(Instant, String)>,
 }
 
 impl History {
@@ -51,22 +162,24 @@ impl History {
         }
     }
 
-    pub fn memory(keep: usize) -> Self {
+    /// History of a single node, whose broadcasts go through `hub`.
+    pub fn memory(keep: usize, hub: MemoryHub) -> Self {
         Self::Memory {
             rooms: Mutex::default(),
             keep,
+            hub,
         }
     }
 
-    /// Stores a new message (when history is on) and returns it with its id.
-    pub async fn append(
+    /// Gives `draft` the room's next seq, keeps it and publishes `broadcast` filled with its id,
+    /// seq and epoch, all in one step; or returns the stored message for a retry of its
+    /// `clientId`.
+    pub async fn post(
         &self,
         nsp: &str,
-        room: &str,
-        from: &Member,
-        text: &str,
-        ts: u64,
-    ) -> Result<Message, HistoryError> {
+        draft: &Draft<'_>,
+        broadcast: &BroadcastTemplate,
+    ) -> Result<Posted, HistoryError> {
         match self {
             Self::Redis {
                 client,
@@ -74,83 +187,133 @@ impl History {
                 keep,
                 ttl_secs,
             } => {
-                let keys = vec![keys.seq(nsp, room), keys.list(nsp, room)];
-                let body =
-                    json!({ "room": room, "from": from, "text": text, "ts": ts }).to_string();
-                let args = vec![body, keep.to_string(), ttl_secs.to_string()];
-                let stored: String = ADD.evalsha_with_reload(client, keys, args).await?;
-                Ok(serde_json::from_str(&stored)?)
+                let mut script_keys =
+                    vec![keys.sequence(nsp, draft.room), keys.list(nsp, draft.room)];
+                if let Some(client_id) = draft.client_id {
+                    script_keys.push(keys.sent(nsp, draft.room, &draft.from.id, client_id));
+                }
+                let mut args: Vec<RedisValue> = vec![
+                    serde_json::to_string(draft)?.into(),
+                    keep.to_string().into(),
+                    ttl_secs.to_string().into(),
+                    new_epoch().into(),
+                    RETRY_WINDOW.as_secs().to_string().into(),
+                    broadcast.channel().into(),
+                    broadcast.holes().len().to_string().into(),
+                ];
+                args.extend(broadcast.holes().iter().map(|h| h.as_str().into()));
+                args.extend(
+                    broadcast
+                        .parts()
+                        .iter()
+                        .map(|p| RedisValue::Bytes(p.clone().into())),
+                );
+                let (fresh, stored): (i64, String) =
+                    POST.evalsha_with_reload(client, script_keys, args).await?;
+                Ok(Posted {
+                    message: serde_json::from_str(&stored)?,
+                    fresh: fresh == 1,
+                })
             }
-            Self::Memory { rooms, keep } => {
+            Self::Memory { rooms, keep, hub } => {
                 let mut rooms = rooms.lock().unwrap();
-                let (seq, kept) = rooms.entry(place(nsp, room)).or_default();
-                *seq += 1;
-                let message = Message {
-                    id: format!("{seq:016}"),
-                    room: room.to_string(),
-                    from: from.clone(),
-                    text: text.to_string(),
-                    ts,
-                };
+                rooms.forget_expired(Instant::now());
+                let sent_key = draft.client_id.map(|client_id| {
+                    format!("{}\n{}\n{client_id}", place(nsp, draft.room), draft.from.id)
+                });
+                if let Some(stored) = sent_key.as_ref().and_then(|k| rooms.sent.get(k)) {
+                    return Ok(Posted {
+                        message: stored.clone(),
+                        fresh: false,
+                    });
+                }
+                let room = rooms.rooms.entry(place(nsp, draft.room)).or_default();
+                room.seq += 1;
+                let epoch = room.epoch.get_or_insert_with(new_epoch).clone();
+                let message = draft.placed(&epoch, room.seq);
                 if *keep > 0 {
-                    kept.push_back(message.clone());
-                    while kept.len() > *keep {
-                        kept.pop_front();
-                    }
+                    room.messages.push(message.clone());
+                    let excess = room.messages.len().saturating_sub(*keep);
+                    room.messages.drain(..excess);
                 }
-                Ok(message)
+                let payload = broadcast.fill(|hole| match hole {
+                    "id" => json!(message.id),
+                    "seq" => json!(message.seq),
+                    _ => json!(message.epoch),
+                })?;
+                // Published under the lock, so broadcasts leave in seq order.
+                hub.publish(broadcast.channel().to_string(), payload);
+                if let Some(key) = sent_key {
+                    rooms
+                        .expiring
+                        .push_back((Instant::now() + RETRY_WINDOW, key.clone()));
+                    rooms.sent.insert(key, message.clone());
+                }
+                Ok(Posted {
+                    message,
+                    fresh: true,
+                })
             }
         }
     }
 
-    /// Removes a message that was appended but could not be sent, so that nobody sees it
-    /// later in the history either. Its id is not reused.
-    pub async fn retract(&self, nsp: &str, room: &str, id: &str) -> Result<(), HistoryError> {
-        match self {
+    /// What a client joining the room gets of its messages (see [`Recovery`]).
+    pub async fn recover(
+        &self,
+        nsp: &str,
+        room: &str,
+        since: Option<&Since>,
+        max_bytes: usize,
+    ) -> Result<Recovery, HistoryError> {
+        let kept = match self {
             Self::Redis { client, keys, .. } => {
-                let keys = vec![keys.list(nsp, room)];
-                let _removed: u8 = RETRACT
-                    .evalsha_with_reload(client, keys, vec![id.to_string()])
+                let script_keys = vec![keys.sequence(nsp, room), keys.list(nsp, room)];
+                let (epoch, seq, stored): (Option<String>, u64, Vec<String>) = READ
+                    .evalsha_with_reload(client, script_keys, Vec::<String>::new())
                     .await?;
-            }
-            Self::Memory { rooms, .. } => {
-                if let Some((_, kept)) = rooms.lock().unwrap().get_mut(&place(nsp, room)) {
-                    kept.retain(|m| m.id != id);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The kept messages of a room, oldest first.
-    pub async fn recent(&self, nsp: &str, room: &str) -> Result<Vec<Message>, HistoryError> {
-        match self {
-            Self::Redis {
-                client, keys, keep, ..
-            } => {
-                if *keep == 0 {
-                    return Ok(Vec::new());
-                }
-                let stored: Vec<String> = client.lrange(keys.list(nsp, room), 0, -1).await?;
-                stored
+                let messages = stored
                     .iter()
-                    .map(|m| Ok(serde_json::from_str(m)?))
-                    .collect()
+                    .map(|m| serde_json::from_str(m))
+                    .collect::<Result<_, _>>()?;
+                Kept {
+                    epoch,
+                    seq,
+                    messages,
+                }
             }
-            Self::Memory { rooms, .. } => Ok(rooms
+            Self::Memory { rooms, .. } => rooms
                 .lock()
                 .unwrap()
+                .rooms
                 .get(&place(nsp, room))
-                .map(|(_, kept)| kept.iter().cloned().collect())
-                .unwrap_or_default()),
+                .cloned()
+                .unwrap_or_default(),
+        };
+        Ok(kept.recover(since, max_bytes))
+    }
+}
+
+impl MemoryRooms {
+    fn forget_expired(&mut self, now: Instant) {
+        while let Some((at, key)) = self.expiring.front() {
+            if *at > now {
+                break;
+            }
+            self.sent.remove(key);
+            self.expiring.pop_front();
         }
     }
+}
+
+/// A new epoch: random, so a room whose sequence was lost never reuses one.
+fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 /// The newest of `messages` (oldest first) whose JSON fits in `max_bytes`, oldest first: what a
 /// `join` ack carries, so that a client rejoining in a loop cannot make a node queue a room's
 /// whole history each time.
-pub fn newest_within(mut messages: Vec<Message>, max_bytes: usize) -> Vec<Message> {
+fn newest_within(mut messages: Vec<Message>, max_bytes: usize) -> Vec<Message> {
     let mut total = 0;
     let kept = messages
         .iter()
@@ -165,6 +328,9 @@ pub fn newest_within(mut messages: Vec<Message>, max_bytes: usize) -> Vec<Messag
 
 #[cfg(test)]
 mod tests {
+    use futures_util::StreamExt;
+    use socketio_cluster::{Cluster, ClusterConfig, Driver, Incoming, MemoryDriver};
+
     use super::*;
 
     fn alice() -> Member {
@@ -174,66 +340,158 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn memory_history_keeps_the_last_messages_with_ordered_ids() {
-        let history = History::memory(2);
-        for text in ["1", "2", "3"] {
-            history.append("/", "r", &alice(), text, 0).await.unwrap();
+    /// A memory history, and a subscriber of what it publishes.
+    fn memory(keep: usize) -> (History, Cluster<MemoryDriver>, MemoryDriver) {
+        let hub = MemoryHub::new();
+        let cluster = Cluster::new(hub.driver(), ClusterConfig::default());
+        (History::memory(keep, hub.clone()), cluster, hub.driver())
+    }
+
+    async fn post(
+        history: &History,
+        cluster: &Cluster<MemoryDriver>,
+        text: &str,
+        client_id: Option<&str>,
+    ) -> Posted {
+        let from = alice();
+        let draft = Draft {
+            room: "r",
+            from: &from,
+            text,
+            ts: 0,
+            client_id,
+        };
+        let template = cluster
+            .broadcast_template("/", "r", "message", &draft.with_holes().unwrap())
+            .unwrap();
+        history.post("/", &draft, &template).await.unwrap()
+    }
+
+    fn texts(messages: &[Message]) -> Vec<&str> {
+        messages.iter().map(|m| m.text.as_str()).collect()
+    }
+
+    fn since(m: &Message) -> Since {
+        Since {
+            epoch: m.epoch.clone(),
+            seq: m.seq,
         }
-        let kept = history.recent("/", "r").await.unwrap();
-        assert_eq!(
-            kept.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
-            ["2", "3"]
-        );
-        assert!(kept[0].id < kept[1].id);
-        assert!(history.recent("/", "other").await.unwrap().is_empty());
     }
 
     #[tokio::test]
-    async fn a_retracted_message_leaves_the_history_and_its_id_is_not_reused() {
-        let history = History::memory(10);
-        let kept = history.append("/", "r", &alice(), "kept", 0).await.unwrap();
-        let unsent = history
-            .append("/", "r", &alice(), "unsent", 0)
+    async fn posts_are_numbered_kept_and_published_in_order() {
+        let (history, cluster, subscriber) = memory(2);
+        subscriber
+            .subscribe(vec![], vec!["socket.io#/#*".into()])
             .await
             .unwrap();
-        history.retract("/", "r", &unsent.id).await.unwrap();
-        history.retract("/", "other", &unsent.id).await.unwrap();
-        let next = history.append("/", "r", &alice(), "next", 0).await.unwrap();
-        let recent = history.recent("/", "r").await.unwrap();
-        assert_eq!(
-            recent.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
-            ["kept", "next"]
-        );
-        assert!(kept.id < unsent.id && unsent.id < next.id);
-    }
-
-    #[tokio::test]
-    async fn a_join_carries_the_newest_messages_that_fit_in_its_byte_budget() {
-        let history = History::memory(10);
-        for text in ["one", "two", "three"] {
-            history.append("/", "r", &alice(), text, 0).await.unwrap();
+        let mut incoming = subscriber.incoming();
+        for text in ["1", "2", "3"] {
+            post(&history, &cluster, text, None).await;
         }
-        let all = history.recent("/", "r").await.unwrap();
-        let one = serde_json::to_vec(&all[2]).unwrap().len() + 1;
-        let texts = |ms: Vec<Message>| ms.into_iter().map(|m| m.text).collect::<Vec<_>>();
-        assert_eq!(
-            texts(newest_within(all.clone(), one * 2 + 1)),
-            ["two", "three"]
-        );
-        assert_eq!(
-            texts(newest_within(all.clone(), usize::MAX)),
-            ["one", "two", "three"]
-        );
-        assert!(newest_within(all, 10).is_empty());
+        let kept = history.recover("/", "r", None, usize::MAX).await.unwrap();
+        assert_eq!(texts(&kept.history), ["2", "3"]);
+        assert_eq!(kept.history[0].seq, 2);
+        assert_eq!(kept.history[0].epoch, kept.history[1].epoch);
+        assert_eq!(kept.recovered, None);
+        for seq in 1..=3 {
+            let Some(Incoming::Message { payload, .. }) = incoming.next().await else {
+                panic!("a broadcast per post");
+            };
+            let text = String::from_utf8_lossy(&payload).to_string();
+            assert!(text.contains(&format!(":{seq}")), "{text}");
+        }
     }
 
     #[tokio::test]
-    async fn disabled_history_still_gives_unique_ids() {
-        let history = History::memory(0);
-        let a = history.append("/", "r", &alice(), "x", 0).await.unwrap();
-        let b = history.append("/", "r", &alice(), "y", 0).await.unwrap();
-        assert_ne!(a.id, b.id);
-        assert!(history.recent("/", "r").await.unwrap().is_empty());
+    async fn a_retry_returns_the_stored_message_and_posts_nothing() {
+        let (history, cluster, _) = memory(10);
+        let first = post(&history, &cluster, "hi", Some("c1")).await;
+        let retry = post(&history, &cluster, "hi", Some("c1")).await;
+        let other = post(&history, &cluster, "hi", Some("c2")).await;
+        assert!(first.fresh && !retry.fresh && other.fresh);
+        assert_eq!(retry.message, first.message);
+        assert_eq!(first.message.client_id.as_deref(), Some("c1"));
+        assert_eq!(other.message.seq, 2);
+    }
+
+    #[tokio::test]
+    async fn a_client_recovers_exactly_what_it_missed_while_it_is_kept() {
+        let (history, cluster, _) = memory(3);
+        let mut posted = Vec::new();
+        for text in ["1", "2", "3", "4", "5"] {
+            posted.push(post(&history, &cluster, text, None).await.message);
+        }
+        let recover = |s: Since| {
+            let history = &history;
+            async move {
+                history
+                    .recover("/", "r", Some(&s), usize::MAX)
+                    .await
+                    .unwrap()
+            }
+        };
+        let caught_up = recover(since(&posted[4])).await;
+        assert_eq!(caught_up.recovered, Some(true));
+        assert!(caught_up.history.is_empty());
+        let missed_two = recover(since(&posted[2])).await;
+        assert_eq!(missed_two.recovered, Some(true));
+        assert_eq!(texts(&missed_two.history), ["4", "5"]);
+        let too_old = recover(since(&posted[0])).await;
+        assert_eq!(too_old.recovered, Some(false));
+        assert_eq!(texts(&too_old.history), ["3", "4", "5"]);
+        let other_epoch = recover(Since {
+            epoch: "lost".into(),
+            seq: 4,
+        })
+        .await;
+        assert_eq!(other_epoch.recovered, Some(false));
+        let ahead = recover(Since {
+            epoch: posted[0].epoch.clone(),
+            seq: 9,
+        })
+        .await;
+        assert_eq!(ahead.recovered, Some(false));
+    }
+
+    #[tokio::test]
+    async fn a_gap_beyond_the_ack_budget_is_not_recovered_and_the_newest_that_fit_come() {
+        let (history, cluster, _) = memory(10);
+        let mut posted = Vec::new();
+        for text in ["one", "two", "three"] {
+            posted.push(post(&history, &cluster, text, None).await.message);
+        }
+        let one = serde_json::to_vec(&posted[2]).unwrap().len() + 1;
+        let all = history.recover("/", "r", None, one * 2 + 1).await.unwrap();
+        assert_eq!(texts(&all.history), ["two", "three"]);
+        let fits = history
+            .recover("/", "r", Some(&since(&posted[0])), one * 2 + 1)
+            .await
+            .unwrap();
+        assert_eq!(fits.recovered, Some(true));
+        let too_big = history
+            .recover("/", "r", Some(&since(&posted[0])), one)
+            .await
+            .unwrap();
+        assert_eq!(too_big.recovered, Some(false));
+        assert_eq!(texts(&too_big.history), ["three"]);
+    }
+
+    #[tokio::test]
+    async fn without_history_seqs_still_count_and_only_a_caught_up_client_recovers() {
+        let (history, cluster, _) = memory(0);
+        let a = post(&history, &cluster, "x", None).await.message;
+        let b = post(&history, &cluster, "y", None).await.message;
+        assert_eq!((a.seq, b.seq), (1, 2));
+        let caught_up = history
+            .recover("/", "r", Some(&since(&b)), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(caught_up.recovered, Some(true));
+        let behind = history
+            .recover("/", "r", Some(&since(&a)), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(behind.recovered, Some(false));
     }
 }

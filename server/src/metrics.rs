@@ -22,6 +22,11 @@ struct CodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecoveredLabel {
+    recovered: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabel {
     op: String,
 }
@@ -31,6 +36,8 @@ pub struct OpLabel {
 pub struct Metrics {
     pub messages_in: Counter,
     pub messages_out: Counter,
+    pub retries_deduplicated: Counter,
+    joins_since: Family<RecoveredLabel, Counter>,
     pub namespaces_released: Counter,
     pub departures_retried: Counter,
     pub presence_reregistered: Counter,
@@ -44,6 +51,8 @@ impl Default for Metrics {
         Self {
             messages_in: Counter::default(),
             messages_out: Counter::default(),
+            retries_deduplicated: Counter::default(),
+            joins_since: Family::default(),
             namespaces_released: Counter::default(),
             departures_retried: Counter::default(),
             presence_reregistered: Counter::default(),
@@ -71,6 +80,14 @@ impl Metrics {
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default();
         self.rejected.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    /// A join with `since`, and whether it recovered everything after it.
+    pub fn count_recovery(&self, recovered: bool) {
+        let recovered = recovered.to_string();
+        self.joins_since
+            .get_or_create(&RecoveredLabel { recovered })
+            .inc();
     }
 
     /// Runs a cluster request, counting it and timing it under `op`.
@@ -108,6 +125,16 @@ impl Metrics {
             "chat_messages_out",
             "Chat messages broadcast to rooms",
             self.messages_out.clone(),
+        );
+        registry.register(
+            "chat_retries_deduplicated",
+            "Messages sent again with a clientId already stored: answered with the stored message, not posted again",
+            self.retries_deduplicated.clone(),
+        );
+        registry.register(
+            "chat_joins_since",
+            "Joins with `since`, by whether everything after it could be recovered",
+            self.joins_since.clone(),
         );
         registry.register(
             "chat_requests_rejected",

@@ -2,7 +2,7 @@
 //! names a new one, before any middleware can look at the name or the credentials. Such a
 //! namespace costs no Redis subscription until a socket passes `authenticate` (the cluster's
 //! lazy namespaces), and the sweeper (`timers::spawn_sweeper`) forgets every dynamic namespace
-//! that has no socket: at once for one that never admitted a socket (refused names and
+//! that has no socket: within two sweeps for one that never admitted a socket (refused names and
 //! credentials), after `NAMESPACE_IDLE_SECS` for one that did. This module holds what both need.
 
 use std::{collections::HashMap, sync::Mutex};

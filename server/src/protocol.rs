@@ -7,14 +7,29 @@ pub use socketio_cluster::presence::Member;
 
 /// A chat message as stored and broadcast.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Message {
-    /// Unique within the room; zero-padded so string and numeric order agree.
+    /// `{epoch}:{seq}`: unique within the room.
     pub id: String,
     pub room: String,
+    /// The message's place in the room: 1, 2, 3 … within its epoch.
+    pub seq: u64,
+    /// Changes only when the room's stored sequence was lost; seq restarts then.
+    pub epoch: String,
     pub from: Member,
     pub text: String,
     /// Milliseconds since the epoch.
     pub ts: u64,
+    /// The sender's id for the message, which makes its retries idempotent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// The last message a client holds of a room: it asks for what came after.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Since {
+    pub epoch: String,
+    pub seq: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -23,6 +38,8 @@ pub struct JoinRequest {
     pub room: String,
     #[serde(default)]
     pub chatter_id: Option<String>,
+    #[serde(default)]
+    pub since: Option<Since>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,9 +48,12 @@ pub struct LeaveRequest {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MessageRequest {
     pub room: String,
     pub text: String,
+    #[serde(default)]
+    pub client_id: Option<String>,
 }
 
 /// `notice`: a user came online in, or went offline from, a room.
@@ -185,6 +205,8 @@ pub const MAX_ROOM_LEN: usize = 128;
 pub const MAX_ID_LEN: usize = 128;
 /// Longest display name.
 pub const MAX_NAME_LEN: usize = 64;
+/// Longest `clientId` of a message (a UUID is 36 characters).
+pub const MAX_CLIENT_ID_LEN: usize = 64;
 
 #[cfg(test)]
 mod tests {

@@ -20,8 +20,10 @@ use crate::{
     namespaces::shown,
 };
 
-/// How often the namespace sweeper looks: a namespace that never admitted a socket is released
-/// within this (a client being authenticated is not yet in it: see `namespaces::Connecting`).
+/// How often the namespace sweeper looks. A namespace that never admitted a socket is released
+/// once two sweeps in a row found it empty: its first client may still be between socketioxide
+/// building the namespace and `authenticate` marking it connecting (`namespaces::Connecting`),
+/// a gap that lasts longer than a moment only on a busy machine.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 pub fn spawn<B: Backend>(chat: Arc<Chat<B>>, io: SocketIo<Adapter<B>>) -> JoinHandle<()> {
@@ -89,7 +91,7 @@ fn sweep<B: Backend>(
         let keep_for = if chat.cluster.in_cluster(&nsp) {
             chat.config.namespace_idle()
         } else {
-            Duration::ZERO
+            SWEEP_EVERY
         };
         if now.duration_since(since) >= keep_for {
             tracing::debug!(nsp = %shown(&nsp), "releasing an empty namespace");

@@ -276,6 +276,7 @@ async fn messages_reach_the_room_on_every_node_and_are_kept_in_history() -> anyh
         );
         assert_eq!(message["room"], json!("lobby"));
         assert!(message["ts"].as_u64().unwrap() > 0);
+        assert_eq!(message["seq"], json!(i + 1));
         ids.push(message["id"].as_str().unwrap().to_string());
         assert_eq!(bob.event("message").await?[0], *message, "other node");
         assert_eq!(
@@ -284,10 +285,8 @@ async fn messages_reach_the_room_on_every_node_and_are_kept_in_history() -> anyh
             "sender included"
         );
     }
-    assert!(
-        ids.windows(2).all(|w| w[0] < w[1]),
-        "ids are ordered: {ids:?}"
-    );
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "ids are unique: {ids:?}");
     let mut carol = user(&c.nodes[1], "/", "carol").await;
     let ack = join(&mut carol, "lobby").await;
     let texts: Vec<&str> = ack["history"]
@@ -300,17 +299,6 @@ async fn messages_reach_the_room_on_every_node_and_are_kept_in_history() -> anyh
         texts,
         ["m1", "m2", "m3"],
         "the last HISTORY_LEN messages, oldest first"
-    );
-    // A message whose broadcast failed is taken out again (in Redis, by its id).
-    c.nodes[0]
-        .chat
-        .history
-        .retract("/", "lobby", &ids[2])
-        .await?;
-    let kept = c.nodes[1].chat.history.recent("/", "lobby").await?;
-    assert_eq!(
-        kept.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
-        ["m1", "m3"]
     );
     Ok(())
 }

@@ -67,6 +67,12 @@ impl MemoryHub {
         Self::default()
     }
 
+    /// Publishes `payload` on `channel` at once, before this returns: what one caller publishes
+    /// under its own lock reaches every subscriber in that lock's order.
+    pub fn publish(&self, channel: String, payload: Vec<u8>) {
+        self.0.lock().unwrap().publish(channel, payload);
+    }
+
     /// A new connection to the hub.
     pub fn driver(&self) -> MemoryDriver {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -112,7 +118,7 @@ impl Drop for MemoryDriver {
 
 impl Driver for MemoryDriver {
     async fn publish(&self, channel: String, payload: Vec<u8>) -> Result<(), DriverError> {
-        self.hub.0.lock().unwrap().publish(channel, payload);
+        self.hub.publish(channel, payload);
         Ok(())
     }
 
