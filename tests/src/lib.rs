@@ -2,6 +2,7 @@
 //! crashed, and Redis 7 in a container.
 
 pub mod chat;
+pub mod chatter;
 pub mod client;
 pub mod isolated;
 pub mod node;
