@@ -219,7 +219,7 @@ async fn a_retry_returns_the_stored_message_and_a_lost_sequence_starts_a_new_epo
 
     // The first attempt is stored and broadcast, but its sender never reads the ack.
     let send = json!({ "room": "r", "text": "once", "clientId": "c-1" });
-    alice.emit("message", &[send.clone()]);
+    alice.emit("message", std::slice::from_ref(&send));
     let heard = carol.event("message").await?[0].clone();
     assert_eq!(
         (heard["seq"].clone(), heard["clientId"].clone()),
@@ -228,7 +228,9 @@ async fn a_retry_returns_the_stored_message_and_a_lost_sequence_starts_a_new_epo
     alice.close();
     // The retry comes from another connection, on the other node, as after a reconnect.
     let (mut alice, _) = joined(nodes[1].port, "alice", room.clone()).await?;
-    let ack = alice.emit_with_ack("message", &[send.clone()]).await?;
+    let ack = alice
+        .emit_with_ack("message", std::slice::from_ref(&send))
+        .await?;
     assert_eq!(
         ack[0]["message"], heard,
         "the retry gets the stored message"
