@@ -34,7 +34,9 @@ build_image --quiet --target prebuilt -t chat-server:e2e . >/dev/null
 
 export CHAT_IMAGE=chat-server:e2e CHAT_RESTART=no ADMIN_TOKEN=e2e-admin-token
 export REDIS_PASSWORD="e2e-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-export LEAVE_GRACE_MS=3000 NODE_TIMEOUT_MS=3000 RUST_LOG=info
+# HISTORY_LEN holds every message of the recovery phase, so each chatter's view can be compared
+# with the whole history.
+export LEAVE_GRACE_MS=3000 NODE_TIMEOUT_MS=3000 HISTORY_LEN=5000 RUST_LOG=info
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 LB_PORT=$(free_port)
 ADMIN_PORT=$(free_port)

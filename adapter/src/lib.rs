@@ -17,6 +17,11 @@
 //! * **Message flow** — an operation is applied to local sockets and published once; every other
 //!   node applies it to its own sockets. Requests (fetch sockets, rooms, acks, server-side emits)
 //!   are answered by each node with a response carrying the request id.
+//! * **Scripted broadcasts** — a broadcast whose content Redis decides (a room's next sequence
+//!   number, assigned in the same atomic step as the publish) is encoded ahead of time with holes
+//!   ([`Cluster::broadcast_template`], [`hole`]) for a Lua script to fill and publish. It carries
+//!   the uid [`SCRIPT_UID`], so every node delivers it, the one that ran the script included, in
+//!   the order Redis published it.
 //! * **Liveness** — each node publishes a heartbeat every `heartbeat_interval` (and a goodbye on
 //!   [`Cluster::close`]). A request waits for the live nodes of this crate serving the namespace
 //!   plus the Node.js nodes counted by `PUBSUB NUMSUB`, so a crashed node never stalls it; a node
