@@ -121,7 +121,9 @@ async fn two_browsers_chat_across_two_nodes() -> anyhow::Result<()> {
 
 /// A page whose node is killed (SIGKILL) while another page keeps talking ends with every message
 /// of the room exactly once, in order, its own included: it rejoins with `since` once the node is
-/// back on the same port and resends what was unconfirmed with the same `clientId`.
+/// back on the same port and resends what was unconfirmed with the same `clientId` (one message
+/// of its was stored by the node just before the kill, its ack lost; another's ack is lost with
+/// the node up, so the page's retry meets the server's clientId dedupe).
 /// `web/e2e/recovery.e2e.mjs` drives the pages and prints `KILL 1` when node 1 should die; this
 /// kills it, restarts it on the same port with the same settings, and answers `RESTARTED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

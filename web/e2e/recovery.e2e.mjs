@@ -7,10 +7,14 @@
 // Ann is on node 1, Bea on node 2, in one room. Bea sends BEA_MESSAGES messages through the page,
 // one every SEND_EVERY_MS. Part-way through, this script prints the line `KILL 1` and waits for the
 // line `RESTARTED` on stdin: whoever runs it (tests/tests/browser.rs) kills node 1 with SIGKILL,
-// starts it again on the same port, then answers. Ann sends messages just before the kill, while
-// her node is down, and after it is back. At the end both pages must show the same messages, each
-// exactly once, in seq order, with no gap and no "could not be recovered" line. Exits non-zero at
-// the first failed check; prints what each page saw and how often it reconnected.
+// starts it again on the same port, then answers. Ann sends messages around the kill: one that
+// node 1 stores but whose ack (and live echo) never reach her page (the test drops those frames, as
+// a crash between storing and answering would), one racing the kill, one while her node is down,
+// one right after it is back and one once she is online again. At the end both pages must show the
+// same messages, each exactly once, in seq order, with no gap and no "could not be recovered" line.
+// Last, Ann's node stays up but loses the ack and the live echo of one more message: the page
+// sends it again after its ack timeout, and the server must not post it twice.
+// Exits non-zero at the first failed check; prints what each page saw and how often it reconnected.
 
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
@@ -22,7 +26,7 @@ const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const BEA_MESSAGES = 40;
 const SEND_EVERY_MS = 100;
 /** Bea's message after which node 1 is killed. */
-const KILL_AFTER = 15;
+const KILL_AFTER = 10;
 const WAIT_MS = 10_000;
 /** Long enough for a restart and socket.io-client's reconnection backoff (up to 5 s). */
 const RECOVERY_MS = 30_000;
@@ -137,6 +141,41 @@ const watchdog = setTimeout(() => {
 
 /** @type {string[]} */
 const pageErrors = [];
+/** Texts of messages whose ack and live echo Ann's page must not receive. */
+const hidden = new Set();
+/** @type {{ kind: "ack" | "event", text: string }[]} the frames kept from Ann's page */
+const dropped = [];
+/** @type {Map<string, number>} how often Ann's page sent each message (retries included) */
+const attempts = new Map();
+
+/** Counts a `message` request of Ann's page. @param {string | Buffer} frame */
+function countAttempt(frame) {
+  const message = chatMessage(frame);
+  if (message !== null) attempts.set(message.text, (attempts.get(message.text) ?? 0) + 1);
+}
+
+/**
+ * The chat message in a Socket.IO frame from the server, if it carries one: an engine.io message
+ * (`4`) holding a Socket.IO event (`2`, here `["message", Message]`) or ack (`3` and its id, here
+ * `[{ ok, message }]`) of the main namespace.
+ * @param {string | Buffer} frame
+ * @returns {{ kind: "ack" | "event", text: string } | null}
+ */
+function chatMessage(frame) {
+  const match = typeof frame === "string" ? /^4([23])\d*(\[.*)$/s.exec(frame) : null;
+  if (match === null) return null;
+  try {
+    const data = JSON.parse(match[2]);
+    // An event's message is its argument (the page sends `{ room, text, clientId }`, the server a
+    // Message); an ack's is the `message` of its answer.
+    const message = match[1] === "2" ? (data[0] === "message" ? data[1] : null) : data[0]?.message;
+    return typeof message?.text === "string"
+      ? { kind: match[1] === "2" ? "event" : "ack", text: message.text }
+      : null;
+  } catch {
+    return null;
+  }
+}
 /** @type {Map<string, import("playwright-core").Page>} */
 const pages = new Map();
 
@@ -147,6 +186,21 @@ const pages = new Map();
  */
 async function person(who) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
+  if (who === "ann") {
+    // Ann's WebSocket goes through here, so that frames of `hidden` messages can be lost on the way.
+    await context.routeWebSocket(/\/socket\.io\//, (page) => {
+      const server = page.connectToServer();
+      page.onMessage((frame) => {
+        countAttempt(frame);
+        server.send(frame);
+      });
+      server.onMessage((frame) => {
+        const message = chatMessage(frame);
+        if (message !== null && hidden.has(message.text)) dropped.push(message);
+        else page.send(frame);
+      });
+    });
+  }
   await context.addInitScript(() => {
     const w = /** @type {any} */ (window);
     w.__timesOnline = 0;
@@ -162,6 +216,15 @@ async function person(who) {
     });
   });
   const page = await context.newPage();
+  if (who === "ann") {
+    // Before the upgrade to WebSocket (right after a reconnection) frames go by HTTP long-polling,
+    // several to a request, separated by a record separator.
+    page.on("request", (request) => {
+      if (request.method() === "POST" && request.url().includes("/socket.io/")) {
+        for (const frame of (request.postData() ?? "").split("\x1e")) countAttempt(frame);
+      }
+    });
+  }
   page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
   page.on("console", (msg) => {
     if (msg.type() === "error") console.log(`     (${who} console) ${msg.text()}`);
@@ -253,28 +316,45 @@ try {
   })();
 
   while (beaSent < KILL_AFTER) await sleep(10);
-  // Ann's message goes out just before her node dies: stored or not, its ack is lost with the node.
+  // Stored by node 1, which then dies before its answer reaches Ann: the page must neither lose it
+  // nor, when it tries again with the same clientId, post it twice.
+  hidden.add("ann 2");
   await send(ann, "ann 2");
+  await eventually("node 1 acks \"ann 2\", and the ack is lost", async () => dropped.length, (n) => n > 0);
+  await eventually(
+    "Bea gets \"ann 2\" from node 1",
+    () => seen(bea),
+    (s) => s.stored.some((m) => m.text === "ann 2"),
+  );
   const restarted = answer("RESTARTED");
   console.log("KILL 1");
   log(`asked to kill node 1 after Bea's message ${beaSent}`);
-  await eventually("Ann's page notices its node is gone", () => seen(ann), (s) => s.state !== "online");
-  // Typed while the node is down: it waits, shown as pending.
+  // Typed while "ann 2" is unanswered: it waits its turn, and must not overtake it.
   await send(ann, "ann 3");
-  await eventually(
+  const gone = await eventually(
+    "Ann's page notices its node is gone",
+    () => seen(ann),
+    (s) => s.state !== "online",
+  );
+  hidden.clear();
+  log(`frames kept from Ann's page: ${JSON.stringify(dropped)}`);
+  check('"ann 2" is still pending on Ann\'s page', gone.pending.includes("ann 2"), gone.pending);
+  // Typed while the node is down: it waits, shown as pending.
+  await send(ann, "ann 4");
+  const down = await eventually(
     "Ann's message typed while offline is shown as pending",
     () => seen(ann),
-    (s) => s.pending.includes("ann 3"),
+    (s) => s.pending.includes("ann 4"),
   );
-  const down = await seen(ann);
   log(`Ann's page is ${down.state}; pending: ${JSON.stringify(down.pending)}`);
+  await screenshot(ann, "recovery-ann-offline");
   await restarted;
   log("node 1 is back");
   // Right after the restart, possibly before the page reconnected.
-  await send(ann, "ann 4");
+  await send(ann, "ann 5");
   await eventually("Ann's page is online again", () => seen(ann), (s) => s.state === "online", RECOVERY_MS);
   log(`Ann's page is online again (Bea has sent ${beaSent})`);
-  await send(ann, "ann 5");
+  await send(ann, "ann 6");
   await beaSends;
   log("Bea sent all her messages");
 
@@ -282,6 +362,17 @@ try {
     s.pending.length === 0 && sent.every((t) => s.stored.some((m) => m.text === t));
   await eventually("Ann's page has every message", () => seen(ann), everything, RECOVERY_MS);
   await eventually("Bea's page has every message", () => seen(bea), everything, RECOVERY_MS);
+
+  // Stored, but neither its ack nor its live echo reach Ann, whose node stays up: the request
+  // times out and the page sends it again with the same clientId, which the server must answer
+  // with the stored message without posting it again.
+  hidden.add("ann 7");
+  await send(ann, "ann 7");
+  const lost7 = () => dropped.filter((frame) => frame.text === "ann 7").length;
+  await eventually('node 1 stores "ann 7"; its ack and live echo are lost', async () => lost7(), (n) => n === 2);
+  hidden.delete("ann 7");
+  await eventually("Ann's page gets \"ann 7\" by trying again", () => seen(ann), everything, RECOVERY_MS);
+  check('Ann\'s page sent "ann 7" twice', attempts.get("ann 7") === 2, attempts.get("ann 7"));
   // Anything late (a duplicate, a stray line) would show up within this.
   await sleep(1000);
   const annFinal = await seen(ann);
@@ -296,6 +387,7 @@ try {
   check("no error shown to Ann", annFinal.error === null, annFinal.error);
   check("no error shown to Bea", beaFinal.error === null, beaFinal.error);
   check("no page error", pageErrors.length === 0, pageErrors);
+  log(`Ann's page sent ${JSON.stringify(Object.fromEntries(attempts))}`);
   console.log(
     `counts: sent ${sent.length} (ann ${sent.filter((t) => t.startsWith("ann")).length}, bea ${BEA_MESSAGES}); ` +
       `Ann's page shows ${annFinal.stored.length} (seq ${annFinal.stored[0]?.seq}..${annFinal.stored.at(-1)?.seq}), ` +
