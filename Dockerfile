@@ -23,7 +23,7 @@ RUN cargo build --profile dist --locked -p chat-server
 
 FROM ${BASE_IMAGE} AS runtime-base
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin chat
-ENV PORT=3000 WEB_DIR=/app/web RUST_LOG=info
+ENV PORT=3000 WEB_DIR=/app/web SOCKETIO_CLIENT_DIR=/app/socket.io-client RUST_LOG=info
 # glibc would hand the few hundred KiB a cluster request (fetchSockets) allocates back to the
 # kernel after each one, and fault them in again on the next: keep up to 4 MiB free per malloc
 # arena, and serve allocations below 1 MiB from the heap (BENCHMARKS.md, Allocator).
@@ -38,7 +38,9 @@ ENTRYPOINT ["/usr/local/bin/chat-server"]
 FROM runtime-base AS prebuilt
 COPY target/dist/chat-server /usr/local/bin/chat-server
 COPY web/dist /app/web
+COPY web/node_modules/socket.io-client/dist /app/socket.io-client
 
 FROM runtime-base AS runtime
 COPY --from=build /src/target/dist/chat-server /usr/local/bin/chat-server
 COPY --from=web /web/dist /app/web
+COPY --from=web /web/node_modules/socket.io-client/dist /app/socket.io-client

@@ -18,6 +18,7 @@ use socketioxide::{
     SocketIo,
     extract::{AckSender, SocketRef, State, TryData},
     handler::ConnectHandler,
+    socket::DisconnectReason,
 };
 use tokio::sync::Semaphore;
 
@@ -508,12 +509,33 @@ fn listen<B: Backend>(socket: &SocketRef<Adapter<B>>) {
         );
     }
     socket.on_disconnect(
-        async |s: SocketRef<Adapter<B>>, State(chat): State<Arc<Chat<B>>>| {
+        async |s: SocketRef<Adapter<B>>,
+               reason: DisconnectReason,
+               State(chat): State<Arc<Chat<B>>>| {
+            let reason = reason_name(reason);
+            chat.metrics.count_disconnect(reason);
             if let Some(session) = s.extensions.get::<Session>() {
+                let user = session.identity.lock().unwrap().member().id;
+                tracing::info!(socket = %s.id, nsp = %s.ns(), %user, reason, "disconnected");
                 chat.disconnected(&s, &session).await;
             }
         },
     );
+}
+
+/// A disconnect reason as Node's socket.io names it, for logs and metrics.
+fn reason_name(reason: DisconnectReason) -> &'static str {
+    match reason {
+        DisconnectReason::TransportClose => "transport close",
+        DisconnectReason::TransportError | DisconnectReason::MultipleHttpPollingError => {
+            "transport error"
+        }
+        DisconnectReason::PacketParsingError => "parse error",
+        DisconnectReason::HeartbeatTimeout => "ping timeout",
+        DisconnectReason::ClientNSDisconnect => "client namespace disconnect",
+        DisconnectReason::ServerNSDisconnect => "server namespace disconnect",
+        DisconnectReason::ClosingServer => "server shutting down",
+    }
 }
 
 /// Rate limits, runs an event and answers its ack; bad input becomes an error ack and a log line.

@@ -92,6 +92,43 @@ pub struct Config {
     /// are relative to the working directory.
     #[arg(long, env = "WEB_DIR", default_value = "web/dist")]
     pub web_dir: PathBuf,
+    /// Origins allowed to use Socket.IO from another origin, comma-separated, credentials
+    /// included; `*` allows any origin, without credentials. Unset: same origin only. Never
+    /// applies to `/api/*`.
+    #[arg(long, env = "CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+    /// The Socket.IO endpoint path, as Node's `path` option.
+    #[arg(long, env = "SOCKETIO_PATH", default_value = "/socket.io")]
+    pub socketio_path: String,
+    /// Serve the Socket.IO JS client at `{SOCKETIO_PATH}/socket.io.js`, `.min.js`,
+    /// `.esm.min.js` and their `.map`s, as Node's socket.io does.
+    #[arg(long, env = "SERVE_CLIENT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub serve_client: bool,
+    /// Where the `socket.io-client` package's `dist` folder is (installed by the web build).
+    #[arg(
+        long,
+        env = "SOCKETIO_CLIENT_DIR",
+        default_value = "web/node_modules/socket.io-client/dist"
+    )]
+    pub socketio_client_dir: PathBuf,
+    /// Engine.IO heartbeat: a ping every this long.
+    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 25_000)]
+    pub ping_interval_ms: u64,
+    /// A client that does not answer a ping within this is disconnected.
+    #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 20_000)]
+    pub ping_timeout_ms: u64,
+    /// A client that does not connect to a namespace within this is closed.
+    #[arg(long, env = "CONNECT_TIMEOUT_MS", default_value_t = 45_000)]
+    pub connect_timeout_ms: u64,
+}
+
+/// Who may use Socket.IO from another origin (`CORS_ORIGINS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cors {
+    /// `*`: any origin, without credentials (browsers refuse credentials with a wildcard).
+    Any,
+    /// These origins, credentials included.
+    Origins(Vec<String>),
 }
 
 impl Config {
@@ -112,6 +149,18 @@ impl Config {
         Self::parse_from(["chat-server"])
     }
 
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
     pub fn namespace_idle(&self) -> Duration {
         Duration::from_secs(self.namespace_idle_secs)
     }
@@ -128,7 +177,7 @@ impl Config {
 
     /// Refuses values the node cannot work with, naming the variable.
     pub fn check(&self) -> anyhow::Result<()> {
-        let ranges: [(&str, u64, u64, u64); 11] = [
+        let ranges: [(&str, u64, u64, u64); 14] = [
             ("LEAVE_GRACE_MS", self.leave_grace_ms, 0, 3_600_000),
             ("NODE_TIMEOUT_MS", self.node_timeout_ms, 200, 600_000),
             ("REQUEST_TIMEOUT_MS", self.request_timeout_ms, 10, 600_000),
@@ -144,6 +193,9 @@ impl Config {
             ("WS_READ_BUFFER", self.ws_read_buffer as u64, 64, 16 << 20),
             ("MAX_PAYLOAD_BYTES", self.max_payload_bytes, 1024, 64 << 20),
             ("MAX_NAMESPACES", self.max_namespaces as u64, 1, 100_000),
+            ("PING_INTERVAL_MS", self.ping_interval_ms, 50, 3_600_000),
+            ("PING_TIMEOUT_MS", self.ping_timeout_ms, 50, 3_600_000),
+            ("CONNECT_TIMEOUT_MS", self.connect_timeout_ms, 50, 3_600_000),
             (
                 "HISTORY_TTL_SECS",
                 self.history_ttl_secs,
@@ -161,7 +213,47 @@ impl Config {
             self.rate_limit_per_sec > 0.0 && self.rate_limit_burst >= 1.0,
             "RATE_LIMIT_PER_SEC must be above 0 and RATE_LIMIT_BURST at least 1"
         );
+        let path = &self.socketio_path;
+        anyhow::ensure!(
+            path.len() > 1
+                && path.starts_with('/')
+                && !path.ends_with('/')
+                && path
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+                && !path.starts_with("/api"),
+            "SOCKETIO_PATH={path} is not a path like /socket.io: it must start with /, not end \
+             with /, hold only letters, digits and /-_.~, and stay out of /api"
+        );
+        self.cors()?;
         Ok(())
+    }
+
+    /// The origins of `CORS_ORIGINS`, checked.
+    pub fn cors(&self) -> anyhow::Result<Option<Cors>> {
+        let Some(list) = self.cors_origins.as_deref() else {
+            return Ok(None);
+        };
+        if list.trim() == "*" {
+            return Ok(Some(Cors::Any));
+        }
+        let origins = list
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(|origin| {
+                let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.trim_end_matches('/').contains(['?', '#', ' '])
+                    && origin.split('/').count() == 3;
+                anyhow::ensure!(
+                    valid,
+                    "CORS_ORIGINS: {origin} is not an origin like https://app.example.com or http://localhost:5173"
+                );
+                Ok(origin.to_string())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(!origins.is_empty(), "CORS_ORIGINS names no origin");
+        Ok(Some(Cors::Origins(origins)))
     }
 
     fn without_empty_values(mut self) -> Self {
@@ -170,6 +262,7 @@ impl Config {
             &mut self.node_id,
             &mut self.admin_token,
             &mut self.auth_secret,
+            &mut self.cors_origins,
         ] {
             if value.as_deref().is_some_and(str::is_empty) {
                 *value = None;
@@ -205,5 +298,30 @@ mod tests {
             .check()
             .unwrap_err();
         assert!(err.to_string().contains("MAX_PAYLOAD_BYTES"), "{err}");
+        for (flag, value, name) in [
+            ("--ping-interval-ms", "0", "PING_INTERVAL_MS"),
+            ("--socketio-path", "chat", "SOCKETIO_PATH"),
+            ("--socketio-path", "/chat/", "SOCKETIO_PATH"),
+            ("--cors-origins", "localhost:3000", "CORS_ORIGINS"),
+        ] {
+            let err = Config::parse_from(["chat-server", flag, value])
+                .check()
+                .unwrap_err();
+            assert!(err.to_string().contains(name), "{flag} {value}: {err}");
+        }
+    }
+
+    #[test]
+    fn cors_origins_are_a_list_or_any() {
+        let cors = |v: &str| Config::parse_from(["chat-server", "--cors-origins", v]).cors();
+        assert_eq!(cors("*").unwrap(), Some(Cors::Any));
+        assert_eq!(
+            cors("http://localhost:5173, https://app.example.com").unwrap(),
+            Some(Cors::Origins(vec![
+                "http://localhost:5173".into(),
+                "https://app.example.com".into()
+            ]))
+        );
+        assert_eq!(Config::defaults().cors().unwrap(), None);
     }
 }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod backend;
 pub mod chat;
+pub mod client_bundle;
 pub mod config;
 pub mod history;
 pub mod identity;
@@ -19,16 +20,24 @@ pub mod request_parts;
 pub mod timers;
 pub mod web;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
+use axum::{
+    Router,
+    extract::Request,
+    http::{HeaderValue, Method, header},
+    response::IntoResponse,
+    serve::ListenerExt,
+};
 use socketio_cluster::{Cluster, ClusterConfig, presence::PresenceStore};
 use socketioxide::SocketIo;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tower::Service;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use chat::{Adapter, Chat};
-pub use config::Config;
+pub use config::{Config, Cors};
 
 use crate::backend::{Backend, Shared};
 
@@ -85,7 +94,11 @@ impl<B: Backend> Server<B> {
             },
         );
         let chat = Arc::new(Chat::new(config, cluster.clone(), presence, history));
-        let (layer, io) = SocketIo::builder()
+        let (socketio, io) = SocketIo::builder()
+            .req_path(chat.config.socketio_path.clone())
+            .ping_interval(chat.config.ping_interval())
+            .ping_timeout(chat.config.ping_timeout())
+            .connect_timeout(chat.config.connect_timeout())
             .max_buffer_size(chat.config.socket_buffer)
             .ws_read_buffer_size(chat.config.ws_read_buffer)
             .max_payload(chat.config.max_payload_bytes)
@@ -93,7 +106,7 @@ impl<B: Backend> Server<B> {
             .ws_max_frame_size(chat.config.max_payload_bytes as usize)
             .with_adapter::<Adapter<B>>(cluster.clone())
             .with_state(chat.clone())
-            .build_layer();
+            .build_svc();
         cluster.bind(&io);
         Chat::<B>::serve_namespaces(&io).await?;
         // `/` always exists: it joins the cluster at once, which starts the node's heartbeats.
@@ -105,12 +118,18 @@ impl<B: Backend> Server<B> {
         let sweeper = timers::spawn_sweeper(io.clone(), chat.clone());
 
         web::report(&chat.config.web_dir);
-        let app = admin::routes(chat.clone())
-            .merge(web::routes(&chat.config.web_dir))
-            .layer(layer)
-            .layer(axum::middleware::map_request(
-                request_parts::compact_request_parts,
+        let mut app = admin::routes(chat.clone())
+            .merge(socketio_routes(&chat.config, socketio)?)
+            .merge(web::routes(&chat.config.web_dir));
+        if chat.config.serve_client {
+            app = app.merge(client_bundle::routes(
+                &chat.config.socketio_path,
+                &chat.config.socketio_client_dir,
             ));
+        }
+        let app = app.layer(axum::middleware::map_request(
+            request_parts::compact_request_parts,
+        ));
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let mode = std::any::type_name::<B>()
@@ -180,4 +199,32 @@ impl<B: Backend> Server<B> {
         }
         tracing::info!("stopped");
     }
+}
+
+/// The Socket.IO endpoint at `SOCKETIO_PATH`, with CORS for the origins of `CORS_ORIGINS` (and
+/// only there: the admin API never answers another origin).
+fn socketio_routes<S>(config: &Config, socketio: S) -> anyhow::Result<Router>
+where
+    S: Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Response: IntoResponse,
+    S::Future: Send,
+{
+    let router = Router::new().route_service(&format!("{}/", config.socketio_path), socketio);
+    let cors = match config.cors()? {
+        None => return Ok(router),
+        Some(Cors::Any) => CorsLayer::new().allow_origin(AllowOrigin::any()),
+        Some(Cors::Origins(origins)) => CorsLayer::new()
+            .allow_origin(
+                origins
+                    .iter()
+                    .map(|o| o.parse())
+                    .collect::<Result<Vec<HeaderValue>, _>>()?,
+            )
+            .allow_credentials(true),
+    };
+    let cors = cors
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .max_age(Duration::from_secs(600));
+    Ok(router.layer(cors))
 }

@@ -22,6 +22,11 @@ struct CodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RecoveredLabel {
     recovered: String,
 }
@@ -38,6 +43,7 @@ pub struct Metrics {
     pub messages_out: Counter,
     pub retries_deduplicated: Counter,
     joins_since: Family<RecoveredLabel, Counter>,
+    disconnects: Family<ReasonLabel, Counter>,
     pub namespaces_released: Counter,
     pub departures_retried: Counter,
     pub presence_reregistered: Counter,
@@ -53,6 +59,7 @@ impl Default for Metrics {
             messages_out: Counter::default(),
             retries_deduplicated: Counter::default(),
             joins_since: Family::default(),
+            disconnects: Family::default(),
             namespaces_released: Counter::default(),
             departures_retried: Counter::default(),
             presence_reregistered: Counter::default(),
@@ -80,6 +87,14 @@ impl Metrics {
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default();
         self.rejected.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    /// A socket disconnected, for `reason` (Node's names: `transport close`, `ping timeout`, …).
+    pub fn count_disconnect(&self, reason: &str) {
+        let reason = reason.to_string();
+        self.disconnects
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// A join with `since`, and whether it recovered everything after it.
@@ -135,6 +150,11 @@ impl Metrics {
             "chat_joins_since",
             "Joins with `since`, by whether everything after it could be recovered",
             self.joins_since.clone(),
+        );
+        registry.register(
+            "chat_disconnects",
+            "Sockets disconnected, by reason as Node's socket.io names them",
+            self.disconnects.clone(),
         );
         registry.register(
             "chat_requests_rejected",

@@ -7,7 +7,7 @@ use chat_server::{
     backend::{Backend, Memory, Redis},
 };
 
-use crate::isolated::Isolated;
+use crate::{isolated::Isolated, process::workspace};
 
 /// The admin token of test nodes.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -23,6 +23,8 @@ pub fn chat_config(name: &str, redis_url: Option<&str>, key: &str) -> Config {
     config.node_timeout_ms = 1000;
     config.request_timeout_ms = 3000;
     config.admin_token = Some(ADMIN_TOKEN.to_string());
+    // Tests run in tests/, not at the workspace root the default is relative to.
+    config.socketio_client_dir = workspace().join("web/node_modules/socket.io-client/dist");
     config
 }
 

@@ -68,8 +68,20 @@ impl Client {
         ack_reply: Value,
         query: &str,
     ) -> anyhow::Result<Self> {
+        Self::connect_at(port, "/socket.io", nsp, auth, ack_reply, query).await
+    }
+
+    /// Like [`connect_query`](Self::connect_query) on a server whose Socket.IO path is `path`.
+    pub async fn connect_at(
+        port: u16,
+        path: &str,
+        nsp: &str,
+        auth: Value,
+        ack_reply: Value,
+        query: &str,
+    ) -> anyhow::Result<Self> {
         let sep = if query.is_empty() { "" } else { "&" };
-        let url = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket{sep}{query}");
+        let url = format!("ws://127.0.0.1:{port}{path}/?EIO=4&transport=websocket{sep}{query}");
         let (mut ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .context("websocket connect")?;
