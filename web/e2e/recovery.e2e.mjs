@@ -91,7 +91,9 @@ async function eventually(what, probe, accept, timeoutMs = WAIT_MS) {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const started = Date.now();
 /** @param {string} what */
-const log = (what) => console.log(`     ${((Date.now() - started) / 1000).toFixed(2)} s: ${what}`);
+const elapsed = () => ((Date.now() - started) / 1000).toFixed(2);
+/** @param {string} what */
+const log = (what) => console.log(`     ${elapsed()} s: ${what}`);
 
 /**
  * What a page shows, read from its `data-testid`s, and how often it came online (counted by the
@@ -155,8 +157,10 @@ const joins = [];
 function countAttempt(frame) {
   const message = chatMessage(frame);
   if (message !== null) attempts.set(message.text, (attempts.get(message.text) ?? 0) + 1);
-  if (typeof frame === "string" && /^42\d*\["join",/.test(frame)) {
-    joins.push(frame.includes('"since":') ? "since" : "fresh");
+  const join = typeof frame === "string" ? /^42\d*\["join",(.*)\]$/s.exec(frame) : null;
+  if (join !== null) {
+    const since = JSON.parse(join[1]).since;
+    joins.push(since ? `since ${since.seq} at ${elapsed()} s` : `fresh at ${elapsed()} s`);
   }
 }
 
@@ -316,20 +320,31 @@ try {
   // next one comes, and rejoins with `since` to get it.
   hidden.add("bea 05");
   let beaSent = 0;
+  /** @type {() => void} */
+  let resumeBea = () => {};
+  const beaPaused = new Promise((resolve) => (resumeBea = resolve));
   const beaSends = (async () => {
     for (let i = 1; i <= BEA_MESSAGES; i++) {
       await send(bea, `bea ${String(i).padStart(2, "0")}`);
       beaSent = i;
+      // Bea pauses while node 1 stores "ann 2" and dies: a message of hers arriving in between
+      // would show Ann's page the gap where "ann 2" is and make it rejoin before the kill.
+      if (i === KILL_AFTER) await beaPaused;
       await sleep(SEND_EVERY_MS);
     }
   })();
 
   while (beaSent < KILL_AFTER) await sleep(10);
+  await eventually(
+    `Ann's page has Bea's messages up to ${KILL_AFTER}`,
+    () => seen(ann),
+    (s) => s.stored.some((m) => m.text === `bea ${String(KILL_AFTER).padStart(2, "0")}`),
+  );
   check("Ann's page missed the live \"bea 05\"", dropped.some((frame) => frame.text === "bea 05"), dropped);
   await eventually(
     "Ann's page fills the gap by rejoining with since",
     () => seen(ann),
-    (s) => s.stored.some((m) => m.text === "bea 05") && joins.filter((j) => j === "since").length === 1,
+    (s) => s.stored.some((m) => m.text === "bea 05") && joins.filter((j) => j.startsWith("since")).length === 1,
   );
   // Stored by node 1, which then dies before its answer reaches Ann: the page must neither lose it
   // nor, when it tries again with the same clientId, post it twice.
@@ -352,6 +367,7 @@ try {
     (s) => s.state !== "online",
   );
   hidden.clear();
+  resumeBea();
   log(`frames kept from Ann's page: ${JSON.stringify(dropped)}`);
   check('"ann 2" is still pending on Ann\'s page', gone.pending.includes("ann 2"), gone.pending);
   // Typed while the node is down: it waits, shown as pending.
