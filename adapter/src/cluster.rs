@@ -310,7 +310,9 @@ impl<D: Driver> Cluster<D> {
             .await
     }
 
-    /// Handles server-side events of namespace `nsp` sent by other nodes.
+    /// Handles server-side events of namespace `nsp` sent by other nodes; with `nsp`
+    /// [`ANY_NAMESPACE`](crate::ANY_NAMESPACE), those of every namespace without a handler of its
+    /// own (dynamic ones included).
     pub fn on_server_event<F, Fut>(&self, nsp: &str, handler: F)
     where
         F: Fn(ServerEvent) -> Fut + Send + Sync + 'static,

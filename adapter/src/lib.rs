@@ -87,7 +87,7 @@ pub use driver::{
 };
 pub use error::{ClusterError, DriverError, TrackError, WireError};
 pub use node::{
-    ServerEvent, ServerEventHandler,
+    ANY_NAMESPACE, ServerEvent, ServerEventHandler,
     membership::{NodeEvent, NodeInfo},
 };
 pub use opts::Target;

@@ -4,7 +4,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{FromRequest, FromRequestParts, Path, Query, Request, State},
+    extract::{FromRef, FromRequest, FromRequestParts, Path, Query, Request, State},
     http::{StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{any, get, post},
@@ -12,18 +12,47 @@ use axum::{
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use socketio_cluster::{ClusterError, RemoteSocket, Target, presence::PresenceStore};
+use socketioxide::SocketIo;
 use subtle::ConstantTimeEq;
 
 use crate::{
     backend::Backend,
-    chat::Chat,
+    chat::{Adapter, Chat, ROOM_CHANGE_EVENT, RoomChange},
     metrics::Snapshot,
     protocol::{ChatError, ErrorCode, MAX_ROOM_LEN, check_name, check_room, valid_namespace},
 };
 
+/// What the handlers reach: the chat, and the node's sockets (admin room changes apply the
+/// chat's join and leave to them).
+pub struct AdminState<B: Backend> {
+    chat: Arc<Chat<B>>,
+    io: SocketIo<Adapter<B>>,
+}
+
+impl<B: Backend> Clone for AdminState<B> {
+    fn clone(&self) -> Self {
+        Self {
+            chat: self.chat.clone(),
+            io: self.io.clone(),
+        }
+    }
+}
+
+impl<B: Backend> FromRef<AdminState<B>> for Arc<Chat<B>> {
+    fn from_ref(state: &AdminState<B>) -> Self {
+        state.chat.clone()
+    }
+}
+
+impl<B: Backend> FromRef<AdminState<B>> for SocketIo<Adapter<B>> {
+    fn from_ref(state: &AdminState<B>) -> Self {
+        state.io.clone()
+    }
+}
+
 /// `/healthz`, `/readyz`, `/metrics`, and `/api/*` when an admin token is configured (a 404
 /// otherwise).
-pub fn routes<B: Backend>(chat: Arc<Chat<B>>) -> Router {
+pub fn routes<B: Backend>(chat: Arc<Chat<B>>, io: SocketIo<Adapter<B>>) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready::<B>))
@@ -45,7 +74,7 @@ pub fn routes<B: Backend>(chat: Arc<Chat<B>>) -> Router {
     router
         .route("/api", any(not_found))
         .route("/api/{*rest}", any(not_found))
-        .with_state(chat)
+        .with_state(AdminState { chat, io })
 }
 
 /// An admin API failure: the error envelope of the chat's acks, with an HTTP status.
@@ -110,10 +139,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 /// Proof that the request carries the admin bearer token.
 pub struct Admin;
 
-impl<B: Backend> FromRequestParts<Arc<Chat<B>>> for Admin {
+impl<B: Backend> FromRequestParts<AdminState<B>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, chat: &Arc<Chat<B>>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState<B>,
+    ) -> Result<Self, ApiError> {
+        let chat = &state.chat;
         let expected = chat.config.admin_token.as_deref().unwrap_or_default();
         let given = parts
             .headers
@@ -171,12 +204,13 @@ async fn resolve<B: Backend>(
     chat: &Chat<B>,
     ns: &str,
     spec: TargetSpec,
+    by_ids: bool,
 ) -> Result<Option<Target>, ApiError> {
     let base = Target {
         rooms: spec.room.into_iter().collect(),
         except: spec.except,
     };
-    if spec.socket_id.is_none() && spec.user_id.is_none() {
+    if !by_ids && spec.socket_id.is_none() && spec.user_id.is_none() {
         return Ok(Some(base));
     }
     let sockets = chat
@@ -276,23 +310,30 @@ struct RoomsBody {
 async fn join<B: Backend>(
     _: Admin,
     State(chat): State<Arc<Chat<B>>>,
+    State(io): State<SocketIo<Adapter<B>>>,
     Query(q): Query<NsQuery>,
     Body(body): Body<RoomsBody>,
 ) -> Result<Json<Value>, ApiError> {
-    change_rooms(&chat, &q.ns, body, true).await
+    change_rooms(&chat, &io, &q.ns, body, true).await
 }
 
 async fn leave<B: Backend>(
     _: Admin,
     State(chat): State<Arc<Chat<B>>>,
+    State(io): State<SocketIo<Adapter<B>>>,
     Query(q): Query<NsQuery>,
     Body(body): Body<RoomsBody>,
 ) -> Result<Json<Value>, ApiError> {
-    change_rooms(&chat, &q.ns, body, false).await
+    change_rooms(&chat, &io, &q.ns, body, false).await
 }
 
+/// `socketsJoin` / `socketsLeave` as the chat's `join` / `leave` of each matching socket: this
+/// node applies it to its own sockets, every other node of this crate to its own (the server-side
+/// event [`ROOM_CHANGE_EVENT`], acked once applied), and the adapter's room change reaches the
+/// sockets of Node.js nodes in a mixed cluster.
 async fn change_rooms<B: Backend>(
     chat: &Chat<B>,
+    io: &SocketIo<Adapter<B>>,
     ns: &str,
     body: RoomsBody,
     join: bool,
@@ -301,23 +342,35 @@ async fn change_rooms<B: Backend>(
     for room in &body.rooms {
         check_room(room)?;
     }
-    if let Some(target) = resolve(chat, ns, body.target).await? {
+    let Some(target) = resolve(chat, ns, body.target, true).await? else {
+        return Ok(Json(json!({ "ok": true })));
+    };
+    let change = RoomChange {
+        nsp: ns.to_string(),
+        sockets: target.rooms.clone(),
+        rooms: body.rooms,
+        join,
+    };
+    let (op, event) = if join {
+        ("sockets_join", "chat_join")
+    } else {
+        ("sockets_leave", "chat_leave")
+    };
+    chat.change_rooms(io, &change).await;
+    let others = chat.cluster.server_side_emit_with_ack(
+        ns,
+        ROOM_CHANGE_EVENT,
+        vec![serde_json::to_value(&change).map_err(ChatError::internal)?],
+    );
+    chat.metrics.time(event, others).await?;
+    let adapter = async {
         if join {
-            chat.metrics
-                .time(
-                    "sockets_join",
-                    chat.cluster.add_sockets(ns, &target, body.rooms),
-                )
-                .await?;
+            chat.cluster.add_sockets(ns, &target, change.rooms).await
         } else {
-            chat.metrics
-                .time(
-                    "sockets_leave",
-                    chat.cluster.del_sockets(ns, &target, body.rooms),
-                )
-                .await?;
+            chat.cluster.del_sockets(ns, &target, change.rooms).await
         }
-    }
+    };
+    chat.metrics.time(op, adapter).await?;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -337,7 +390,7 @@ async fn disconnect<B: Backend>(
     Body(body): Body<DisconnectBody>,
 ) -> Result<Json<Value>, ApiError> {
     check_ns(&q.ns)?;
-    if let Some(target) = resolve(&chat, &q.ns, body.target).await? {
+    if let Some(target) = resolve(&chat, &q.ns, body.target, false).await? {
         let op = chat.cluster.disconnect_sockets(&q.ns, &target, body.close);
         chat.metrics.time("disconnect_sockets", op).await?;
     }
@@ -370,7 +423,7 @@ async fn emit<B: Backend>(
 ) -> Result<Json<Value>, ApiError> {
     check_ns(&q.ns)?;
     check_name("event", &body.event, MAX_ROOM_LEN)?;
-    let Some(target) = resolve(&chat, &q.ns, body.target).await? else {
+    let Some(target) = resolve(&chat, &q.ns, body.target, false).await? else {
         return Ok(Json(match body.ack {
             Some(_) => json!({ "ok": true, "acks": [] }),
             None => json!({ "ok": true }),

@@ -11,7 +11,7 @@ use std::{
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use socketio_cluster::{
-    Cluster, ClusterAdapter, ClusterError, Target,
+    ANY_NAMESPACE, Cluster, ClusterAdapter, ClusterError, Target,
     presence::{Joined, Left, PresenceStore},
 };
 use socketioxide::{
@@ -239,19 +239,9 @@ impl<B: Backend> Chat<B> {
         };
         let nsp = socket.ns().to_string();
         let member = identity.member();
-        let entered = session.rooms.lock().unwrap().insert(req.room.clone());
-        if entered {
-            socket.join(req.room.clone());
-            self.count_room(&nsp, &req.room, 1);
-        }
         let me = socket.id.to_string();
-        // A join nobody was told of is undone, so that the client's retry announces it.
-        if let Err(err) = self.enter(&nsp, &req.room, &member, &me, Some(&me)).await {
-            if entered {
-                self.undo_join(socket, &session, &req.room).await;
-            }
-            return Err(err);
-        }
+        self.join_room(socket, &session, &req.room, Some(&me))
+            .await?;
         let online = self
             .presence
             .online(&nsp, &req.room)
@@ -283,28 +273,122 @@ impl<B: Backend> Chat<B> {
     ) -> Result<Value, ChatError> {
         let req: LeaveRequest = parse(payload)?;
         self.ensure_capacity()?;
-        if !session.rooms.lock().unwrap().remove(&req.room) {
-            return Err(not_in_room(&req.room));
+        self.leave_room(socket, &session, &req.room).await?;
+        Ok(ok_ack(json!({})))
+    }
+
+    /// Puts the socket in the room, chat-wise: its session, its Socket.IO room and presence, with
+    /// a join notice when its user came online (except to the socket `except`). A join nobody was
+    /// told of is undone, so that a retry announces it.
+    async fn join_room(
+        &self,
+        socket: &SocketRef<Adapter<B>>,
+        session: &Session,
+        room: &str,
+        except: Option<&str>,
+    ) -> Result<(), ChatError> {
+        let nsp = socket.ns().to_string();
+        let member = session.identity.lock().unwrap().member();
+        let entered = session.rooms.lock().unwrap().insert(room.to_string());
+        if entered {
+            socket.join(room.to_string());
+            self.count_room(&nsp, room, 1);
+        }
+        let me = socket.id.to_string();
+        if let Err(err) = self.enter(&nsp, room, &member, &me, except).await {
+            if entered {
+                self.undo_join(socket, session, room).await;
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Takes the socket out of the room, chat-wise; an explicit leave is a leave timer due at
+    /// once: announced now, and like every departure retried until announced.
+    async fn leave_room(
+        &self,
+        socket: &SocketRef<Adapter<B>>,
+        session: &Session,
+        room: &str,
+    ) -> Result<(), ChatError> {
+        if !session.rooms.lock().unwrap().remove(room) {
+            return Err(not_in_room(room));
         }
         let nsp = socket.ns().to_string();
-        socket.leave(req.room.clone());
-        self.count_room(&nsp, &req.room, -1);
-        // An explicit leave is a leave timer due at once: announced now, and like every
-        // departure retried until announced.
+        socket.leave(room.to_string());
+        self.count_room(&nsp, room, -1);
         let left = self
             .presence
-            .leave(
-                &nsp,
-                &req.room,
-                &socket.id.to_string(),
-                Some(Duration::ZERO),
-            )
+            .leave(&nsp, room, &socket.id.to_string(), Some(Duration::ZERO))
             .await
             .map_err(ChatError::internal)?;
         if left == Left::Pending {
             self.announce_departures().await;
         }
-        Ok(ok_ack(json!({})))
+        Ok(())
+    }
+
+    /// Applies the [`RoomChange`]s other nodes send (admin `socketsJoin` / `socketsLeave`) to
+    /// this node's sockets, acking with how many it changed.
+    pub fn follow_room_changes(self: &Arc<Self>, io: &SocketIo<Adapter<B>>) {
+        let (chat, io) = (Arc::downgrade(self), io.clone());
+        self.cluster.on_server_event(ANY_NAMESPACE, move |ev| {
+            let (chat, io) = (chat.clone(), io.clone());
+            async move {
+                if ev.event != ROOM_CHANGE_EVENT {
+                    return None;
+                }
+                let change = ev
+                    .args
+                    .into_iter()
+                    .next()
+                    .map(serde_json::from_value::<RoomChange>);
+                match change {
+                    Some(Ok(change)) if change.nsp == ev.nsp => {
+                        let chat = chat.upgrade()?;
+                        Some(json!(chat.change_rooms(&io, &change).await))
+                    }
+                    _ => {
+                        tracing::warn!(nsp = %ev.nsp, "ignoring a malformed room change from another node");
+                        None
+                    }
+                }
+            }
+        });
+    }
+
+    /// An admin `socketsJoin` / `socketsLeave` on this node's sockets among `change.sockets`: each
+    /// joins or leaves as if it had sent `join` / `leave` (presence, notices, may post). Returns
+    /// how many sockets it changed.
+    pub async fn change_rooms(&self, io: &SocketIo<Adapter<B>>, change: &RoomChange) -> usize {
+        let Some(ns) = io.of(&change.nsp) else {
+            return 0;
+        };
+        let mut changed = 0;
+        for sid in &change.sockets {
+            let Some(socket) = sid.parse().ok().and_then(|sid| ns.get_socket(sid)) else {
+                continue;
+            };
+            let Some(session) = socket.extensions.get::<Session>() else {
+                continue;
+            };
+            changed += 1;
+            for room in &change.rooms {
+                let done = if change.join {
+                    self.join_room(&socket, &session, room, None).await
+                } else {
+                    match self.leave_room(&socket, &session, room).await {
+                        Err(err) if err.code == ErrorCode::NotInRoom => Ok(()),
+                        other => other,
+                    }
+                };
+                if let Err(err) = done {
+                    tracing::error!(err = %err.message, %room, socket = %sid, join = change.join, "an admin room change failed");
+                }
+            }
+        }
+        changed
     }
 
     /// Puts `socket` of `member` in the room's presence and, when the member came online with it,
@@ -470,6 +554,19 @@ async fn authenticate<B: Backend>(
     listen::<B>(&socket);
     Ok(())
 }
+
+/// An admin `socketsJoin` (`join`) or `socketsLeave` of `sockets` of namespace `nsp`, sent to
+/// every node as the server-side event [`ROOM_CHANGE_EVENT`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RoomChange {
+    pub nsp: String,
+    pub sockets: Vec<String>,
+    pub rooms: Vec<String>,
+    pub join: bool,
+}
+
+/// The server-side event that carries a [`RoomChange`] to the other nodes.
+pub const ROOM_CHANGE_EVENT: &str = "chat:room-change";
 
 /// The client events, each answered through its ack.
 #[derive(Debug, Clone, Copy)]

@@ -108,6 +108,7 @@ impl<B: Backend> Server<B> {
             .with_state(chat.clone())
             .build_svc();
         cluster.bind(&io);
+        chat.follow_room_changes(&io);
         Chat::<B>::serve_namespaces(&io).await?;
         // `/` always exists: it joins the cluster at once, which starts the node's heartbeats.
         cluster
@@ -118,7 +119,7 @@ impl<B: Backend> Server<B> {
         let sweeper = timers::spawn_sweeper(io.clone(), chat.clone());
 
         web::report(&chat.config.web_dir);
-        let mut app = admin::routes(chat.clone())
+        let mut app = admin::routes(chat.clone(), io.clone())
             .merge(socketio_routes(&chat.config, socketio)?)
             .merge(web::routes(&chat.config.web_dir));
         if chat.config.serve_client {

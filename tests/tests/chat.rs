@@ -757,6 +757,63 @@ async fn admin_api_works_across_nodes() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Admin `socketsJoin` / `socketsLeave` act as the chat's `join` / `leave` of each socket, on
+/// whichever node holds it: presence, notices and the right to post follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_room_changes_act_as_chat_joins_and_leaves_across_nodes() -> anyhow::Result<()> {
+    let c = cluster("adminrooms", 2, |_| ()).await?;
+    let api = Admin::new();
+    let mut alice = user(&c.nodes[0], "/", "alice").await;
+    let mut bob = user(&c.nodes[1], "/", "bob").await;
+    join(&mut bob, "r").await;
+    let post = |text: &str| json!({ "room": "r", "text": text });
+
+    // Asked on bob's node, applied on alice's.
+    api.post(
+        &c.nodes[1],
+        "/api/sockets/join",
+        json!({ "target": { "userId": "alice" }, "rooms": ["r"] }),
+    )
+    .await?;
+    assert_eq!(
+        bob.notices(Duration::from_millis(500)).await,
+        vec![("join".into(), "alice".into())]
+    );
+    let presence = api.get(&c.nodes[1], "/api/rooms/r/presence").await?;
+    assert_eq!(online_ids(&presence), vec!["alice", "bob"]);
+    let ack = alice
+        .emit_with_ack("message", &[post("joined by admin")])
+        .await?;
+    assert_eq!(ack[0]["ok"], json!(true), "{ack:?}");
+    for member in [&mut bob, &mut alice] {
+        assert_eq!(
+            member.event("message").await?[0]["text"],
+            json!("joined by admin")
+        );
+    }
+
+    api.post(
+        &c.nodes[1],
+        "/api/sockets/leave",
+        json!({ "target": { "userId": "alice" }, "rooms": ["r"] }),
+    )
+    .await?;
+    assert_eq!(
+        bob.notices(Duration::from_millis(500)).await,
+        vec![("leave".into(), "alice".into())],
+        "announced at once, as an explicit leave"
+    );
+    let presence = api.get(&c.nodes[0], "/api/rooms/r/presence").await?;
+    assert_eq!(online_ids(&presence), vec!["bob"]);
+    let ack = alice.emit_with_ack("message", &[post("gone")]).await?;
+    assert_eq!(ack[0]["error"]["code"], json!("not_in_room"));
+    let heard = alice
+        .events_within("message", Duration::from_millis(300))
+        .await;
+    assert!(heard.is_empty(), "no longer hears the room: {heard:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_is_absent_without_a_token_and_health_is_public() -> anyhow::Result<()> {
     let c = cluster("noadmin", 1, |config| config.admin_token = None).await?;

@@ -60,6 +60,10 @@ pub struct ServerEvent {
     pub from: Option<String>,
 }
 
+/// The namespace name under which [`crate::Cluster::on_server_event`] handles the server-side
+/// events of every namespace that has no handler of its own (namespace names start with `/`).
+pub const ANY_NAMESPACE: &str = "*";
+
 /// Handles server-side events; returning `Some` acknowledges with that value when the sender
 /// asked for acks.
 pub type ServerEventHandler =
@@ -173,7 +177,9 @@ impl<D: Driver, N: Namespace> Node<D, N> {
         for task in self.tasks.lock().unwrap().drain(..) {
             task.abort();
         }
+        // Both may hold the application's `SocketIo`, which holds the application.
         self.describer.write().unwrap().take();
+        self.handlers.write().unwrap().clear();
     }
 
     /// Lets the node describe its sockets (data, handshake) to the others.
@@ -364,8 +370,13 @@ impl<D: Driver, N: Namespace> Node<D, N> {
             .insert(nsp.to_string(), handler);
     }
 
+    /// The handler of `nsp`, else the one of every namespace ([`ANY_NAMESPACE`]).
     pub fn server_event_handler(&self, nsp: &str) -> Option<ServerEventHandler> {
-        self.handlers.read().unwrap().get(nsp).cloned()
+        let handlers = self.handlers.read().unwrap();
+        handlers
+            .get(nsp)
+            .or_else(|| handlers.get(ANY_NAMESPACE))
+            .cloned()
     }
 
     /// This node as its heartbeats describe it.
