@@ -6,7 +6,7 @@
 
 use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, future::BoxFuture};
 use serde_json::Value;
 use socketioxide::SocketIo;
 use tokio::sync::broadcast;
@@ -22,7 +22,7 @@ use crate::{
         membership::{NodeEvent, NodeInfo},
     },
     opts::Target,
-    socket::RemoteSocket,
+    socket::{RemoteSocket, SocketActions},
     stats::ClusterStats,
     template::BroadcastTemplate,
     value::{Codec, json_to_wire, wire_to_json},
@@ -109,14 +109,19 @@ impl<D: Driver> Cluster<D> {
         nsp: &str,
         target: &Target,
     ) -> Result<Vec<RemoteSocket>, ClusterError> {
-        match self.0.namespace(nsp) {
-            Some(adapter) => adapter.fetch_remote_sockets(&target.to_wire()).await,
+        let sockets = match self.0.namespace(nsp) {
+            Some(adapter) => adapter.fetch_remote_sockets(&target.to_wire()).await?,
             None => {
                 self.0
                     .fetch_from_others(nsp, &self.0.channels_for(nsp).await?, &target.to_wire())
-                    .await
+                    .await?
             }
-        }
+        };
+        let actions: Arc<dyn SocketActions> = Arc::new(self.clone());
+        Ok(sockets
+            .into_iter()
+            .map(|s| s.bind(nsp, actions.clone()))
+            .collect())
     }
 
     /// How many nodes serve the namespace, this one included (`serverCount`).
@@ -350,4 +355,53 @@ fn event_data(event: &str, args: &[Value]) -> rmpv::Value {
     let mut items = vec![rmpv::Value::from(event)];
     items.extend(args.iter().map(json_to_wire));
     rmpv::Value::Array(items)
+}
+
+impl<D: Driver> SocketActions for Cluster<D> {
+    fn emit<'a>(
+        &'a self,
+        nsp: &'a str,
+        sid: &'a str,
+        event: &'a str,
+        args: Vec<Value>,
+        ack_timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Vec<Value>, ClusterError>> {
+        let target = Target::rooms([sid]);
+        Box::pin(async move {
+            match ack_timeout {
+                Some(timeout) => self.emit_with_ack(nsp, &target, event, args, timeout).await,
+                None => self
+                    .emit(nsp, &target, event, args)
+                    .await
+                    .map(|()| Vec::new()),
+            }
+        })
+    }
+
+    fn change_rooms<'a>(
+        &'a self,
+        nsp: &'a str,
+        sid: &'a str,
+        rooms: Vec<String>,
+        join: bool,
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
+        let target = Target::rooms([sid]);
+        Box::pin(async move {
+            if join {
+                self.add_sockets(nsp, &target, rooms).await
+            } else {
+                self.del_sockets(nsp, &target, rooms).await
+            }
+        })
+    }
+
+    fn disconnect<'a>(
+        &'a self,
+        nsp: &'a str,
+        sid: &'a str,
+        close: bool,
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
+        let target = Target::rooms([sid]);
+        Box::pin(async move { self.disconnect_sockets(nsp, &target, close).await })
+    }
 }

@@ -56,6 +56,10 @@ pub enum ClusterError {
     Overloaded { pending: usize },
     #[error("namespace {0} is not served by this node")]
     UnknownNamespace(String),
+    /// A [`crate::RemoteSocket`] made otherwise than by [`crate::Cluster::fetch_sockets`] has no
+    /// cluster to act through.
+    #[error("socket {0} was not fetched from the cluster")]
+    Unbound(String),
     /// This node already serves `ClusterConfig::max_namespaces` namespaces.
     #[error("this node serves its maximum of {max} namespaces")]
     TooManyNamespaces { max: usize },

@@ -5,8 +5,9 @@
 //! Cluster-wide, in every namespace (dynamic ones included): broadcasts to rooms, with `except`,
 //! to everyone, `local` and `volatile`; broadcasts with acks; `socketsJoin` / `socketsLeave`;
 //! `disconnectSockets`; all rooms; `fetchSockets`; server count — all through socketioxide's own
-//! API. What that API cannot carry is this crate's own: remote sockets with their data and
-//! handshake ([`Cluster::fetch_sockets`], [`track`]), server-side emits with acks
+//! API. What that API cannot carry is this crate's own: remote sockets with their data,
+//! handshake and actions (`emit` with or without ack, `join`, `leave`, `disconnect`, on any node,
+//! Node.js ones included: [`Cluster::fetch_sockets`], [`RemoteSocket`], [`track`]), server-side emits with acks
 //! ([`Cluster::server_side_emit_with_ack`]), node liveness ([`Cluster::nodes`],
 //! [`Cluster::node_events`]) and counters ([`Cluster::stats`]).
 //!

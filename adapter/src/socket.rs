@@ -17,8 +17,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use socketioxide::{adapter::Adapter, socket::Socket};
 
+use futures_util::future::BoxFuture;
+
 use crate::{
-    error::{TrackError, WireError},
+    error::{ClusterError, TrackError, WireError},
     wire::{FromWire, Handshake, SocketFields, WirePart},
 };
 
@@ -81,6 +83,7 @@ impl Described {
             rooms: Arc::new(rooms).into(),
             data: self.0.data().into(),
             handshake: self.0.handshake().into(),
+            actions: None,
         }
     }
 }
@@ -127,8 +130,9 @@ pub fn data_as<A: Adapter, T: DeserializeOwned>(socket: &Socket<A>) -> Option<T>
     T::deserialize(socket.extensions.get::<Described>()?.data()).ok()
 }
 
-/// A socket anywhere in the cluster, as `fetchSockets()` describes it.
-#[derive(Debug, Clone)]
+/// A socket anywhere in the cluster, as `fetchSockets()` describes it: its data, and actions
+/// that reach it on whichever node holds it (a Node.js one included), as Node's `RemoteSocket`.
+#[derive(Clone)]
 pub struct RemoteSocket {
     pub(crate) id: String,
     pub(crate) node: Option<Arc<str>>,
@@ -136,9 +140,100 @@ pub struct RemoteSocket {
     pub(crate) rooms: Part<Vec<String>>,
     pub(crate) data: Part<Value>,
     pub(crate) handshake: Part<Handshake>,
+    /// Set by [`crate::Cluster::fetch_sockets`], which hands out every `RemoteSocket`.
+    pub(crate) actions: Option<(Arc<str>, Arc<dyn SocketActions>)>,
+}
+
+impl std::fmt::Debug for RemoteSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSocket")
+            .field("id", &self.id)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`RemoteSocket`] can do, through the cluster of namespace `nsp`. Every action targets
+/// the room named by the socket's id, which is how the Node.js adapter reaches one socket too.
+pub(crate) trait SocketActions: Send + Sync {
+    fn emit<'a>(
+        &'a self,
+        nsp: &'a str,
+        sid: &'a str,
+        event: &'a str,
+        args: Vec<Value>,
+        ack_timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Vec<Value>, ClusterError>>;
+
+    fn change_rooms<'a>(
+        &'a self,
+        nsp: &'a str,
+        sid: &'a str,
+        rooms: Vec<String>,
+        join: bool,
+    ) -> BoxFuture<'a, Result<(), ClusterError>>;
+
+    fn disconnect<'a>(
+        &'a self,
+        nsp: &'a str,
+        sid: &'a str,
+        close: bool,
+    ) -> BoxFuture<'a, Result<(), ClusterError>>;
 }
 
 impl RemoteSocket {
+    pub(crate) fn bind(mut self, nsp: &str, actions: Arc<dyn SocketActions>) -> Self {
+        self.actions = Some((nsp.into(), actions));
+        self
+    }
+
+    fn actions(&self) -> Result<(&str, &dyn SocketActions), ClusterError> {
+        self.actions
+            .as_ref()
+            .map(|(nsp, actions)| (&**nsp, &**actions))
+            .ok_or_else(|| ClusterError::Unbound(self.id.clone()))
+    }
+
+    /// Emits `event` to this socket.
+    pub async fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), ClusterError> {
+        let (nsp, actions) = self.actions()?;
+        actions.emit(nsp, &self.id, event, args, None).await?;
+        Ok(())
+    }
+
+    /// Emits `event` to this socket and waits at most `timeout` for its ack (the ack's first
+    /// argument); `None` when it did not ack in time.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Option<Value>, ClusterError> {
+        let (nsp, actions) = self.actions()?;
+        let acks = actions
+            .emit(nsp, &self.id, event, args, Some(timeout))
+            .await?;
+        Ok(acks.into_iter().next())
+    }
+
+    /// Puts this socket in `rooms`.
+    pub async fn join(&self, rooms: Vec<String>) -> Result<(), ClusterError> {
+        let (nsp, actions) = self.actions()?;
+        actions.change_rooms(nsp, &self.id, rooms, true).await
+    }
+
+    /// Takes this socket out of `rooms`.
+    pub async fn leave(&self, rooms: Vec<String>) -> Result<(), ClusterError> {
+        let (nsp, actions) = self.actions()?;
+        actions.change_rooms(nsp, &self.id, rooms, false).await
+    }
+
+    /// Disconnects this socket; `close` closes its whole connection (every namespace).
+    pub async fn disconnect(&self, close: bool) -> Result<(), ClusterError> {
+        let (nsp, actions) = self.actions()?;
+        actions.disconnect(nsp, &self.id, close).await
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }

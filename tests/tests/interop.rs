@@ -481,6 +481,52 @@ async fn room_changes_and_disconnects_cross_both_ways(mixed: &Mixed) -> anyhow::
     Ok(())
 }
 
+in_both_response_modes!(remote_socket_actions_reach_every_kind_of_node);
+/// `RemoteSocket` from `fetch_sockets` acts on its socket wherever it is, as Node's does: this
+/// node, the other Rust node and the Node.js node.
+async fn remote_socket_actions_reach_every_kind_of_node(mixed: &Mixed) -> anyhow::Result<()> {
+    let mut users = Users::new(mixed).await;
+    let sockets = mixed
+        .cluster(0)
+        .fetch_sockets("/", &Target::rooms(["lobby"]))
+        .await?;
+    let solo_members = || async {
+        let sockets = mixed
+            .cluster(1)
+            .fetch_sockets("/", &Target::rooms(["solo"]))
+            .await
+            .unwrap();
+        sockets
+            .into_iter()
+            .map(|s| s.id().to_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    // r1 is on the asking node, r2 on the other Rust node, n1 on the Node.js node.
+    for user in ["r1", "r2", "n1"] {
+        let id = users.id(user);
+        let socket = sockets
+            .iter()
+            .find(|s| s.id() == id)
+            .unwrap_or_else(|| panic!("{user} is fetched"));
+        socket.emit("hello", vec![json!(user)]).await?;
+        users
+            .assert_received("hello", &[json!(user)], &[user])
+            .await;
+        let ack = socket
+            .emit_with_ack("ask", vec![json!(1)], Duration::from_secs(2))
+            .await?;
+        assert_eq!(ack, Some(json!(user)), "{user} acks with its id");
+        users.assert_received("ask", &[json!(1)], &[user]).await;
+        socket.join(vec!["solo".into()]).await?;
+        wait_for(solo_members, BTreeSet::from([id.clone()])).await?;
+        socket.leave(vec!["solo".into()]).await?;
+        wait_for(solo_members, BTreeSet::new()).await?;
+        socket.disconnect(false).await?;
+        users.assert_disconnected(&[user]).await;
+    }
+    Ok(())
+}
+
 /// Server-side events a node heard: name and arguments.
 type EventLog = Arc<Mutex<Vec<(String, Vec<Value>)>>>;
 

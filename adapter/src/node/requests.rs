@@ -456,5 +456,6 @@ fn from_wire_socket(
         rooms: s.rooms.into(),
         data: s.data.into(),
         handshake: s.handshake.into(),
+        actions: None,
     }
 }
