@@ -46,7 +46,10 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts a node on `port` with extra environment and waits until `/readyz` answers.
     pub async fn start(name: &str, port: u16, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        // From the workspace root, as a node started from a checkout: relative defaults such as
+        // WEB_DIR and SOCKETIO_CLIENT_DIR find their folders.
         let child = Command::new(server_binary())
+            .current_dir(workspace())
             .env("PORT", port.to_string())
             .env("NODE_ID", name)
             .env("RUST_LOG", "warn")

@@ -258,6 +258,28 @@ try {
     (s) => s.error?.code === "too_long" && /too long/i.test(s.error.text ?? ""),
   );
   check("Bea's error is visible", await bea.getByTestId("error").isVisible());
+
+  // A page written for a Node server loads the client the server serves (SERVE_CLIENT) and chats
+  // with plain socket.io-client calls, as post 004's room.html does.
+  const plain = await person("plain", { viewport: { width: 800, height: 600 } });
+  await plain.goto(`${node2}/healthz`);
+  await plain.addScriptTag({ url: `${node2}/socket.io/socket.io.js` });
+  const chatted = await plain.evaluate(async () => {
+    // @ts-ignore -- the global `io` comes from the served bundle
+    const socket = io({ auth: { userId: "plain", name: "Plain" } });
+    await new Promise((resolve) => socket.on("connect", resolve));
+    const joined = await socket.emitWithAck("join", { room: "plain" });
+    const heard = new Promise((resolve) => socket.on("message", resolve));
+    const sent = await socket.emitWithAck("message", { room: "plain", text: "from the served client" });
+    const echo = await heard;
+    socket.disconnect();
+    return { joined: joined.ok, sent: sent.ok, echo };
+  });
+  check(
+    "a page using the served /socket.io/socket.io.js joins, sends and hears its message",
+    chatted.joined && chatted.sent && chatted.echo?.text === "from the served client" && chatted.echo?.seq === 1,
+    chatted,
+  );
   check("no page error", pageErrors.length === 0, pageErrors);
   check("no request left this machine", offsite.length === 0, offsite);
   await screenshot(bea, "bea-final");
