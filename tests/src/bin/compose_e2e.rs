@@ -175,7 +175,9 @@ async fn main() -> anyhow::Result<()> {
     let deployment = Deployment::from_env()?;
     deployment.wait_nodes(3).await?;
     operator_paths_are_private(&deployment).await?;
-    eprintln!("[e2e] 0/3 the public port serves no admin API and no metrics: ok");
+    eprintln!(
+        "[e2e] 0/4 the public port serves no admin API and no metrics, and the Socket.IO client: ok"
+    );
     messages_cross_nodes(&deployment).await?;
     eprintln!("[e2e] 1/4 a message crosses nodes through the load balancer: ok");
     let (stop, until) = tokio::sync::watch::channel(false);
@@ -264,6 +266,24 @@ async fn operator_paths_are_private(deployment: &Deployment) -> anyhow::Result<(
         ensure!(res.status() == 404, "public {path}: {}", res.status());
     }
     deployment.admin("/api/nodes").await?;
+    // The image carries the Socket.IO client it serves (SERVE_CLIENT), as Node's socket.io does.
+    let bundle = deployment
+        .http
+        .get(format!(
+            "http://127.0.0.1:{}/socket.io/socket.io.min.js",
+            deployment.lb_port
+        ))
+        .send()
+        .await?;
+    ensure!(
+        bundle.status().is_success(),
+        "/socket.io/socket.io.min.js: {}",
+        bundle.status()
+    );
+    ensure!(
+        bundle.text().await?.contains("Socket.IO"),
+        "/socket.io/socket.io.min.js is not the client"
+    );
     Ok(())
 }
 
