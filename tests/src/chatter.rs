@@ -29,15 +29,37 @@ pub struct ChatterStats {
     pub gaps: u64,
 }
 
-impl std::ops::AddAssign for ChatterStats {
-    fn add_assign(&mut self, o: Self) {
-        self.sent += o.sent;
-        self.reconnects += o.reconnects;
-        self.recovered_joins += o.recovered_joins;
-        self.unrecovered_joins += o.unrecovered_joins;
-        self.retried += o.retried;
-        self.deduplicated += o.deduplicated;
-        self.gaps += o.gaps;
+impl ChatterStats {
+    /// What happened to all of `chatters`.
+    pub fn total(chatters: &[Chatter]) -> Self {
+        chatters.iter().fold(Self::default(), |t, c| {
+            let o = c.stats;
+            Self {
+                sent: t.sent + o.sent,
+                reconnects: t.reconnects + o.reconnects,
+                recovered_joins: t.recovered_joins + o.recovered_joins,
+                unrecovered_joins: t.unrecovered_joins + o.unrecovered_joins,
+                retried: t.retried + o.retried,
+                deduplicated: t.deduplicated + o.deduplicated,
+                gaps: t.gaps + o.gaps,
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for ChatterStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "reconnects {}, recovered joins {}, unrecovered joins {}, retried sends {}, \
+             deduplicated retries {}, gaps healed {}",
+            self.reconnects,
+            self.recovered_joins,
+            self.unrecovered_joins,
+            self.retried,
+            self.deduplicated,
+            self.gaps
+        )
     }
 }
 

@@ -62,6 +62,16 @@ impl Mixed {
         &self.rust[i].chat.cluster
     }
 
+    /// The ids of the sockets in `room` of `/`, as Rust node `i` fetches them.
+    async fn members(&self, i: usize, room: &str) -> BTreeSet<String> {
+        let sockets = self
+            .cluster(i)
+            .fetch_sockets("/", &Target::rooms([room]))
+            .await
+            .unwrap();
+        sockets.into_iter().map(|s| s.id().to_owned()).collect()
+    }
+
     /// Waits until both kinds of node count `n` servers in `/`.
     async fn settle(&self, n: u64) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -398,17 +408,7 @@ in_both_response_modes!(room_changes_and_disconnects_cross_both_ways);
 async fn room_changes_and_disconnects_cross_both_ways(mixed: &Mixed) -> anyhow::Result<()> {
     let mut users = Users::new(mixed).await;
     let lobby = ["r1", "r2", "n1", "n2"];
-    let extra_members = || async {
-        let sockets = mixed
-            .cluster(0)
-            .fetch_sockets("/", &Target::rooms(["extra"]))
-            .await
-            .unwrap();
-        sockets
-            .into_iter()
-            .map(|s| s.id().to_owned())
-            .collect::<BTreeSet<_>>()
-    };
+    let extra_members = || mixed.members(0, "extra");
     // socketsJoin from Node.js: the lobby joins `extra` on every node, so a Rust broadcast to
     // `extra` reaches them.
     mixed
@@ -490,17 +490,7 @@ async fn remote_socket_actions_reach_every_kind_of_node(mixed: &Mixed) -> anyhow
         .cluster(0)
         .fetch_sockets("/", &Target::rooms(["lobby"]))
         .await?;
-    let solo_members = || async {
-        let sockets = mixed
-            .cluster(1)
-            .fetch_sockets("/", &Target::rooms(["solo"]))
-            .await
-            .unwrap();
-        sockets
-            .into_iter()
-            .map(|s| s.id().to_owned())
-            .collect::<BTreeSet<_>>()
-    };
+    let solo_members = || mixed.members(1, "solo");
     // r1 is on the asking node, r2 on the other Rust node, n1 on the Node.js node.
     for user in ["r1", "r2", "n1"] {
         let id = users.id(user);

@@ -10,57 +10,16 @@
 
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { WAIT_MS, check, commandLine, eventually, launch, sleep, tally } from "./harness.mjs";
 
-const [node1, node2, artifacts] = process.argv.slice(2);
+const [node1, node2, artifacts] = commandLine("chat.e2e.mjs");
 const GRACE_MS = Number(process.env.LEAVE_GRACE_MS ?? 1500);
 const MAX_LEN = Number(process.env.MAX_MESSAGE_LEN ?? 200);
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const WAIT_MS = 10_000;
 const DEADLINE_MS = 120_000;
 
-if (!node1 || !node2 || !artifacts) {
-  console.error("usage: chat.e2e.mjs NODE1_URL NODE2_URL ARTIFACTS_DIR");
-  process.exit(2);
-}
-for (const url of [node1, node2]) {
-  // This test only ever talks to servers on this machine.
-  if (new URL(url).hostname !== "127.0.0.1") {
-    console.error(`refusing ${url}: the nodes must be on 127.0.0.1`);
-    process.exit(2);
-  }
-}
 
-let passed = 0;
-/** @param {string} what @param {boolean} condition @param {unknown} [detail] */
-function check(what, condition, detail) {
-  if (!condition) throw new Error(`${what}${detail === undefined ? "" : `: ${JSON.stringify(detail)}`}`);
-  passed += 1;
-  console.log(`ok   ${what}`);
-}
 
-/**
- * Polls `probe` until `accept` takes what it returns.
- * @template T
- * @param {string} what
- * @param {() => Promise<T>} probe
- * @param {(value: T) => boolean} accept
- * @returns {Promise<T>}
- */
-async function eventually(what, probe, accept, timeoutMs = WAIT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (accept(value)) {
-      check(what, true);
-      return value;
-    }
-    if (Date.now() > deadline) check(`${what} (within ${timeoutMs} ms)`, false, value);
-    await sleep(50);
-  }
-}
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** What a page shows, read from its `data-testid`s. @param {import("playwright-core").Page} page */
 function seen(page) {
@@ -84,20 +43,8 @@ function seen(page) {
   });
 }
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  // Playwright gives the browser a fresh profile in a temporary directory of its own.
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-  ],
-});
+const browser = await launch();
+
 const watchdog = setTimeout(() => {
   console.error(`FAIL the test did not finish within ${DEADLINE_MS} ms`);
   process.exit(1);
@@ -289,10 +236,10 @@ try {
     if (!page.isClosed()) await screenshot(page, `${who}-failure`).catch((e) => console.log(`     no screenshot: ${e}`));
   }
   await browser.close();
-  console.log(`browser: ${passed} passed, 1 failed`);
+  console.log(`browser: ${tally.passed} passed, 1 failed`);
   process.exit(1);
 }
 clearTimeout(watchdog);
 await browser.close();
 console.log(`     took ${((Date.now() - started) / 1000).toFixed(1)} s`);
-console.log(`browser: ${passed} passed, 0 failed`);
+console.log(`browser: ${tally.passed} passed, 0 failed`);

@@ -20,30 +20,17 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
+import { check, commandLine, eventually, launch, sleep, tally } from "./harness.mjs";
 
-const [node1, node2, artifacts] = process.argv.slice(2);
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const [node1, node2, artifacts] = commandLine("recovery.e2e.mjs");
 const BEA_MESSAGES = 40;
 const SEND_EVERY_MS = 100;
 /** Bea's message after which node 1 is killed. */
 const KILL_AFTER = 10;
-const WAIT_MS = 10_000;
 /** Long enough for a restart and socket.io-client's reconnection backoff (up to 5 s). */
 const RECOVERY_MS = 30_000;
 const DEADLINE_MS = 150_000;
 
-if (!node1 || !node2 || !artifacts) {
-  console.error("usage: recovery.e2e.mjs NODE1_URL NODE2_URL ARTIFACTS_DIR");
-  process.exit(2);
-}
-for (const url of [node1, node2]) {
-  // This test only ever talks to servers on this machine.
-  if (new URL(url).hostname !== "127.0.0.1") {
-    console.error(`refusing ${url}: the nodes must be on 127.0.0.1`);
-    process.exit(2);
-  }
-}
 
 // The orchestrator's answers, one per line.
 const answers = createInterface({ input: process.stdin });
@@ -59,36 +46,8 @@ function answer(expected) {
   });
 }
 
-let passed = 0;
-/** @param {string} what @param {boolean} condition @param {unknown} [detail] */
-function check(what, condition, detail) {
-  if (!condition) throw new Error(`${what}${detail === undefined ? "" : `: ${JSON.stringify(detail)}`}`);
-  passed += 1;
-  console.log(`ok   ${what}`);
-}
 
-/**
- * Polls `probe` until `accept` takes what it returns.
- * @template T
- * @param {string} what
- * @param {() => Promise<T>} probe
- * @param {(value: T) => boolean} accept
- * @returns {Promise<T>}
- */
-async function eventually(what, probe, accept, timeoutMs = WAIT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (accept(value)) {
-      check(what, true);
-      return value;
-    }
-    if (Date.now() > deadline) check(`${what} (within ${timeoutMs} ms)`, false, value);
-    await sleep(50);
-  }
-}
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const started = Date.now();
 /** @param {string} what */
 const elapsed = () => ((Date.now() - started) / 1000).toFixed(2);
@@ -123,20 +82,8 @@ function seen(page) {
   });
 }
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  // Playwright gives the browser a fresh profile in a temporary directory of its own.
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-  ],
-});
+const browser = await launch();
+
 const watchdog = setTimeout(() => {
   console.error(`FAIL the test did not finish within ${DEADLINE_MS} ms`);
   process.exit(1);
@@ -439,11 +386,11 @@ try {
   }
   console.log(`     sent: ${sent.join(", ")}`);
   await browser.close();
-  console.log(`browser: ${passed} passed, 1 failed`);
+  console.log(`browser: ${tally.passed} passed, 1 failed`);
   process.exit(1);
 }
 clearTimeout(watchdog);
 answers.close();
 await browser.close();
 console.log(`     took ${((Date.now() - started) / 1000).toFixed(1)} s`);
-console.log(`browser: ${passed} passed, 0 failed`);
+console.log(`browser: ${tally.passed} passed, 0 failed`);

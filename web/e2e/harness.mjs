@@ -1,0 +1,82 @@
+// What the browser tests share: their command line (two nodes on this machine and a folder for
+// screenshots), checks that count and stop at the first failure, and Chromium launched the way
+// this machine and CI can run it.
+
+import { chromium } from "playwright-core";
+
+/** How long a check waits for the page to get there, unless it says otherwise. */
+export const WAIT_MS = 10_000;
+
+/** Checks that passed so far. */
+export const tally = { passed: 0 };
+
+/**
+ * The nodes' URLs and the artifacts folder from the command line; exits unless both nodes are on
+ * 127.0.0.1, since these tests only ever talk to servers on this machine.
+ * @param {string} script
+ * @returns {[string, string, string]}
+ */
+export function commandLine(script) {
+  const [node1, node2, artifacts] = process.argv.slice(2);
+  if (!node1 || !node2 || !artifacts) {
+    console.error(`usage: ${script} NODE1_URL NODE2_URL ARTIFACTS_DIR`);
+    process.exit(2);
+  }
+  for (const url of [node1, node2]) {
+    if (new URL(url).hostname !== "127.0.0.1") {
+      console.error(`refusing ${url}: the nodes must be on 127.0.0.1`);
+      process.exit(2);
+    }
+  }
+  return [node1, node2, artifacts];
+}
+
+/** @param {string} what @param {boolean} condition @param {unknown} [detail] */
+export function check(what, condition, detail) {
+  if (!condition) throw new Error(`${what}${detail === undefined ? "" : `: ${JSON.stringify(detail)}`}`);
+  tally.passed += 1;
+  console.log(`ok   ${what}`);
+}
+
+/** @param {number} ms */
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Polls `probe` until `accept` takes what it returns, for `timeoutMs` at most.
+ * @template T
+ * @param {string} what
+ * @param {() => Promise<T>} probe
+ * @param {(value: T) => boolean} accept
+ * @param {number} [timeoutMs]
+ * @returns {Promise<T>}
+ */
+export async function eventually(what, probe, accept, timeoutMs = WAIT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (accept(value)) {
+      check(what, true);
+      return value;
+    }
+    if (Date.now() > deadline) check(`${what} (within ${timeoutMs} ms)`, false, value);
+    await sleep(50);
+  }
+}
+
+/** Headless Chromium (CHROMIUM, default Debian's) with a fresh profile of its own. */
+export function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    // Playwright gives the browser a fresh profile in a temporary directory of its own.
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-quic",
+    ],
+  });
+}
