@@ -74,25 +74,42 @@ fn prepared(web: &Path) -> anyhow::Result<PathBuf> {
     Ok(dist)
 }
 
+const NODE_NAMES: [&str; 2] = ["web-node-1", "web-node-2"];
+
+/// Redis, and two nodes on it serving the built client `dist`, with `extra` settings; also the
+/// environment they were started with, to start one again.
+async fn two_nodes(
+    test: &str,
+    dist: &Path,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<(TestRedis, Vec<(String, String)>, [NodeProcess; 2])> {
+    let redis = TestRedis::start().await?;
+    let dist = dist.to_str().context("web/dist is not a UTF-8 path")?;
+    let mut env = vec![
+        ("REDIS_URL".to_string(), redis.url()),
+        ("REDIS_KEY".to_string(), unique_key(test)),
+        ("WEB_DIR".to_string(), dist.to_string()),
+        ("LEAVE_GRACE_MS".to_string(), LEAVE_GRACE_MS.to_string()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let nodes = [
+        NodeProcess::start(NODE_NAMES[0], free_port()?, &borrowed(&env)).await?,
+        NodeProcess::start(NODE_NAMES[1], free_port()?, &borrowed(&env)).await?,
+    ];
+    Ok((redis, env, nodes))
+}
+
+fn borrowed(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_chat_across_two_nodes() -> anyhow::Result<()> {
     init_tracing();
     let web = web();
     let dist = prepared(&web)?;
-    let redis = TestRedis::start().await?;
-    let (url, key) = (redis.url(), unique_key("browser"));
-    let dist = dist.to_str().context("web/dist is not a UTF-8 path")?;
-    let env = [
-        ("REDIS_URL", url.as_str()),
-        ("REDIS_KEY", key.as_str()),
-        ("WEB_DIR", dist),
-        ("LEAVE_GRACE_MS", LEAVE_GRACE_MS),
-        ("MAX_MESSAGE_LEN", MAX_MESSAGE_LEN),
-    ];
-    let nodes = [
-        NodeProcess::start("web-node-1", free_port()?, &env).await?,
-        NodeProcess::start("web-node-2", free_port()?, &env).await?,
-    ];
+    let (_redis, _, nodes) =
+        two_nodes("browser", &dist, &[("MAX_MESSAGE_LEN", MAX_MESSAGE_LEN)]).await?;
     let artifacts = target_dir().join("browser-artifacts");
     // Screenshots of an earlier run must not pass for this one's.
     if artifacts.exists() {
@@ -131,20 +148,7 @@ async fn a_page_whose_node_is_killed_ends_with_every_message_once_in_order() -> 
     init_tracing();
     let web = web();
     let dist = prepared(&web)?;
-    let redis = TestRedis::start().await?;
-    let (url, key) = (redis.url(), unique_key("browser-kill"));
-    let dist = dist.to_str().context("web/dist is not a UTF-8 path")?;
-    let env = [
-        ("REDIS_URL", url.as_str()),
-        ("REDIS_KEY", key.as_str()),
-        ("WEB_DIR", dist),
-        ("LEAVE_GRACE_MS", LEAVE_GRACE_MS),
-    ];
-    let names = ["web-node-1", "web-node-2"];
-    let mut nodes = [
-        NodeProcess::start(names[0], free_port()?, &env).await?,
-        NodeProcess::start(names[1], free_port()?, &env).await?,
-    ];
+    let (_redis, env, mut nodes) = two_nodes("browser-kill", &dist, &[]).await?;
     // Its own folder: the other browser test empties `browser-artifacts` when it starts.
     let artifacts = target_dir().join("browser-artifacts-recovery");
     if artifacts.exists() {
@@ -183,7 +187,7 @@ async fn a_page_whose_node_is_killed_ends_with_every_message_once_in_order() -> 
                 println!("     node 1 killed (SIGKILL)");
                 // Down long enough for the page to notice and to try reconnecting.
                 tokio::time::sleep(Duration::from_millis(1500)).await;
-                nodes[0].restart(names[0], &env).await?;
+                nodes[0].restart(NODE_NAMES[0], &borrowed(&env)).await?;
                 println!("     node 1 restarted on port {}", nodes[0].port);
                 orders.write_all(b"RESTARTED\n").await?;
                 orders.flush().await?;
