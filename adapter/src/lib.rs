@@ -85,6 +85,7 @@ pub use adapter::{Cluster, ClusterAckStream, ClusterAdapter, NsInit};
 pub use config::ClusterConfig;
 pub use driver::{
     Driver, Incoming, IncomingStream, MemoryDriver, MemoryHub, RedisDriver, RedisDriverConfig,
+    RedisTls,
 };
 pub use error::{ClusterError, DriverError, TrackError, WireError};
 pub use node::{

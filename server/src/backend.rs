@@ -6,7 +6,7 @@
 use std::{future::Future, time::Duration};
 
 use socketio_cluster::{
-    Driver, MemoryDriver, MemoryHub, RedisDriver, RedisDriverConfig,
+    Driver, MemoryDriver, MemoryHub, RedisDriver, RedisDriverConfig, RedisTls,
     presence::{MemoryPresence, PresenceStore, RedisPresence},
 };
 
@@ -47,7 +47,15 @@ impl Backend for Redis {
             .redis_url
             .as_deref()
             .ok_or_else(|| anyhow::anyhow!("REDIS_URL is not set"))?;
-        let driver = RedisDriver::connect(RedisDriverConfig::new(url)).await?;
+        let driver = RedisDriver::connect(RedisDriverConfig {
+            tls: RedisTls {
+                ca_file: config.redis_tls_ca_file.clone(),
+                cert_file: config.redis_tls_cert_file.clone(),
+                key_file: config.redis_tls_key_file.clone(),
+            },
+            ..RedisDriverConfig::new(url)
+        })
+        .await?;
         let client = driver.client().clone();
         Ok(Shared {
             presence: RedisPresence::new(client.clone(), &config.redis_key, incarnation),

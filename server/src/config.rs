@@ -14,9 +14,19 @@ pub struct Config {
     /// HTTP + Socket.IO port (binds 0.0.0.0).
     #[arg(long, env = "PORT", default_value_t = 3000)]
     pub port: u16,
-    /// `redis://host:port`. Unset: a single node with in-memory adapter, presence and history.
+    /// `redis://host:port`, or `rediss://host:port` for TLS. Unset: a single node with in-memory
+    /// adapter, presence and history.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// The CA of a `rediss://` Redis's certificate (PEM); unset: the system's roots.
+    #[arg(long, env = "REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for a Redis that authenticates clients (`tls-auth-clients`).
+    #[arg(long, env = "REDIS_TLS_CERT_FILE")]
+    pub redis_tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `REDIS_TLS_CERT_FILE`.
+    #[arg(long, env = "REDIS_TLS_KEY_FILE")]
+    pub redis_tls_key_file: Option<PathBuf>,
     /// Stable node name shown in logs, metrics and admin output (random when unset).
     #[arg(long, env = "NODE_ID")]
     pub node_id: Option<String>,
@@ -266,6 +276,15 @@ impl Config {
         ] {
             if value.as_deref().is_some_and(str::is_empty) {
                 *value = None;
+            }
+        }
+        for path in [
+            &mut self.redis_tls_ca_file,
+            &mut self.redis_tls_cert_file,
+            &mut self.redis_tls_key_file,
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                *path = None;
             }
         }
         self

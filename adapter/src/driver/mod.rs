@@ -15,7 +15,7 @@ mod memory;
 mod redis;
 
 pub use memory::{MemoryDriver, MemoryHub};
-pub use redis::{RedisDriver, RedisDriverConfig};
+pub use redis::{RedisDriver, RedisDriverConfig, RedisTls};
 
 /// What the transport hands to the protocol.
 #[derive(Debug, Clone)]

@@ -1,11 +1,16 @@
 //! [`Driver`] over Redis with `fred`: one client publishes and queries, one subscribes.
 
-use std::time::Duration;
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use fred::{
     clients::{Client, SubscriberClient},
     interfaces::{ClientLike, EventInterface, PubsubInterface, TransactionInterface},
+    rustls::{
+        ClientConfig, RootCertStore,
+        crypto::ring,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    },
     types::{
         Builder,
         config::{Config, ReconnectPolicy},
@@ -20,8 +25,11 @@ use crate::error::DriverError;
 /// Connection settings of [`RedisDriver`].
 #[derive(Debug, Clone)]
 pub struct RedisDriverConfig {
-    /// `redis://host:port[/db]`, `rediss://…`, or a `redis-cluster://…` URL.
+    /// `redis://[[user:]password@]host:port[/db]`, or `rediss://…` for TLS (see
+    /// [`RedisDriverConfig::tls`]).
     pub url: String,
+    /// Certificates of a `rediss://` connection; without a CA file the system's roots are trusted.
+    pub tls: RedisTls,
     /// How many received messages may wait to be read before the oldest are lost (and counted).
     /// fred allocates this capacity up front for each of the subscriber's event channels: about
     /// 1 MiB per 1024 messages, whatever the traffic.
@@ -38,9 +46,67 @@ impl RedisDriverConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            tls: RedisTls::default(),
             receive_buffer: 1 << 13,
             reconnect_delay: Duration::from_millis(100),
             command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The certificates of a TLS connection to Redis, as PEM files.
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    /// The CA that signed the server's certificate (a private CA, say); unset: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate, for servers that authenticate clients (`tls-auth-clients yes`).
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key_file: Option<PathBuf>,
+}
+
+impl RedisTls {
+    fn is_default(&self) -> bool {
+        self.ca_file.is_none() && self.cert_file.is_none() && self.key_file.is_none()
+    }
+
+    /// A rustls client configuration trusting `ca_file` (or the system's roots) and presenting
+    /// `cert_file` when given.
+    fn client_config(&self) -> Result<ClientConfig, DriverError> {
+        let mut roots = RootCertStore::empty();
+        match &self.ca_file {
+            Some(ca) => {
+                for cert in CertificateDer::pem_file_iter(ca).map_err(DriverError::new)? {
+                    roots
+                        .add(cert.map_err(DriverError::new)?)
+                        .map_err(DriverError::new)?;
+                }
+            }
+            None => {
+                roots.add_parsable_certificates(
+                    fred::rustls_native_certs::load_native_certs().certs,
+                );
+            }
+        }
+        let builder = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(DriverError::new)?
+            .with_root_certificates(roots);
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .map_err(DriverError::new)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(DriverError::new)?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(DriverError::new)?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(DriverError::new)
+            }
+            (None, None) => Ok(builder.with_no_client_auth()),
+            _ => Err(DriverError::new(std::io::Error::other(
+                "a client certificate needs both its certificate and its key file",
+            ))),
         }
     }
 }
@@ -55,7 +121,15 @@ pub struct RedisDriver {
 impl RedisDriver {
     /// Connects both clients and waits until they are ready.
     pub async fn connect(config: RedisDriverConfig) -> Result<Self, DriverError> {
-        let redis = Config::from_url(&config.url).map_err(DriverError::new)?;
+        let mut redis = Config::from_url(&config.url).map_err(DriverError::new)?;
+        if !config.tls.is_default() {
+            if redis.tls.is_none() {
+                return Err(DriverError::new(std::io::Error::other(
+                    "TLS certificates are set, but the URL is not rediss://",
+                )));
+            }
+            redis.tls = Some(config.tls.client_config()?.into());
+        }
         let mut builder = Builder::from_config(redis);
         let delay_ms = u32::try_from(config.reconnect_delay.as_millis()).unwrap_or(u32::MAX);
         builder
