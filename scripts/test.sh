@@ -9,4 +9,5 @@ bash scripts/test-env.sh
 export SMOKE_PYTHON="$PWD/target/smoke-venv/bin/python"
 
 cargo build --locked -p chat-server
+cargo build --locked -p socketio-cluster --examples
 cargo test --workspace --locked "$@"
