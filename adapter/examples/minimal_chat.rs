@@ -25,6 +25,9 @@
 //! Run: `PORT=3000 cargo run -p socketio-cluster --example minimal_chat`, then open
 //! `http://localhost:3000/room.html` and `http://localhost:3001/room.html`.
 
+#[macro_use]
+mod common;
+
 use std::convert::Infallible;
 
 use axum::{
@@ -35,9 +38,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use socketio_cluster::{
-    Cluster, ClusterAdapter, ClusterConfig, Driver, MemoryHub, RedisDriver, RedisDriverConfig,
-};
+use socketio_cluster::{Cluster, ClusterAdapter, ClusterConfig, Driver};
 use socketioxide::{
     SocketIo,
     extract::{Data, SocketRef},
@@ -76,16 +77,8 @@ struct Chatter {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let port: u16 = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
-    let port2: u16 = std::env::var("PORT2").map_or(Ok(port + 1), |p| p.parse())?;
-    if let Ok(url) = std::env::var("REDIS_URL") {
-        let connect = || RedisDriver::connect(RedisDriverConfig::new(url.clone()));
-        let (d1, d2) = (connect().await?, connect().await?);
-        tokio::try_join!(node(d1, port), node(d2, port2))?;
-    } else {
-        let hub = MemoryHub::new();
-        tokio::try_join!(node(hub.driver(), port), node(hub.driver(), port2))?;
-    }
+    let port = common::port("PORT", 3000)?;
+    on_each_node!(node, port, common::port("PORT2", port + 1)?);
     Ok(())
 }
 

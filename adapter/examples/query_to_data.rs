@@ -27,13 +27,13 @@
 //! socket.io client:
 //! `io("http://localhost:3000", { path: "/chat", query: { userId: "김재환" } }).emitWithAck("whoami")`.
 
+#[macro_use]
+mod common;
+
 use std::convert::Infallible;
 
 use serde_json::json;
-use socketio_cluster::{
-    Cluster, ClusterAdapter, ClusterConfig, Driver, MemoryHub, RedisDriver, RedisDriverConfig,
-    Target,
-};
+use socketio_cluster::{Cluster, ClusterAdapter, ClusterConfig, Driver, Target};
 use socketioxide::{
     SocketIo,
     extract::{AckSender, SocketRef, State},
@@ -45,15 +45,8 @@ type A<D> = ClusterAdapter<D>;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let port: u16 = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
-    match std::env::var("REDIS_URL") {
-        Ok(url) => {
-            let driver = RedisDriver::connect(RedisDriverConfig::new(url)).await?;
-            serve(driver, port).await
-        }
-        // Without Redis an in-process hub stands in for it: a cluster of one node, same code.
-        Err(_) => serve(MemoryHub::new().driver(), port).await,
-    }
+    on_each_node!(serve, common::port("PORT", 3000)?);
+    Ok(())
 }
 
 async fn serve<D: Driver>(driver: D, port: u16) -> anyhow::Result<()> {

@@ -23,13 +23,13 @@
 //!
 //! Run: `PORT=3000 cargo run -p socketio-cluster --example socket_api` (`REDIS_URL` optional).
 
+#[macro_use]
+mod common;
+
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use serde_json::{Value, json};
-use socketio_cluster::{
-    Cluster, ClusterAdapter, ClusterConfig, Driver, MemoryHub, RedisDriver, RedisDriverConfig,
-    Target,
-};
+use socketio_cluster::{Cluster, ClusterAdapter, ClusterConfig, Driver, Target};
 use socketioxide::{
     SocketIo,
     adapter::Adapter,
@@ -42,14 +42,8 @@ type A<D> = ClusterAdapter<D>;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let port: u16 = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
-    match std::env::var("REDIS_URL") {
-        Ok(url) => {
-            let driver = RedisDriver::connect(RedisDriverConfig::new(url)).await?;
-            serve(driver, port).await
-        }
-        Err(_) => serve(MemoryHub::new().driver(), port).await,
-    }
+    on_each_node!(serve, common::port("PORT", 3000)?);
+    Ok(())
 }
 
 async fn serve<D: Driver>(driver: D, port: u16) -> anyhow::Result<()> {
