@@ -8,11 +8,23 @@
 // one leave notice, after the grace). Screenshots of both pages are saved in ARTIFACTS_DIR. Exits
 // non-zero at the first failed check.
 
-import { mkdir } from "node:fs/promises";
-import { join } from "node:path";
-import { WAIT_MS, check, commandLine, eventually, launch, sleep, tally } from "./harness.mjs";
+import {
+  WAIT_MS,
+  check,
+  commandLine,
+  eventually,
+  launch,
+  pageErrors,
+  pages,
+  say,
+  screenshot,
+  signIn,
+  sleep,
+  tally,
+  watch,
+} from "./harness.mjs";
 
-const [node1, node2, artifacts] = commandLine("chat.e2e.mjs");
+const [node1, node2] = commandLine("chat.e2e.mjs");
 const GRACE_MS = Number(process.env.LEAVE_GRACE_MS ?? 1500);
 const MAX_LEN = Number(process.env.MAX_MESSAGE_LEN ?? 200);
 const DEADLINE_MS = 120_000;
@@ -52,10 +64,6 @@ const watchdog = setTimeout(() => {
 
 /** @type {string[]} */
 const offsite = [];
-/** @type {string[]} */
-const pageErrors = [];
-/** @type {Map<string, import("playwright-core").Page>} */
-const pages = new Map();
 
 /**
  * A person in their own browser context (own storage), on the given node.
@@ -72,33 +80,9 @@ async function person(who, options) {
     return route.abort();
   });
   const page = await context.newPage();
-  page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
-  page.on("console", (msg) => {
-    if (msg.type() === "error") console.log(`     (${who} console) ${msg.text()}`);
-  });
-  pages.set(who, page);
-  return page;
+  return watch(who, page);
 }
 
-/** @param {import("playwright-core").Page} page @param {string} name */
-async function signIn(page, name) {
-  await page.getByTestId("name-input").fill(name);
-  await page.getByTestId("name-submit").click();
-}
-
-/** @param {import("playwright-core").Page} page @param {string} text */
-async function say(page, text) {
-  await page.getByTestId("message-input").fill(text);
-  await page.getByTestId("message-send").click();
-}
-
-/** @param {import("playwright-core").Page} page @param {string} name */
-async function screenshot(page, name) {
-  await mkdir(artifacts, { recursive: true });
-  const path = join(artifacts, `${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  console.log(`     screenshot ${path}`);
-}
 
 const room = `e2e-${Date.now().toString(36)}`;
 const started = Date.now();

@@ -2,6 +2,8 @@
 // screenshots), checks that count and stop at the first failure, and Chromium launched the way
 // this machine and CI can run it.
 
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 /** How long a check waits for the page to get there, unless it says otherwise. */
@@ -9,6 +11,15 @@ export const WAIT_MS = 10_000;
 
 /** Checks that passed so far. */
 export const tally = { passed: 0 };
+
+/** Errors thrown in any watched page. @type {string[]} */
+export const pageErrors = [];
+
+/** Every watched page, by person. @type {Map<string, import("playwright-core").Page>} */
+export const pages = new Map();
+
+/** Where screenshots go: the command line's ARTIFACTS_DIR. */
+let artifactsDir = ".";
 
 /**
  * The nodes' URLs and the artifacts folder from the command line; exits unless both nodes are on
@@ -28,7 +39,42 @@ export function commandLine(script) {
       process.exit(2);
     }
   }
+  artifactsDir = artifacts;
   return [node1, node2, artifacts];
+}
+
+/**
+ * Keeps `page` as `who`'s, recording its errors and echoing its console errors.
+ * @param {string} who
+ * @param {import("playwright-core").Page} page
+ */
+export function watch(who, page) {
+  page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
+  page.on("console", (msg) => {
+    if (msg.type() === "error") console.log(`     (${who} console) ${msg.text()}`);
+  });
+  pages.set(who, page);
+  return page;
+}
+
+/** @param {import("playwright-core").Page} page @param {string} name */
+export async function signIn(page, name) {
+  await page.getByTestId("name-input").fill(name);
+  await page.getByTestId("name-submit").click();
+}
+
+/** Types and sends a message through the page, as a person would. @param {import("playwright-core").Page} page @param {string} text */
+export async function say(page, text) {
+  await page.getByTestId("message-input").fill(text);
+  await page.getByTestId("message-send").click();
+}
+
+/** Saves a full-page screenshot as `{name}.png` in the artifacts folder. @param {import("playwright-core").Page} page @param {string} name */
+export async function screenshot(page, name) {
+  await mkdir(artifactsDir, { recursive: true });
+  const path = join(artifactsDir, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  console.log(`     screenshot ${path}`);
 }
 
 /** @param {string} what @param {boolean} condition @param {unknown} [detail] */

@@ -17,12 +17,23 @@
 // sends it again after its ack timeout, and the server must not post it twice.
 // Exits non-zero at the first failed check; prints what each page saw and how often it reconnected.
 
-import { mkdir } from "node:fs/promises";
-import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { check, commandLine, eventually, launch, sleep, tally } from "./harness.mjs";
+import {
+  check,
+  commandLine,
+  eventually,
+  launch,
+  pageErrors,
+  pages,
+  say,
+  screenshot,
+  signIn,
+  sleep,
+  tally,
+  watch,
+} from "./harness.mjs";
 
-const [node1, node2, artifacts] = commandLine("recovery.e2e.mjs");
+const [node1, node2] = commandLine("recovery.e2e.mjs");
 const BEA_MESSAGES = 40;
 const SEND_EVERY_MS = 100;
 /** Bea's message after which node 1 is killed. */
@@ -89,8 +100,6 @@ const watchdog = setTimeout(() => {
   process.exit(1);
 }, DEADLINE_MS);
 
-/** @type {string[]} */
-const pageErrors = [];
 /** Texts of messages whose ack and live echo Ann's page must not receive. */
 const hidden = new Set();
 /** @type {{ kind: "ack" | "event", text: string }[]} the frames kept from Ann's page */
@@ -133,8 +142,6 @@ function chatMessage(frame) {
     return null;
   }
 }
-/** @type {Map<string, import("playwright-core").Page>} */
-const pages = new Map();
 
 /**
  * A person in their own browser context (own storage) whose page counts how often its connection
@@ -182,33 +189,9 @@ async function person(who) {
       }
     });
   }
-  page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
-  page.on("console", (msg) => {
-    if (msg.type() === "error") console.log(`     (${who} console) ${msg.text()}`);
-  });
-  pages.set(who, page);
-  return page;
+  return watch(who, page);
 }
 
-/** @param {import("playwright-core").Page} page @param {string} name */
-async function signIn(page, name) {
-  await page.getByTestId("name-input").fill(name);
-  await page.getByTestId("name-submit").click();
-}
-
-/** Types and sends a message through the page, as a person would. */
-async function say(page, text) {
-  await page.getByTestId("message-input").fill(text);
-  await page.getByTestId("message-send").click();
-}
-
-/** @param {import("playwright-core").Page} page @param {string} name */
-async function screenshot(page, name) {
-  await mkdir(artifacts, { recursive: true });
-  const path = join(artifacts, `${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  console.log(`     screenshot ${path}`);
-}
 
 /**
  * Checks that a page shows exactly `expected` (in any interleaving of the two senders, but each
