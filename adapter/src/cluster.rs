@@ -63,6 +63,28 @@ impl<D: Driver> Cluster<D> {
         adapter.join_cluster().await
     }
 
+    /// Puts `socket` in `rooms` on this node, once the rooms' channels are subscribed. With
+    /// sharded pub/sub in a dynamic [`SubscriptionMode`](crate::SubscriptionMode), a node
+    /// receives a room's broadcasts only while it hosts a socket of the room, and socketioxide's
+    /// `SocketRef::join` does not tell the adapter: join with this instead, or the socket may
+    /// miss the room's broadcasts until the node notices the room (within a second, counted in
+    /// [`ClusterStats::rooms_reconciled`]). In the other modes it is `SocketRef::join`.
+    pub async fn join(
+        &self,
+        socket: &socketioxide::extract::SocketRef<ClusterAdapter<D>>,
+        rooms: impl socketioxide_core::adapter::RoomParam,
+    ) -> Result<(), ClusterError> {
+        let rooms: Vec<String> = rooms.into_room_iter().map(|r| r.to_string()).collect();
+        match self.0.namespace(socket.ns()) {
+            Some(adapter) => {
+                let _entering = adapter.enter_rooms(&rooms).await?;
+                socket.join(rooms);
+            }
+            None => socket.join(rooms),
+        }
+        Ok(())
+    }
+
     /// This node's cluster id, once its first namespace exists.
     pub fn uid(&self) -> Option<&str> {
         self.0.uid_if_set()
@@ -180,7 +202,9 @@ impl<D: Driver> Cluster<D> {
         close: Option<bool>,
     ) -> Result<(), ClusterError> {
         if let Some(adapter) = self.0.namespace(nsp) {
-            adapter.apply_membership(kind, target.to_local(), rooms.clone());
+            adapter
+                .apply_membership(kind, target.to_local(), rooms.clone())
+                .await?;
         }
         let channels = self.0.channels_for(nsp).await?;
         self.0
@@ -239,6 +263,7 @@ impl<D: Driver> Cluster<D> {
         let channels = Channels::new(&self.0.config.key, nsp);
         let target = Target::rooms([room]);
         Ok(BroadcastTemplate::encode(
+            self.0.protocol,
             &channels,
             event_packet(nsp, event, std::slice::from_ref(data)),
             target.to_wire(),
@@ -299,7 +324,10 @@ impl<D: Driver> Cluster<D> {
             data: Some(event_data(event, &args)),
             ..Default::default()
         };
-        self.0.publish(channels.request, wire::encode(&req)?).await
+        let protocol = self.0.protocol;
+        let payload = protocol.encode_request(nsp, &req)?;
+        let channel = protocol.request_channel(&channels).to_string();
+        self.0.publish(channel, payload).await
     }
 
     /// Emits `event` to every other node and collects one ack per node.

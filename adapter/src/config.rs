@@ -44,6 +44,41 @@ pub struct ClusterConfig {
     /// soon as it is created, and sockets connected during its first subscription round trip may
     /// miss broadcasts from other nodes.
     pub lazy_namespaces: bool,
+    /// Which channels carry broadcasts when the driver speaks sharded pub/sub (see
+    /// [`Driver::sharded`](crate::Driver::sharded)); ignored otherwise.
+    pub subscription_mode: SubscriptionMode,
+}
+
+/// The subscription modes of Node.js' `createShardedAdapter`, with its names. Every node of a
+/// cluster, Rust or Node.js, must use the same one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SubscriptionMode {
+    /// One channel per namespace: every node receives every broadcast of the namespaces it
+    /// serves. For few namespaces whose broadcasts go to everyone.
+    Static,
+    /// A broadcast to exactly one room goes on that room's channel, which a node subscribes only
+    /// while it hosts a socket of the room. Rooms named like socket ids stay on the namespace's
+    /// channel. For rooms that live on few nodes.
+    #[default]
+    Dynamic,
+    /// As `Dynamic`, and a socket's own room (its id) has its channel too: one subscription per
+    /// connected socket, for many private messages.
+    DynamicPrivate,
+}
+
+impl std::str::FromStr for SubscriptionMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "static" => Ok(Self::Static),
+            "dynamic" => Ok(Self::Dynamic),
+            "dynamic-private" => Ok(Self::DynamicPrivate),
+            other => Err(format!(
+                "unknown subscription mode {other:?} (static, dynamic or dynamic-private)"
+            )),
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -59,6 +94,7 @@ impl Default for ClusterConfig {
             max_pending_broadcasts: 8192,
             max_namespaces: 1000,
             lazy_namespaces: false,
+            subscription_mode: SubscriptionMode::default(),
         }
     }
 }

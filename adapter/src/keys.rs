@@ -37,6 +37,9 @@
 //! | `P:n:{node}` | set | `nsp\|room\nsocket`, the sockets node `node` holds |
 //! | `P:nodes` | sorted set | node → its last presence heartbeat (ms) |
 //!
+//! On a Redis Cluster presence is split in shards, each with its own tag (`{{key}:i}`), timers,
+//! claims, heartbeats and socket sets: see [`PresenceKeys`].
+//!
 //! History ([`HistoryKeys`], `H` = `{{key}}:history`, kept by `chat-server`):
 //!
 //! | key | type | holds |
@@ -44,11 +47,16 @@
 //! | `H:{nsp\|room}:seq` | string | the room's last message number |
 //! | `H:{nsp\|room}:list` | list | the room's last messages, JSON, oldest first |
 //!
-//! Every Lua script receives the keys it touches as `KEYS`; none builds a key name.
+//! With sharded pub/sub a room's history keys carry the tag of its channel's slot instead: see
+//! [`HistoryKeys`].
+//!
+//! Every Lua script receives the keys it touches as `KEYS`; none builds a key name, and each
+//! script's keys share one hash slot.
 
 /// The channels of one namespace.
 #[derive(Debug, Clone)]
 pub(crate) struct Channels {
+    pub nsp: String,
     /// `{key}#{nsp}#`
     pub broadcast: String,
     /// `{key}-request#{nsp}#`
@@ -60,6 +68,7 @@ pub(crate) struct Channels {
 impl Channels {
     pub fn new(key: &str, nsp: &str) -> Self {
         Self {
+            nsp: nsp.to_string(),
             broadcast: format!("{key}#{nsp}#"),
             request: format!("{key}-request#{nsp}#"),
             response: format!("{key}-response#{nsp}#"),
@@ -83,6 +92,11 @@ impl Channels {
     /// `{key}-response#{nsp}#{uid}#`
     pub fn specific_response(&self, uid: &str) -> String {
         format!("{}{uid}#", self.response)
+    }
+
+    /// `{key}#{nsp}#{uid}#`, where node `uid` receives responses in the sharded protocol.
+    pub fn sharded_response(&self, uid: &str) -> String {
+        format!("{}{uid}#", self.broadcast)
     }
 }
 
@@ -130,90 +144,196 @@ pub fn place(nsp: &str, room: &str) -> String {
     format!("{nsp}|{room}")
 }
 
-/// The keys of presence and leave timers.
+/// The hash tag of a Redis key: keys with the same tag live in the same hash slot, so one Lua
+/// script may touch them all on a Redis Cluster.
+fn tagged(tag: &str, rest: &str) -> String {
+    format!("{{{tag}}}{rest}")
+}
+
+/// A short tag for each of Redis Cluster's 16384 hash slots: `{SLOT_TAGS[s]}` puts a key in slot
+/// `s`. A key can so share the slot of a channel whatever the channel's name (a room's name may
+/// hold `{` or `}`), and a script can store and `SPUBLISH` on it in one step.
+static SLOT_TAGS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    let mut tags = vec![String::new(); 16384];
+    let mut missing = tags.len();
+    let mut n = 0u32;
+    while missing > 0 {
+        let candidate = n.to_string();
+        let slot = usize::from(fred::util::redis_keyslot(candidate.as_bytes()));
+        if tags[slot].is_empty() {
+            tags[slot] = candidate;
+            missing -= 1;
+        }
+        n += 1;
+    }
+    tags
+});
+
+/// The tag that puts a key in the hash slot of `channel`.
+fn slot_tag_of(channel: &str) -> &'static str {
+    &SLOT_TAGS[usize::from(fred::util::redis_keyslot(channel.as_bytes()))]
+}
+
+/// One of the shards of presence. On a Redis Cluster each shard's keys share a hash slot (see
+/// [`PresenceKeys`]), and a node runs each presence script on one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PresenceShard(u16);
+
+/// The keys of presence and leave timers, in shards.
+///
+/// Joining a room, leaving it, claiming a due timer and taking over a dead node's sockets each
+/// change a room's hashes together with a timer index and a node's socket set, atomically. On a
+/// Redis Cluster one script may only touch one hash slot, so rooms are spread over `shards`
+/// shards (by a hash of `nsp|room`), and each shard has its own timers, claims, node heartbeats
+/// and node socket sets, all with the shard's hash tag. Every node claims the due timers and reaps
+/// the silent nodes of every shard. With one shard (a standalone Redis) the tag is `{key}` and the
+/// layout is that of earlier versions.
 #[derive(Debug, Clone)]
 pub struct PresenceKeys {
-    prefix: String,
+    prefixes: Vec<String>,
 }
 
 impl PresenceKeys {
+    /// Presence in one shard: every key in the slot of `{key}`.
     pub fn new(key: &str) -> Self {
-        Self {
-            prefix: format!("{{{key}}}:presence"),
-        }
+        Self::sharded(key, 1)
+    }
+
+    /// Presence in `shards` shards (at least one), tagged `{key:0}`, `{key:1}`, ….
+    pub fn sharded(key: &str, shards: u16) -> Self {
+        let prefixes = match shards {
+            0 | 1 => vec![tagged(key, ":presence")],
+            n => (0..n)
+                .map(|i| tagged(&format!("{key}:{i}"), ":presence"))
+                .collect(),
+        };
+        Self { prefixes }
+    }
+
+    /// Every shard.
+    pub fn shards(&self) -> impl Iterator<Item = PresenceShard> + use<> {
+        (0..self.prefixes.len() as u16).map(PresenceShard)
+    }
+
+    /// The shard of the room `place` (`nsp|room`), the same on every node.
+    pub fn shard_of(&self, place: &str) -> PresenceShard {
+        let n = self.prefixes.len() as u16;
+        PresenceShard(fred::util::redis_keyslot(place.as_bytes()) % n)
+    }
+
+    fn prefix(&self, shard: PresenceShard) -> &str {
+        &self.prefixes[usize::from(shard.0)]
+    }
+
+    fn of_room(&self, kind: &str, place: &str) -> String {
+        format!("{}:{kind}:{place}", self.prefix(self.shard_of(place)))
     }
 
     /// `P:u:{place}`
     pub fn users(&self, place: &str) -> String {
-        format!("{}:u:{place}", self.prefix)
+        self.of_room("u", place)
     }
 
     /// `P:s:{place}`
     pub fn sockets(&self, place: &str) -> String {
-        format!("{}:s:{place}", self.prefix)
+        self.of_room("s", place)
     }
 
     /// `P:c:{place}`
     pub fn counts(&self, place: &str) -> String {
-        format!("{}:c:{place}", self.prefix)
+        self.of_room("c", place)
     }
 
-    /// `P:n:{node}`
-    pub fn node(&self, node: &str) -> String {
-        format!("{}:n:{node}", self.prefix)
+    /// `P:n:{node}`, the node's sockets of rooms in `shard`.
+    pub fn node(&self, shard: PresenceShard, node: &str) -> String {
+        format!("{}:n:{node}", self.prefix(shard))
     }
 
     /// `P:timers`
-    pub fn timers(&self) -> String {
-        format!("{}:timers", self.prefix)
+    pub fn timers(&self, shard: PresenceShard) -> String {
+        format!("{}:timers", self.prefix(shard))
     }
 
     /// `P:claims`
-    pub fn claims(&self) -> String {
-        format!("{}:claims", self.prefix)
+    pub fn claims(&self, shard: PresenceShard) -> String {
+        format!("{}:claims", self.prefix(shard))
     }
 
     /// `P:claimed`
-    pub fn claimed(&self) -> String {
-        format!("{}:claimed", self.prefix)
+    pub fn claimed(&self, shard: PresenceShard) -> String {
+        format!("{}:claimed", self.prefix(shard))
     }
 
-    /// `P:nodes`
-    pub fn nodes(&self) -> String {
-        format!("{}:nodes", self.prefix)
+    /// `P:nodes`, the presence heartbeats of nodes as `shard` saw them.
+    pub fn nodes(&self, shard: PresenceShard) -> String {
+        format!("{}:nodes", self.prefix(shard))
     }
 }
 
 /// The keys of chat history.
+///
+/// A room's keys share a hash slot, so one script stores a message and publishes its broadcast.
+/// On a standalone Redis (or with classic pub/sub, which a Redis Cluster relays to every shard)
+/// the tag is `{key}`. With sharded pub/sub the script `SPUBLISH`es on the room's channel, and a
+/// Redis Cluster requires that channel in the slot of the keys: each room's keys then carry the
+/// tag of the slot of the channel its broadcasts go to ([`HistoryKeys::in_slot_of`]).
 #[derive(Debug, Clone)]
 pub struct HistoryKeys {
-    prefix: String,
+    key: String,
+    placement: HistoryPlacement,
+}
+
+#[derive(Debug, Clone)]
+enum HistoryPlacement {
+    OneSlot,
+    ChannelSlot(crate::protocol::Protocol),
 }
 
 impl HistoryKeys {
+    /// Every room's keys tagged `{key}`.
     pub fn new(key: &str) -> Self {
         Self {
-            prefix: format!("{{{key}}}:history"),
+            key: key.to_string(),
+            placement: HistoryPlacement::OneSlot,
         }
+    }
+
+    /// Each room's keys in the slot of the channel its broadcasts go on with sharded pub/sub in
+    /// `mode` (the channel of [`crate::BroadcastTemplate::channel`]).
+    pub fn in_slot_of(key: &str, mode: crate::config::SubscriptionMode) -> Self {
+        Self {
+            key: key.to_string(),
+            placement: HistoryPlacement::ChannelSlot(crate::protocol::Protocol::Sharded(mode)),
+        }
+    }
+
+    fn room(&self, nsp: &str, room: &str) -> String {
+        let tag = match self.placement {
+            HistoryPlacement::OneSlot => self.key.as_str(),
+            HistoryPlacement::ChannelSlot(protocol) => {
+                let channels = Channels::new(&self.key, nsp);
+                slot_tag_of(&protocol.broadcast_channel(&channels, &[room.to_string()]))
+            }
+        };
+        tagged(tag, &format!(":history:{}", place(nsp, room)))
     }
 
     /// `H:{nsp|room}:sequence`: a hash of the room's last `seq` and its `epoch`.
     pub fn sequence(&self, nsp: &str, room: &str) -> String {
-        format!("{}:{}:sequence", self.prefix, place(nsp, room))
+        format!("{}:sequence", self.room(nsp, room))
     }
 
     /// `H:{nsp|room}:list`
     pub fn list(&self, nsp: &str, room: &str) -> String {
-        format!("{}:{}:list", self.prefix, place(nsp, room))
+        format!("{}:list", self.room(nsp, room))
     }
 
     /// `H:{nsp|room}:sent:{len(user)}:{user}:{clientId}`: a message of `user` by its clientId, for
     /// retries. The length keeps user ids with `:` from reaching another user's record.
     pub fn sent(&self, nsp: &str, room: &str, user: &str, client_id: &str) -> String {
         format!(
-            "{}:{}:sent:{}:{user}:{client_id}",
-            self.prefix,
-            place(nsp, room),
+            "{}:sent:{}:{user}:{client_id}",
+            self.room(nsp, room),
             user.len()
         )
     }
@@ -274,13 +394,55 @@ mod tests {
     #[test]
     fn keys_follow_the_documented_layout() {
         let p = PresenceKeys::new("k");
+        let only = p.shards().next().unwrap();
         assert_eq!(p.users(&place("/", "r")), "{k}:presence:u:/|r");
-        assert_eq!(p.node("n1"), "{k}:presence:n:n1");
-        assert_eq!(p.timers(), "{k}:presence:timers");
+        assert_eq!(p.node(only, "n1"), "{k}:presence:n:n1");
+        assert_eq!(p.timers(only), "{k}:presence:timers");
         let h = HistoryKeys::new("k");
         assert_eq!(h.sequence("/a", "r"), "{k}:history:/a|r:sequence");
         assert_eq!(h.sent("/", "r", "u:1", "c"), "{k}:history:/|r:sent:3:u:1:c");
         assert_eq!(h.list("/a", "r"), "{k}:history:/a|r:list");
+    }
+
+    #[test]
+    fn sharded_presence_keeps_each_room_with_its_shard_indexes() {
+        let p = PresenceKeys::sharded("k", 16);
+        assert_eq!(p.shards().count(), 16);
+        let place = place("/", "lobby");
+        let shard = p.shard_of(&place);
+        let slot = |key: &str| fred::util::redis_keyslot(key.as_bytes());
+        let expected = slot(&p.timers(shard));
+        for key in [
+            p.users(&place),
+            p.sockets(&place),
+            p.counts(&place),
+            p.claims(shard),
+            p.claimed(shard),
+            p.nodes(shard),
+            p.node(shard, "n1"),
+        ] {
+            assert_eq!(slot(&key), expected, "{key}");
+        }
+        let slots: std::collections::HashSet<u16> =
+            p.shards().map(|s| slot(&p.timers(s))).collect();
+        assert!(slots.len() > 8, "shards spread over slots: {slots:?}");
+    }
+
+    #[test]
+    fn sharded_history_keys_share_the_slot_of_the_room_channel() {
+        use crate::config::SubscriptionMode;
+        let channel = |nsp: &str, room: &str| format!("k#{nsp}#{room}#");
+        let h = HistoryKeys::in_slot_of("k", SubscriptionMode::Dynamic);
+        let slot = |key: &str| fred::util::redis_keyslot(key.as_bytes());
+        let fixed = HistoryKeys::in_slot_of("k", SubscriptionMode::Static);
+        assert_eq!(slot(&fixed.list("/chat", "r")), slot("k#/chat#"));
+        for room in ["lobby", "a{b}c", "}{", "김재환"] {
+            let expected = slot(&channel("/chat", room));
+            assert_eq!(slot(&h.sequence("/chat", room)), expected, "{room}");
+            assert_eq!(slot(&h.list("/chat", room)), expected, "{room}");
+            assert_eq!(slot(&h.sent("/chat", room, "u", "c")), expected, "{room}");
+        }
+        assert!(SLOT_TAGS.iter().all(|t| !t.is_empty()));
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! one Socket.IO server over Redis pub/sub, and that speaks the protocol of Node.js'
 //! `@socket.io/redis-adapter` 8.x, so Rust nodes can join an existing Node.js cluster.
 //!
+//! It also speaks the protocol of `createShardedAdapter` (sharded pub/sub, for Redis Cluster):
+//! see [below](#sharded-pubsub-and-redis-cluster).
+//!
 //! Cluster-wide, in every namespace (dynamic ones included): broadcasts to rooms, with `except`,
 //! to everyone, `local` and `volatile`; broadcasts with acks; `socketsJoin` / `socketsLeave`;
 //! `disconnectSockets`; all rooms; `fetchSockets`; server count — all through socketioxide's own
@@ -39,6 +42,38 @@
 //!   is disconnected ([`ClusterStats::evicted`]), so a client never misses a message while it
 //!   stays connected.
 //!
+//! # Sharded pub/sub and Redis Cluster
+//!
+//! With a sharded driver ([`RedisDriverConfig::sharded`], set by a `redis-cluster://` URL, or
+//! [`MemoryHub::sharded`]) the nodes speak the protocol of Node.js' `createShardedAdapter`
+//! (`@socket.io/redis-adapter` 8.3): `SPUBLISH`/`SSUBSCRIBE`, messages `{type, data, uid, nsp}`,
+//! requests and broadcasts on `{key}#{nsp}#`, responses on `{key}#{nsp}#{uid}#`, servers counted
+//! by `PUBSUB SHARDNUMSUB`. [`ClusterConfig::subscription_mode`] picks its
+//! [`SubscriptionMode`]; every node of a cluster, Rust or Node.js, must use the same one.
+//!
+//! In the dynamic modes a broadcast to exactly one room goes on the room's channel
+//! `{key}#{nsp}#{room}#`, which a node subscribes only while it hosts a socket of that room. What
+//! a library user must do:
+//!
+//! * **Put sockets in rooms with [`Cluster::join`]** (it subscribes the room's channel, then joins),
+//!   not with `SocketRef::join`: socketioxide writes that one straight into its room table, and
+//!   the adapter cannot see it. `socketsJoin` (`io.to(…).join(…)`, [`Cluster::add_sockets`]) and
+//!   joins relayed by other nodes go through the adapter and need nothing.
+//! * Nothing else. Once a second the node compares its subscriptions with the rooms of its
+//!   sockets: it subscribes rooms joined behind its back — counted in
+//!   [`ClusterStats::rooms_reconciled`], as their sockets may have missed broadcasts until then —
+//!   and unsubscribes rooms left empty.
+//!
+//! Other differences: `allRooms` ([`Cluster::rooms`]) is answered by this crate's nodes only, as
+//! Node.js' sharded adapter has no such request; in `Dynamic` mode a room named like a socket id
+//! (a socketioxide id, or any 20-character name) stays on the namespace channel, as Node.js
+//! publishes it; use `DynamicPrivate` for many messages to single sockets.
+//!
+//! On a Redis Cluster, presence needs [`keys::PresenceKeys::sharded`] (each presence shard in a
+//! hash slot of its own, every node claiming the timers of every shard) and keys a script
+//! publishes with must share the slot of the channel ([`keys::HistoryKeys::in_slot_of`],
+//! [`BroadcastTemplate::publish_command`]).
+//!
 //! # Example
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -75,6 +110,7 @@ pub mod keys;
 mod node;
 mod opts;
 pub mod presence;
+mod protocol;
 mod socket;
 mod stats;
 mod template;
@@ -82,7 +118,7 @@ mod value;
 mod wire;
 
 pub use adapter::{Cluster, ClusterAckStream, ClusterAdapter, NsInit};
-pub use config::ClusterConfig;
+pub use config::{ClusterConfig, SubscriptionMode};
 pub use driver::{
     Driver, Incoming, IncomingStream, MemoryDriver, MemoryHub, RedisDriver, RedisDriverConfig,
     RedisTls,

@@ -15,6 +15,7 @@ pub(crate) struct Stats {
     pub evicted: AtomicU64,
     pub rejected: AtomicU64,
     pub namespace_races: AtomicU64,
+    pub rooms_reconciled: AtomicU64,
 }
 
 /// A snapshot of a node's cluster counters (all monotonic).
@@ -47,6 +48,10 @@ pub struct ClusterStats {
     /// them built is dropped unanswered, and its client connects again after socketioxide's
     /// connect timeout (to the namespace the first one built) with the packets it buffered.
     pub namespace_races: u64,
+    /// Rooms found with local sockets but no subscription of their channel (dynamic sharded
+    /// modes): sockets were put in them without [`Cluster::join`](crate::Cluster::join), and may
+    /// have missed broadcasts until the room was subscribed (within a second).
+    pub rooms_reconciled: u64,
 }
 
 impl Stats {
@@ -67,6 +72,7 @@ impl Stats {
             evicted: self.evicted.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
             namespace_races: self.namespace_races.load(Relaxed),
+            rooms_reconciled: self.rooms_reconciled.load(Relaxed),
         }
     }
 }

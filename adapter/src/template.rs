@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::{
     error::WireError,
     keys::Channels,
+    protocol::Protocol,
     wire::{self, BroadcastMessage, WireOpts, WirePacket},
 };
 
@@ -38,31 +39,42 @@ pub fn hole(name: &str) -> Value {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BroadcastTemplate {
     channel: String,
+    sharded: bool,
     parts: Vec<Vec<u8>>,
     holes: Vec<String>,
 }
 
 impl BroadcastTemplate {
-    /// Encodes a broadcast of `packet` to the sockets `opts` selects, published on the channel
-    /// Node.js nodes use for it.
+    /// Encodes a broadcast of `packet` to the sockets `opts` selects, in `protocol`, for the
+    /// channel Node.js nodes use for it.
     pub(crate) fn encode(
+        protocol: Protocol,
         channels: &Channels,
         packet: WirePacket,
         opts: WireOpts,
     ) -> Result<Self, WireError> {
-        let channel = channels.for_broadcast(&opts.rooms);
-        let bytes = wire::encode(&BroadcastMessage(SCRIPT_UID.to_string(), packet, opts))?;
+        let channel = protocol.broadcast_channel(channels, &opts.rooms);
+        let msg = BroadcastMessage(SCRIPT_UID.to_string(), packet, opts);
+        let bytes = protocol.encode_broadcast(&channels.nsp, msg)?;
         let (parts, holes) = split_at_holes(&bytes);
         Ok(Self {
             channel,
+            sharded: protocol.is_sharded(),
             parts,
             holes,
         })
     }
 
-    /// The channel to publish the filled broadcast on.
+    /// The channel to publish the filled broadcast on. With sharded pub/sub, a script that
+    /// publishes it on a Redis Cluster must touch only keys of this channel's hash slot (see
+    /// [`crate::keys::HistoryKeys::in_slot_of`]).
     pub fn channel(&self) -> &str {
         &self.channel
+    }
+
+    /// The Redis command that publishes it: `PUBLISH`, or `SPUBLISH` with sharded pub/sub.
+    pub fn publish_command(&self) -> &'static str {
+        if self.sharded { "SPUBLISH" } else { "PUBLISH" }
     }
 
     /// The encoded broadcast between the holes; one more than [`BroadcastTemplate::holes`].
@@ -146,7 +158,13 @@ mod tests {
             rooms: vec!["lobby".into()],
             ..Default::default()
         };
-        BroadcastTemplate::encode(&Channels::new("socket.io", "/"), packet, opts).unwrap()
+        BroadcastTemplate::encode(
+            Protocol::Classic,
+            &Channels::new("socket.io", "/"),
+            packet,
+            opts,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -170,6 +188,37 @@ mod tests {
         assert_eq!(
             crate::value::wire_to_json(&packet.data).unwrap(),
             json!(["message", { "seq": 70_000, "epoch": "e1", "text": "hi" }])
+        );
+    }
+
+    #[test]
+    fn a_sharded_template_is_a_cluster_adapter_broadcast_on_the_room_channel() {
+        let packet = WirePacket {
+            kind: EVENT,
+            data: crate::value::json_to_wire(&json!(["message", { "seq": hole("seq") }])),
+            nsp: Some("/chat".into()),
+            id: None,
+        };
+        let opts = WireOpts {
+            rooms: vec!["lobby".into()],
+            ..Default::default()
+        };
+        let protocol = Protocol::Sharded(crate::config::SubscriptionMode::Dynamic);
+        let t = BroadcastTemplate::encode(protocol, &Channels::new("k", "/chat"), packet, opts)
+            .unwrap();
+        assert_eq!(
+            (t.channel(), t.publish_command()),
+            ("k#/chat#lobby#", "SPUBLISH")
+        );
+        let filled = t.fill(|_| json!(7)).unwrap();
+        let (nsp, inbound) = wire::sharded::decode_inbound(&filled).unwrap();
+        let wire::sharded::Inbound::Broadcast(BroadcastMessage(uid, packet, _)) = inbound else {
+            panic!("not a broadcast")
+        };
+        assert_eq!((nsp.as_str(), uid.as_str()), ("/chat", SCRIPT_UID));
+        assert_eq!(
+            crate::value::wire_to_json(&packet.data).unwrap(),
+            json!(["message", { "seq": 7 }])
         );
     }
 

@@ -7,6 +7,7 @@ use std::{future::Future, time::Duration};
 
 use socketio_cluster::{
     Driver, MemoryDriver, MemoryHub, RedisDriver, RedisDriverConfig, RedisTls,
+    keys::{HistoryKeys, PresenceKeys},
     presence::{MemoryPresence, PresenceStore, RedisPresence},
 };
 
@@ -53,15 +54,25 @@ impl Backend for Redis {
                 cert_file: config.redis_tls_cert_file.clone(),
                 key_file: config.redis_tls_key_file.clone(),
             },
+            sharded: config.sharded(),
             ..RedisDriverConfig::new(url)
         })
         .await?;
         let client = driver.client().clone();
+        let key = &config.redis_key;
+        // With sharded pub/sub a room's history lives in the slot of its channel, so the script
+        // that stores a message can SPUBLISH it on a Redis Cluster.
+        let history_keys = if config.sharded() {
+            HistoryKeys::in_slot_of(key, config.subscription_mode)
+        } else {
+            HistoryKeys::new(key)
+        };
+        let presence_keys = PresenceKeys::sharded(key, config.presence_shards());
         Ok(Shared {
-            presence: RedisPresence::new(client.clone(), &config.redis_key, incarnation),
+            presence: RedisPresence::with_keys(client.clone(), presence_keys, incarnation),
             history: History::redis(
                 client,
-                &config.redis_key,
+                history_keys,
                 config.history_len,
                 config.history_ttl_secs,
             ),

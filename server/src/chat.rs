@@ -291,7 +291,12 @@ impl<B: Backend> Chat<B> {
         let member = session.identity.lock().unwrap().member();
         let entered = session.rooms.lock().unwrap().insert(room.to_string());
         if entered {
-            socket.join(room.to_string());
+            // Through the cluster: with sharded pub/sub the room's channel is subscribed before
+            // the socket is in, so it misses no message.
+            if let Err(err) = self.cluster.join(socket, room.to_string()).await {
+                session.rooms.lock().unwrap().remove(room);
+                return Err(ChatError::internal(err));
+            }
             self.count_room(&nsp, room, 1);
         }
         let me = socket.id.to_string();

@@ -3,6 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
+use socketio_cluster::SubscriptionMode;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -14,10 +15,22 @@ pub struct Config {
     /// HTTP + Socket.IO port (binds 0.0.0.0).
     #[arg(long, env = "PORT", default_value_t = 3000)]
     pub port: u16,
-    /// `redis://host:port`, or `rediss://host:port` for TLS. Unset: a single node with in-memory
+    /// `redis://host:port`, `rediss://host:port` for TLS, `redis-cluster://host:port?node=…` for
+    /// a Redis Cluster, `redis-sentinel://…` behind Sentinel. Unset: a single node with in-memory
     /// adapter, presence and history.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Sharded pub/sub (SPUBLISH/SSUBSCRIBE), the protocol of Node's `createShardedAdapter`.
+    /// A `redis-cluster://` URL implies it.
+    #[arg(long, env = "REDIS_SHARDED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_sharded: bool,
+    /// Sharded mode only: `static`, `dynamic` or `dynamic-private`, as Node's sharded adapter.
+    #[arg(long, env = "SUBSCRIPTION_MODE", default_value = "dynamic")]
+    pub subscription_mode: SubscriptionMode,
+    /// Shards of presence and leave timers, each in a hash slot of its own; unset: 16 in sharded
+    /// mode, 1 otherwise (every presence key in the slot of `{REDIS_KEY}`).
+    #[arg(long, env = "PRESENCE_SHARDS")]
+    pub presence_shards: Option<u16>,
     /// The CA of a `rediss://` Redis's certificate (PEM); unset: the system's roots.
     #[arg(long, env = "REDIS_TLS_CA_FILE")]
     pub redis_tls_ca_file: Option<PathBuf>,
@@ -146,6 +159,20 @@ impl Config {
         Duration::from_millis(self.leave_grace_ms)
     }
 
+    /// Whether nodes use sharded pub/sub.
+    pub fn sharded(&self) -> bool {
+        self.redis_sharded
+            || self
+                .redis_url
+                .as_deref()
+                .is_some_and(socketio_cluster::RedisDriverConfig::is_cluster_url)
+    }
+
+    pub fn presence_shards(&self) -> u16 {
+        self.presence_shards
+            .unwrap_or(if self.sharded() { 16 } else { 1 })
+    }
+
     pub fn node_timeout(&self) -> Duration {
         Duration::from_millis(self.node_timeout_ms)
     }
@@ -187,7 +214,13 @@ impl Config {
 
     /// Refuses values the node cannot work with, naming the variable.
     pub fn check(&self) -> anyhow::Result<()> {
-        let ranges: [(&str, u64, u64, u64); 14] = [
+        let ranges: [(&str, u64, u64, u64); 15] = [
+            (
+                "PRESENCE_SHARDS",
+                u64::from(self.presence_shards()),
+                1,
+                1024,
+            ),
             ("LEAVE_GRACE_MS", self.leave_grace_ms, 0, 3_600_000),
             ("NODE_TIMEOUT_MS", self.node_timeout_ms, 200, 600_000),
             ("REQUEST_TIMEOUT_MS", self.request_timeout_ms, 10, 600_000),

@@ -153,10 +153,11 @@ pub struct MemoryRooms {
 }
 
 impl History {
-    pub fn redis(client: Client, key: &str, keep: usize, ttl_secs: u64) -> Self {
+    /// History in Redis under `keys` ([`HistoryKeys::in_slot_of`] with sharded pub/sub).
+    pub fn redis(client: Client, keys: HistoryKeys, keep: usize, ttl_secs: u64) -> Self {
         Self::Redis {
             client,
-            keys: HistoryKeys::new(key),
+            keys,
             keep,
             ttl_secs,
         }
@@ -198,6 +199,7 @@ impl History {
                     ttl_secs.to_string().into(),
                     new_epoch().into(),
                     RETRY_WINDOW.as_secs().to_string().into(),
+                    broadcast.publish_command().into(),
                     broadcast.channel().into(),
                     broadcast.holes().len().to_string().into(),
                 ];

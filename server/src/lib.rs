@@ -90,6 +90,7 @@ impl<B: Backend> Server<B> {
                 max_namespaces: config.max_namespaces,
                 // A namespace joins the cluster only once a socket passed `authenticate`.
                 lazy_namespaces: true,
+                subscription_mode: config.subscription_mode,
                 ..ClusterConfig::default()
             },
         );

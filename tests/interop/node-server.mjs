@@ -3,15 +3,22 @@
 // small HTTP control interface (POST /ctl/<operation>, JSON in and out).
 //
 // Environment: REDIS_URL, REDIS_KEY (the adapter's `key`), SPECIFIC_RESPONSE_CHANNEL ("true" sets
-// `publishOnSpecificResponseChannel`), NODE_NAME, PORT (0 picks a free one). Prints
-// "listening <port>" once the adapter is subscribed.
+// `publishOnSpecificResponseChannel`), NODE_NAME, PORT (0 picks a free one). With
+// SUBSCRIPTION_MODE set, the sharded adapter (`createShardedAdapter`, `channelPrefix` REDIS_KEY) in
+// that mode; with REDIS_CLUSTER_NODES (comma-separated redis:// URLs), a Redis Cluster client.
+// Prints "listening <port>" once the adapter is subscribed.
 import { createServer } from "node:http";
 import { Server } from "socket.io";
-import { createAdapter } from "@socket.io/redis-adapter";
-import { createClient } from "redis";
+import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
+import { createClient, createCluster } from "redis";
 
 const nodeName = process.env.NODE_NAME ?? "node-js";
-const pubClient = createClient({ url: process.env.REDIS_URL });
+const key = process.env.REDIS_KEY ?? "socket.io";
+const subscriptionMode = process.env.SUBSCRIPTION_MODE;
+const clusterNodes = process.env.REDIS_CLUSTER_NODES?.split(",");
+const pubClient = clusterNodes
+  ? createCluster({ rootNodes: clusterNodes.map((url) => ({ url })) })
+  : createClient({ url: process.env.REDIS_URL });
 const subClient = pubClient.duplicate();
 for (const client of [pubClient, subClient]) {
   client.on("error", (err) => console.error(`[${nodeName}] redis: ${err.message}`));
@@ -26,11 +33,13 @@ const httpServer = createServer((req, res) => {
   }
 });
 const io = new Server(httpServer, {
-  adapter: createAdapter(pubClient, subClient, {
-    key: process.env.REDIS_KEY ?? "socket.io",
-    requestsTimeout: 3000,
-    publishOnSpecificResponseChannel: process.env.SPECIFIC_RESPONSE_CHANNEL === "true",
-  }),
+  adapter: subscriptionMode
+    ? createShardedAdapter(pubClient, subClient, { channelPrefix: key, subscriptionMode })
+    : createAdapter(pubClient, subClient, {
+        key,
+        requestsTimeout: 3000,
+        publishOnSpecificResponseChannel: process.env.SPECIFIC_RESPONSE_CHANNEL === "true",
+      }),
 });
 
 // Server-side events received from other nodes, for the tests to read back.

@@ -9,6 +9,7 @@ pub mod node;
 pub mod nodejs;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
 
 use std::sync::Once;
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use socketio_cluster::{Cluster, ClusterAdapter, ClusterConfig, Driver, ServerEvent};
 use socketioxide::{
     SocketIo,
-    extract::{Data, SocketRef},
+    extract::{Data, SocketRef, State},
     handler::ConnectHandler,
 };
 
@@ -88,13 +88,14 @@ type Started<D> = (
 );
 
 /// The test application: sockets are tracked with `auth.data` as their data and join the rooms
-/// listed in `auth.rooms`; a socket emitting `shout` broadcasts `news` to everyone but itself.
+/// listed in `auth.rooms` (through [`Cluster::join`], as sharded pub/sub requires); a socket emitting `shout` broadcasts `news` to everyone but itself.
 /// Server-side events are recorded and acknowledged with the node name.
 async fn serve<D: Driver>(config: ClusterConfig, driver: D) -> anyhow::Result<Started<D>> {
     let name = config.node_name.clone();
     let cluster = Cluster::new(driver, config);
     let (layer, io) = SocketIo::builder()
         .with_adapter::<ClusterAdapter<D>>(cluster.clone())
+        .with_state(cluster.clone())
         .build_layer();
     cluster.bind(&io);
     io.ns("/", connected::<D>.with(set_up::<D>)).await?;
@@ -124,12 +125,16 @@ async fn serve<D: Driver>(config: ClusterConfig, driver: D) -> anyhow::Result<St
 async fn set_up<D: Driver>(
     socket: SocketRef<ClusterAdapter<D>>,
     Data(auth): Data<Value>,
-) -> Result<(), std::convert::Infallible> {
+    State(cluster): State<Cluster<D>>,
+) -> Result<(), socketio_cluster::ClusterError> {
     let _ = socketio_cluster::track(&socket, &auth["data"]);
     if let Some(rooms) = auth["rooms"].as_array() {
-        for room in rooms.iter().filter_map(Value::as_str) {
-            socket.join(room.to_string());
-        }
+        let rooms: Vec<String> = rooms
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+        cluster.join(&socket, rooms).await?;
     }
     socket.on(
         "shout",

@@ -40,6 +40,23 @@ pub struct NodeJsConfig<'a> {
     pub key: &'a str,
     /// The adapter's `publishOnSpecificResponseChannel`.
     pub specific_response_channel: bool,
+    /// `createShardedAdapter` in this `subscriptionMode` instead of `createAdapter`.
+    pub subscription_mode: Option<&'a str>,
+}
+
+/// The `redis://` URLs of the nodes a `redis-cluster://h:p?node=h2:p2&…` URL names, comma-separated,
+/// as `node-server.mjs` takes them for `createCluster`.
+fn cluster_nodes(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("redis-cluster://")?;
+    let (first, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let others = query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("node="));
+    let nodes: Vec<String> = std::iter::once(first)
+        .chain(others)
+        .map(|node| format!("redis://{node}"))
+        .collect();
+    Some(nodes.join(","))
 }
 
 /// A running `node-server.mjs`; killed when dropped.
@@ -52,7 +69,14 @@ pub struct NodeJsServer {
 impl NodeJsServer {
     /// Starts the server and waits until its adapter is subscribed.
     pub async fn start(config: NodeJsConfig<'_>) -> anyhow::Result<Self> {
-        let mut child = node("node-server.mjs")?
+        let mut command = node("node-server.mjs")?;
+        if let Some(mode) = config.subscription_mode {
+            command.env("SUBSCRIPTION_MODE", mode);
+        }
+        if let Some(nodes) = cluster_nodes(config.redis_url) {
+            command.env("REDIS_CLUSTER_NODES", nodes);
+        }
+        let mut child = command
             .env("REDIS_URL", config.redis_url)
             .env("REDIS_KEY", config.key)
             .env("NODE_NAME", config.name)

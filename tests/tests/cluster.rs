@@ -43,9 +43,9 @@ async fn redis_nodes(
 async fn memory_nodes(
     test: &str,
     n: usize,
+    hub: MemoryHub,
 ) -> anyhow::Result<(MemoryHub, Vec<TestNode<MemoryDriver>>)> {
     init_tracing();
-    let hub = MemoryHub::new();
     let key = unique_key(test);
     let mut nodes = Vec::new();
     for i in 0..n {
@@ -90,7 +90,16 @@ macro_rules! on_both_drivers {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn memory() -> anyhow::Result<()> {
-                let (_hub, nodes) = memory_nodes(stringify!($scenario), $nodes).await?;
+                let hub = MemoryHub::new();
+                let (_hub, nodes) = memory_nodes(stringify!($scenario), $nodes, hub).await?;
+                super::$scenario(&nodes).await
+            }
+
+            /// The sharded protocol (dynamic subscriptions), in memory.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory_sharded() -> anyhow::Result<()> {
+                let hub = MemoryHub::sharded();
+                let (_hub, nodes) = memory_nodes(stringify!($scenario), $nodes, hub).await?;
                 super::$scenario(&nodes).await
             }
         }
@@ -584,7 +593,7 @@ async fn after_a_redis_restart_clients_are_told_to_resync_and_broadcasts_resume_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_subscriber_makes_requests_fail_with_a_timeout_naming_it() -> anyhow::Result<()> {
-    let (hub, nodes) = memory_nodes("silent", 2).await?;
+    let (hub, nodes) = memory_nodes("silent", 2, MemoryHub::new()).await?;
     // A node that subscribed to the namespace (so NUMSUB counts it) but never answers and never
     // sent a heartbeat: a hung Node.js node, as far as the cluster can tell.
     let silent = hub.driver();
@@ -617,7 +626,7 @@ async fn a_silent_subscriber_makes_requests_fail_with_a_timeout_naming_it() -> a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_counted_and_ignored() -> anyhow::Result<()> {
-    let (hub, nodes) = memory_nodes("malformed", 2).await?;
+    let (hub, nodes) = memory_nodes("malformed", 2, MemoryHub::new()).await?;
     let mut member = client(&nodes[1], "/", "m", &["r"]).await;
     let rogue = hub.driver();
     let key = nodes[0].cluster.config().key.clone();
@@ -771,9 +780,12 @@ async fn messages_a_node_cannot_keep_up_with_are_counted_and_its_clients_disconn
     let pipeline = publisher.client().pipeline();
     const BURST: u64 = 20_000;
     for i in 0..BURST {
-        let _: () = pipeline
-            .publish(format!("{key}#/#"), format!("junk-{i}"))
-            .await?;
+        let (channel, junk) = (format!("{key}#/#"), format!("junk-{i}"));
+        let () = if cluster_tests::redis::on_cluster() {
+            pipeline.spublish(channel, junk).await?
+        } else {
+            pipeline.publish(channel, junk).await?
+        };
     }
     let _: Vec<fred::types::Value> = pipeline.all().await?;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -812,6 +824,10 @@ struct StalledBroadcasts {
 }
 
 impl Driver for StalledBroadcasts {
+    fn sharded(&self) -> bool {
+        self.inner.sharded()
+    }
+
     async fn publish(
         &self,
         channel: String,

@@ -46,6 +46,8 @@ impl Mixed {
             redis_url: &redis.url(),
             key: &key,
             specific_response_channel: specific,
+            // On a Redis Cluster (`TEST_REDIS=cluster`) the Rust nodes speak the sharded protocol.
+            subscription_mode: cluster_tests::redis::on_cluster().then_some("dynamic"),
         })
         .await?;
         let mixed = Self {

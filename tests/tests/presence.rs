@@ -1,10 +1,13 @@
-//! Presence and leave timers: the same rules checked on Redis (Lua scripts) and in memory.
+//! Presence and leave timers: the same rules checked on Redis (Lua scripts) and in memory. On
+//! Redis, presence is split in four shards (as on a Redis Cluster; `TEST_REDIS=cluster` runs it on
+//! one), so every rule is checked across shards too.
 
 use std::time::Duration;
 
 use cluster_tests::TestRedis;
 use socketio_cluster::{
     RedisDriver, RedisDriverConfig,
+    keys::PresenceKeys,
     presence::{Departure, Joined, Left, Member, MemoryPresence, PresenceStore, RedisPresence},
 };
 
@@ -21,8 +24,9 @@ fn user(id: &str) -> Member {
 async fn redis_pair(key: &str) -> anyhow::Result<(TestRedis, RedisPresence, RedisPresence)> {
     let redis = TestRedis::start().await?;
     let driver = RedisDriver::connect(RedisDriverConfig::new(redis.url())).await?;
-    let a = RedisPresence::new(driver.client().clone(), key, "node-a");
-    let b = RedisPresence::new(driver.client().clone(), key, "node-b");
+    let keys = PresenceKeys::sharded(key, 4);
+    let a = RedisPresence::with_keys(driver.client().clone(), keys.clone(), "node-a");
+    let b = RedisPresence::with_keys(driver.client().clone(), keys, "node-b");
     Ok((redis, a, b))
 }
 
@@ -315,5 +319,46 @@ async fn a_retiring_nodes_leftover_sockets_get_leave_timers<S: PresenceStore>(
         b.claim_due(100, LEASE).await?.is_empty(),
         "came back on another node in time"
     );
+    Ok(())
+}
+
+on_both_stores!(a_dead_nodes_users_in_rooms_of_every_shard_each_leave_once);
+async fn a_dead_nodes_users_in_rooms_of_every_shard_each_leave_once<S: PresenceStore>(
+    a: &S,
+    b: &S,
+) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(200);
+    a.reap(timeout, GRACE).await?;
+    b.reap(timeout, GRACE).await?;
+    // Twelve rooms: on Redis, they spread over the four presence shards.
+    let rooms: Vec<String> = (0..12).map(|i| format!("room-{i}")).collect();
+    for (i, room) in rooms.iter().enumerate() {
+        a.join("/", room, &user(&format!("u{i}")), &format!("s{i}"))
+            .await?;
+    }
+    // a dies; b reaps every shard and takes a over once.
+    let mut taken_over = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout * 3;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        taken_over.extend(b.reap(timeout, GRACE).await?.taken_over);
+    }
+    assert_eq!(taken_over, ["node-a"]);
+    tokio::time::sleep(GRACE + Duration::from_millis(50)).await;
+    let mut left: Vec<(String, String)> = b
+        .claim_due(100, LEASE)
+        .await?
+        .into_iter()
+        .map(|d| (d.room, d.user.id))
+        .collect();
+    left.sort();
+    let mut expected: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("room-{i}"), format!("u{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(left, expected, "each user leaves each room exactly once");
+    for room in &rooms {
+        assert!(b.online("/", room).await?.is_empty());
+    }
     Ok(())
 }

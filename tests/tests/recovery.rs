@@ -241,7 +241,7 @@ async fn a_retry_returns_the_stored_message_and_a_lost_sequence_starts_a_new_epo
     // Redis loses everything: the room's sequence starts again in a new epoch.
     let admin = RedisClient::new(RedisConfig::from_url(&redis.url())?, None, None, None);
     admin.init().await?;
-    admin.flushall::<()>(false).await?;
+    admin.flushall_cluster().await?;
     let ack = bob
         .emit_with_ack("message", &[json!({ "room": "r", "text": "after" })])
         .await?;

@@ -69,9 +69,13 @@ impl<D: Driver> ClusterAdapter<D> {
             RequestType::RemoteJoin | RequestType::RemoteLeave | RequestType::RemoteDisconnect => {
                 match (local_opts, &req.sid) {
                     (Some(opts), _) => {
-                        self.apply_membership(kind, opts, req.rooms.clone().unwrap_or_default())
+                        let rooms = req.rooms.clone().unwrap_or_default();
+                        if let Err(err) = self.apply_membership(kind, opts, rooms).await {
+                            tracing::warn!(%err, nsp = %self.nsp, "could not apply a join of another node");
+                            return;
+                        }
                     }
-                    (None, Some(sid)) => self.apply_to_one(kind, sid, req.room.clone()),
+                    (None, Some(sid)) => self.apply_to_one(kind, sid, req.room.clone()).await,
                     (None, None) => return self.node.malformed("request", &"no target"),
                 }
                 if req.request_id.is_some() {
@@ -88,7 +92,12 @@ impl<D: Driver> ClusterAdapter<D> {
                     described
                         .iter()
                         .map(|(_, d, rooms)| (d.fields(), &rooms[..])),
-                );
+                )
+                .map(|classic| {
+                    self.node
+                        .protocol
+                        .fetch_response(&self.nsp, self.node.uid(), classic)
+                });
                 self.node
                     .send_response(
                         &self.channels,
@@ -114,14 +123,19 @@ impl<D: Driver> ClusterAdapter<D> {
         }
     }
 
-    pub(crate) fn apply_membership(
+    /// Applies a join, leave or disconnect to local sockets. A join first subscribes the rooms'
+    /// channels (dynamic sharded modes), so the sockets miss no broadcast once in.
+    pub(crate) async fn apply_membership(
         &self,
         kind: RequestType,
         opts: BroadcastOptions,
         rooms: Vec<String>,
-    ) {
+    ) -> Result<(), crate::error::ClusterError> {
         match kind {
-            RequestType::RemoteJoin => self.local.add_sockets(opts, rooms),
+            RequestType::RemoteJoin => {
+                let _entering = self.enter_rooms(&rooms).await?;
+                self.local.add_sockets(opts, rooms);
+            }
             RequestType::RemoteLeave => self.local.del_sockets(opts, rooms),
             _ => {
                 if let Err(errors) = self.local.disconnect_socket(opts) {
@@ -129,13 +143,19 @@ impl<D: Driver> ClusterAdapter<D> {
                 }
             }
         }
+        Ok(())
     }
 
     /// The single-socket form of join/leave/disconnect used by older Node.js adapters.
-    fn apply_to_one(&self, kind: RequestType, sid: &str, room: Option<String>) {
+    async fn apply_to_one(&self, kind: RequestType, sid: &str, room: Option<String>) {
         let Ok(sid) = sid.parse::<Sid>() else { return };
         let opts = BroadcastOptions::new(sid);
-        self.apply_membership(kind, opts, room.into_iter().collect());
+        if let Err(err) = self
+            .apply_membership(kind, opts, room.into_iter().collect())
+            .await
+        {
+            tracing::warn!(%err, nsp = %self.nsp, "could not apply a join of another node");
+        }
     }
 
     async fn on_server_event(&self, req: &WireRequest) -> Option<serde_json::Value> {
@@ -216,11 +236,8 @@ impl<D: Driver> Namespace for ClusterAdapter<D> {
         self.local.sockets(every_socket()).len() as u64
     }
 
-    fn on_broadcast(&self, payload: &[u8]) {
-        let BroadcastMessage(uid, packet, wire_opts) = match wire::decode(payload) {
-            Ok(msg) => msg,
-            Err(err) => return self.node.malformed("broadcast", &err),
-        };
+    fn on_broadcast(&self, msg: BroadcastMessage) {
+        let BroadcastMessage(uid, packet, wire_opts) = msg;
         if uid == self.node.uid() || packet.nsp.as_deref().unwrap_or("/") != self.nsp {
             return;
         }
@@ -235,6 +252,16 @@ impl<D: Driver> Namespace for ClusterAdapter<D> {
 
     async fn on_request(self: Arc<Self>, req: WireRequest) {
         self.handle_request(req).await
+    }
+
+    async fn reconcile_rooms(self: Arc<Self>) -> usize {
+        match ClusterAdapter::reconcile_rooms(&self).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(%err, nsp = %self.nsp, "could not bring room subscriptions up to date");
+                0
+            }
+        }
     }
 
     /// Disconnects every client of this namespace on this node: this node lost messages from

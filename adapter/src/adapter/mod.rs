@@ -4,6 +4,7 @@
 //! the handle socketioxide creates adapters from, [`Cluster`], whose public API is in `cluster.rs`.
 
 mod incoming;
+mod rooms;
 
 use std::{
     borrow::Cow,
@@ -84,6 +85,8 @@ pub struct ClusterAdapter<D: Driver> {
     /// Set once the namespace joined the cluster (its channels subscribed, see
     /// [`Cluster::admit`]); until then it is local only and costs Redis nothing.
     joined: OnceCell<()>,
+    /// The subscribed channels of its rooms (dynamic sharded modes only).
+    rooms: rooms::RoomChannels,
 }
 
 /// The initialization of a namespace. Await it for a static namespace (`io.ns(...).await?`);
@@ -132,6 +135,7 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
             nsp,
             evictions: Evictions::default(),
             joined: OnceCell::new(),
+            rooms: rooms::RoomChannels::default(),
         }
     }
 
@@ -162,8 +166,8 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
         }
         self.node.left_cluster();
         let node = self.node.clone();
-        let channels = self.subscribed_channels();
-        let patterns = vec![self.channels.broadcast_pattern()];
+        let (mut channels, patterns) = self.subscriptions();
+        channels.extend(self.rooms.subscribed());
         let nsp = self.nsp.clone();
         tokio::spawn(async move {
             if let Err(err) = node.driver.unsubscribe(channels, patterns).await {
@@ -226,7 +230,9 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
         rooms: impl RoomParam,
     ) -> Result<(), ClusterError> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
-        self.local.add_sockets(opts.clone(), rooms.clone());
+        let names = rooms.iter().map(|r| r.to_string()).collect();
+        self.apply_membership(RequestType::RemoteJoin, opts.clone(), names)
+            .await?;
         self.relay(RequestType::RemoteJoin, &opts, rooms, None)
             .await
     }
@@ -308,16 +314,15 @@ impl<D: Driver> ClusterAdapter<D> {
                 let node = &self.node;
                 node.start().await?;
                 node.reserve_namespace()?;
-                let subscribed = node
-                    .driver
-                    .subscribe(
-                        self.subscribed_channels(),
-                        vec![self.channels.broadcast_pattern()],
-                    )
-                    .await;
-                if let Err(err) = subscribed {
+                let (channels, patterns) = self.subscriptions();
+                if let Err(err) = node.driver.subscribe(channels, patterns).await {
                     node.left_cluster();
                     return Err(err.into());
+                }
+                // Sockets that entered rooms before the namespace joined the cluster.
+                if let Err(err) = self.reconcile_rooms().await {
+                    node.left_cluster();
+                    return Err(err);
                 }
                 node.send_heartbeat(false).await;
                 tracing::debug!(nsp = %self.nsp, "namespace joined the cluster");
@@ -327,12 +332,60 @@ impl<D: Driver> ClusterAdapter<D> {
         Ok(())
     }
 
-    fn subscribed_channels(&self) -> Vec<String> {
-        vec![
-            self.channels.request.clone(),
-            self.channels.response.clone(),
-            self.channels.specific_response(self.node.uid()),
-        ]
+    /// The channels and patterns of the namespace itself, without its rooms'.
+    fn subscriptions(&self) -> (Vec<String>, Vec<String>) {
+        self.node
+            .protocol
+            .namespace_subscriptions(&self.channels, self.node.uid())
+    }
+
+    /// Subscribes the channels of `rooms` that have one (dynamic sharded modes) and are not yet
+    /// subscribed, before sockets enter them: keep the result until they are in.
+    pub(crate) async fn enter_rooms(
+        &self,
+        rooms: &[String],
+    ) -> Result<rooms::Entering<'_>, ClusterError> {
+        let protocol = self.node.protocol;
+        let with_channels = if self.joined.get().is_some() {
+            rooms
+                .iter()
+                .filter_map(|room| {
+                    let channel = protocol.room_channel(&self.channels, room)?;
+                    Some((room.clone(), channel))
+                })
+                .collect()
+        } else {
+            // Not in the cluster yet: joining it subscribes the rooms entered meanwhile.
+            Vec::new()
+        };
+        Ok(self.rooms.enter(&self.node.driver, with_channels).await?)
+    }
+
+    /// Brings the room subscriptions in line with the rooms of local sockets (see `rooms`);
+    /// returns how many rooms had sockets but no subscription.
+    pub(crate) async fn reconcile_rooms(&self) -> Result<usize, ClusterError> {
+        let protocol = self.node.protocol;
+        if !protocol.has_room_channels() {
+            return Ok(0);
+        }
+        let local_rooms = || {
+            let mut rooms: Vec<String> = self.local_rooms();
+            // A socket's own room, which `DynamicPrivate` gives a channel too.
+            rooms.extend(
+                self.local
+                    .sockets(every_socket())
+                    .into_iter()
+                    .map(|sid| sid.to_string()),
+            );
+            rooms
+                .into_iter()
+                .filter_map(|room| {
+                    let channel = protocol.room_channel(&self.channels, &room)?;
+                    Some((room, channel))
+                })
+                .collect()
+        };
+        Ok(self.rooms.reconcile(&self.node.driver, local_rooms).await?)
     }
 
     pub(crate) fn codec(&self) -> Codec {

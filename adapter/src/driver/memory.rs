@@ -19,6 +19,7 @@ pub struct MemoryHub(Arc<Mutex<HubState>>);
 
 #[derive(Default)]
 struct HubState {
+    sharded: bool,
     next_id: u64,
     subscribers: HashMap<u64, Subscriber>,
 }
@@ -65,6 +66,14 @@ struct Subscriber {
 impl MemoryHub {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A hub whose drivers say they speak sharded pub/sub ([`Driver::sharded`]): the nodes
+    /// speak the sharded protocol over it.
+    pub fn sharded() -> Self {
+        let hub = Self::default();
+        hub.0.lock().unwrap().sharded = true;
+        hub
     }
 
     /// Publishes `payload` on `channel` at once, before this returns: what one caller publishes
@@ -117,6 +126,10 @@ impl Drop for MemoryDriver {
 }
 
 impl Driver for MemoryDriver {
+    fn sharded(&self) -> bool {
+        self.hub.0.lock().unwrap().sharded
+    }
+
     async fn publish(&self, channel: String, payload: Vec<u8>) -> Result<(), DriverError> {
         self.hub.publish(channel, payload);
         Ok(())

@@ -34,6 +34,12 @@ pub type IncomingStream = Pin<Box<dyn Stream<Item = Incoming> + Send>>;
 
 /// A pub/sub transport.
 pub trait Driver: Send + Sync + 'static {
+    /// Whether it speaks sharded pub/sub (`SPUBLISH`, `SSUBSCRIBE`, `PUBSUB SHARDNUMSUB`): the
+    /// nodes then speak the protocol of Node.js' `createShardedAdapter`, and subscribe to no
+    /// pattern. A Redis Cluster delivers a sharded message only within the shard of its channel,
+    /// where classic pub/sub is relayed to every shard.
+    fn sharded(&self) -> bool;
+
     /// Publishes `payload` on `channel`.
     fn publish(
         &self,
@@ -41,7 +47,8 @@ pub trait Driver: Send + Sync + 'static {
         payload: Vec<u8>,
     ) -> impl Future<Output = Result<(), DriverError>> + Send;
 
-    /// Subscribes to channels and glob patterns. Subscriptions survive reconnections.
+    /// Subscribes to channels and glob patterns (never patterns when sharded). Subscriptions
+    /// survive reconnections.
     fn subscribe(
         &self,
         channels: Vec<String>,
@@ -63,7 +70,7 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Counts the subscribers of `probe` (as [`Driver::num_sub`]), then publishes `payload` on
     /// `channel`, with no subscription changing in between: a request then waits for exactly the
-    /// nodes that receive it. No default: two steps would not keep that promise, and a wrapper
+    /// nodes that receive it. When sharded, that promise holds for `probe[0]`, which is `channel`. No default: two steps would not keep that promise, and a wrapper
     /// that forgot to forward this method would silently fall back to them.
     fn num_sub_then_publish(
         &self,

@@ -25,8 +25,10 @@ use crate::error::DriverError;
 /// Connection settings of [`RedisDriver`].
 #[derive(Debug, Clone)]
 pub struct RedisDriverConfig {
-    /// `redis://[[user:]password@]host:port[/db]`, or `rediss://…` for TLS (see
-    /// [`RedisDriverConfig::tls`]).
+    /// `redis://[[user:]password@]host:port[/db]`, `rediss://…` for TLS (see
+    /// [`RedisDriverConfig::tls`]), `redis-cluster://host:port?node=host2:port2&…` for a Redis
+    /// Cluster, or `redis-sentinel://host:port/db?sentinelServiceName=name` behind Sentinel:
+    /// the forms of fred's `Config::from_url`.
     pub url: String,
     /// Certificates of a `rediss://` connection; without a CA file the system's roots are trusted.
     pub tls: RedisTls,
@@ -40,12 +42,24 @@ pub struct RedisDriverConfig {
     /// How long any command may take, a wait for a reconnection included, before it fails: a
     /// frozen or unreachable Redis fails requests instead of holding them.
     pub command_timeout: Duration,
+    /// Sharded pub/sub (see [`Driver::sharded`]); [`RedisDriverConfig::new`] sets it for a
+    /// Redis Cluster URL ([`RedisDriverConfig::is_cluster_url`]). It needs Redis 7.0 or later, standalone or Cluster.
+    pub sharded: bool,
 }
 
 impl RedisDriverConfig {
+    /// Whether `url` names a Redis Cluster (`redis-cluster://`, `rediss-cluster://`, …), as
+    /// fred reads it.
+    pub fn is_cluster_url(url: &str) -> bool {
+        url.split_once("://")
+            .is_some_and(|(scheme, _)| scheme.ends_with("-cluster"))
+    }
+
     pub fn new(url: impl Into<String>) -> Self {
+        let url = url.into();
         Self {
-            url: url.into(),
+            sharded: Self::is_cluster_url(&url),
+            url,
             tls: RedisTls::default(),
             receive_buffer: 1 << 13,
             reconnect_delay: Duration::from_millis(100),
@@ -116,6 +130,9 @@ impl RedisTls {
 pub struct RedisDriver {
     publisher: Client,
     subscriber: SubscriberClient,
+    sharded: bool,
+    /// The task restoring subscriptions after each reconnection.
+    resubscriber: tokio::task::AbortHandle,
 }
 
 impl RedisDriver {
@@ -148,10 +165,12 @@ impl RedisDriver {
             .map_err(DriverError::new)?;
         publisher.init().await.map_err(DriverError::new)?;
         subscriber.init().await.map_err(DriverError::new)?;
-        subscriber.manage_subscriptions();
+        let resubscriber = tokio::spawn(resubscribe_after_reconnects(subscriber.clone()));
         Ok(Self {
             publisher,
             subscriber,
+            sharded: config.sharded,
+            resubscriber: resubscriber.abort_handle(),
         })
     }
 
@@ -178,24 +197,41 @@ impl RedisDriver {
 
     /// Closes both connections.
     pub async fn quit(&self) {
+        self.resubscriber.abort();
         let _ = self.subscriber.quit().await;
         let _ = self.publisher.quit().await;
     }
 }
 
 impl Driver for RedisDriver {
-    async fn publish(&self, channel: String, payload: Vec<u8>) -> Result<(), DriverError> {
-        self.publisher
-            .publish::<(), _, _>(channel, Bytes::from(payload))
-            .await
-            .map_err(DriverError::new)
+    fn sharded(&self) -> bool {
+        self.sharded
     }
 
+    async fn publish(&self, channel: String, payload: Vec<u8>) -> Result<(), DriverError> {
+        let payload = Bytes::from(payload);
+        let published = if self.sharded {
+            self.publisher.spublish::<(), _, _>(channel, payload).await
+        } else {
+            self.publisher.publish::<(), _, _>(channel, payload).await
+        };
+        published.map_err(DriverError::new)
+    }
+
+    /// Sharded channels are subscribed one command each: a Redis Cluster takes one only for
+    /// channels of one slot, on the shard that owns it.
     async fn subscribe(
         &self,
         channels: Vec<String>,
         patterns: Vec<String>,
     ) -> Result<(), DriverError> {
+        if self.sharded {
+            let each = channels.into_iter().map(|c| self.subscriber.ssubscribe(c));
+            futures_util::future::try_join_all(each)
+                .await
+                .map_err(DriverError::new)?;
+            return no_patterns(&patterns);
+        }
         if !channels.is_empty() {
             self.subscriber
                 .subscribe(channels)
@@ -216,6 +252,15 @@ impl Driver for RedisDriver {
         channels: Vec<String>,
         patterns: Vec<String>,
     ) -> Result<(), DriverError> {
+        if self.sharded {
+            let each = channels
+                .into_iter()
+                .map(|c| self.subscriber.sunsubscribe(c));
+            futures_util::future::try_join_all(each)
+                .await
+                .map_err(DriverError::new)?;
+            return no_patterns(&patterns);
+        }
         if !channels.is_empty() {
             self.subscriber
                 .unsubscribe(channels)
@@ -232,6 +277,17 @@ impl Driver for RedisDriver {
     }
 
     async fn num_sub(&self, channels: Vec<String>) -> Result<Vec<u64>, DriverError> {
+        if self.sharded {
+            let each = channels.into_iter().map(|c| async move {
+                let reply: Vec<fred::types::Value> = self
+                    .publisher
+                    .pubsub_shardnumsub(c)
+                    .await
+                    .map_err(DriverError::new)?;
+                Ok::<_, DriverError>(numsub_counts(&reply, 1)?[0])
+            });
+            return futures_util::future::try_join_all(each).await;
+        }
         let n = channels.len();
         let reply: Vec<fred::types::Value> = self
             .publisher
@@ -244,26 +300,48 @@ impl Driver for RedisDriver {
     /// One transaction (`MULTI` … `EXEC`): Redis runs both commands at once, so no other client
     /// subscribes or unsubscribes between the count and the publish. (A pipeline is not enough:
     /// Redis may run another client's command between two of them when they arrive in two reads,
-    /// as a test watching `MONITOR` saw.)
+    /// as a test watching `MONITOR` saw.) When sharded, the transaction holds the count of
+    /// `probe[0]`, the channel's own, on the shard of its slot; the other channels are counted
+    /// just before.
     async fn num_sub_then_publish(
         &self,
-        probe: Vec<String>,
+        mut probe: Vec<String>,
         channel: String,
         payload: Vec<u8>,
     ) -> Result<Vec<u64>, DriverError> {
+        let (mut counts, probe) = if self.sharded && probe.len() > 1 {
+            let rest = probe.split_off(1);
+            (self.num_sub(rest).await?, probe)
+        } else {
+            (Vec::new(), probe)
+        };
         let n = probe.len();
         let transaction = self.publisher.multi();
-        let () = transaction
-            .pubsub_numsub(probe)
-            .await
-            .map_err(DriverError::new)?;
-        let () = transaction
-            .publish(channel, Bytes::from(payload))
-            .await
-            .map_err(DriverError::new)?;
+        let payload = Bytes::from(payload);
+        if self.sharded {
+            let () = transaction
+                .pubsub_shardnumsub(probe)
+                .await
+                .map_err(DriverError::new)?;
+            let () = transaction
+                .spublish(channel, payload)
+                .await
+                .map_err(DriverError::new)?;
+        } else {
+            let () = transaction
+                .pubsub_numsub(probe)
+                .await
+                .map_err(DriverError::new)?;
+            let () = transaction
+                .publish(channel, payload)
+                .await
+                .map_err(DriverError::new)?;
+        }
         let (reply, _receivers): (Vec<fred::types::Value>, u64) =
             transaction.exec(true).await.map_err(DriverError::new)?;
-        numsub_counts(&reply, n)
+        let mut own = numsub_counts(&reply, n)?;
+        own.append(&mut counts);
+        Ok(own)
     }
 
     fn incoming(&self) -> IncomingStream {
@@ -288,6 +366,50 @@ impl Driver for RedisDriver {
                 Some((item, (messages, reconnects)))
             },
         ))
+    }
+}
+
+/// Restores the subscriber's subscriptions after each reconnection (fred tracks them), retrying
+/// each second until it succeeds. Not fred's `manage_subscriptions`: it gives up at its first
+/// failed step, and with only sharded channels its first step, a `SUBSCRIBE` of no channel, fails:
+/// their subscriptions were never restored.
+async fn resubscribe_after_reconnects(subscriber: SubscriberClient) {
+    let mut reconnects = subscriber.reconnect_rx();
+    loop {
+        match reconnects.recv().await {
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+        while let Err(err) = resubscribe(&subscriber).await {
+            tracing::error!(%err, "could not restore subscriptions after a reconnection; retrying in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Subscribes again to every tracked channel and pattern; each sharded channel on its own, on the
+/// shard of its slot.
+async fn resubscribe(subscriber: &SubscriberClient) -> Result<(), fred::error::Error> {
+    let channels: Vec<_> = subscriber.tracked_channels().into_iter().collect();
+    let patterns: Vec<_> = subscriber.tracked_patterns().into_iter().collect();
+    if !channels.is_empty() {
+        subscriber.subscribe(channels).await?;
+    }
+    if !patterns.is_empty() {
+        subscriber.psubscribe(patterns).await?;
+    }
+    let shards = subscriber.tracked_shard_channels().into_iter();
+    futures_util::future::try_join_all(shards.map(|c| subscriber.ssubscribe(c))).await?;
+    Ok(())
+}
+
+/// Sharded pub/sub has no patterns: asking for one is a bug of the caller.
+fn no_patterns(patterns: &[String]) -> Result<(), DriverError> {
+    match patterns {
+        [] => Ok(()),
+        _ => Err(DriverError(
+            "sharded pub/sub has no pattern subscriptions".into(),
+        )),
     }
 }
 

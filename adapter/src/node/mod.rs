@@ -43,9 +43,13 @@ use crate::{
     driver::{Driver, Incoming, IncomingStream},
     error::{ClusterError, WireError},
     keys::{self, Channels, Route},
+    protocol::Protocol,
     socket::{self, Described},
     stats::Stats,
-    wire::{self, BroadcastMessage, Heartbeat, WireOpts, WirePacket, WireRequest, WireResponse},
+    wire::{
+        self, BroadcastMessage, Heartbeat, WireOpts, WirePacket, WireRequest, WireResponse,
+        sharded::{self, Inbound},
+    },
 };
 use membership::{Membership, NodeInfo};
 use pending::Pending;
@@ -77,16 +81,20 @@ pub(crate) trait Namespace: Send + Sync + 'static {
     fn in_cluster(&self) -> bool;
     fn socket_count(&self) -> u64;
     /// A broadcast published by another node.
-    fn on_broadcast(&self, payload: &[u8]);
+    fn on_broadcast(&self, msg: BroadcastMessage);
     /// A request from another node.
     fn on_request(self: Arc<Self>, req: WireRequest) -> impl Future<Output = ()> + Send;
     /// This node may have missed broadcasts: every client must resync.
     fn evict_everyone(&self);
+    /// Brings its room subscriptions in line with its sockets' rooms; returns how many rooms had
+    /// sockets but no subscription (joined behind the adapter's back).
+    fn reconcile_rooms(self: Arc<Self>) -> impl Future<Output = usize> + Send;
 }
 
 pub(crate) struct Node<D: Driver, N: Namespace> {
     pub config: ClusterConfig,
     pub driver: D,
+    pub protocol: Protocol,
     uid: OnceLock<String>,
     started: OnceCell<()>,
     pub membership: Membership,
@@ -110,6 +118,7 @@ pub(crate) struct Node<D: Driver, N: Namespace> {
 impl<D: Driver, N: Namespace> Node<D, N> {
     pub fn new(driver: D, config: ClusterConfig) -> Self {
         Self {
+            protocol: Protocol::new(driver.sharded(), config.subscription_mode),
             membership: Membership::new(config.node_timeout),
             broadcast_slots: Semaphore::new(
                 config.max_pending_broadcasts.min(Semaphore::MAX_PERMITS),
@@ -162,6 +171,10 @@ impl<D: Driver, N: Namespace> Node<D, N> {
                 let mut tasks = self.tasks.lock().unwrap();
                 tasks.push(receiver.abort_handle());
                 tasks.push(heartbeat.abort_handle());
+                if self.protocol.has_room_channels() {
+                    let rooms = tokio::spawn(room_reconcile_loop(Arc::downgrade(self)));
+                    tasks.push(rooms.abort_handle());
+                }
                 tracing::info!(node = %self.config.node_name, uid = %self.uid(), key = %key, "cluster node started");
                 Ok::<_, ClusterError>(())
             })
@@ -265,7 +278,7 @@ impl<D: Driver, N: Namespace> Node<D, N> {
         self.start().await?;
         let channels = Channels::new(&self.config.key, nsp);
         if !self.serves(nsp) && self.detach(nsp)? {
-            let response = channels.specific_response(self.uid());
+            let response = self.protocol.own_response_channel(&channels, self.uid());
             if let Err(err) = self.driver.subscribe(vec![response], vec![]).await {
                 self.detached.lock().unwrap().remove(nsp);
                 return Err(err.into());
@@ -295,7 +308,8 @@ impl<D: Driver, N: Namespace> Node<D, N> {
     /// Sends a response to a request of node `to`.
     pub async fn respond(&self, channels: &Channels, to: Option<&str>, mut res: WireResponse) {
         res.uid = Some(self.uid().to_string());
-        self.send_response(channels, to, &res.request_id, wire::encode(&res))
+        let encoded = self.protocol.encode_response(&channels.nsp, &res);
+        self.send_response(channels, to, &res.request_id, encoded)
             .await;
     }
 
@@ -307,10 +321,9 @@ impl<D: Driver, N: Namespace> Node<D, N> {
         request_id: &str,
         encoded: Result<Vec<u8>, WireError>,
     ) {
-        let channel = match to {
-            Some(uid) if self.config.specific_response_channel => channels.specific_response(uid),
-            _ => channels.response.clone(),
-        };
+        let channel =
+            self.protocol
+                .response_channel(channels, to, self.config.specific_response_channel);
         let sent = match encoded {
             Ok(bytes) => self.publish(channel, bytes).await,
             Err(err) => Err(err.into()),
@@ -340,9 +353,10 @@ impl<D: Driver, N: Namespace> Node<D, N> {
         let Ok(_pending) = self.broadcast_slots.try_acquire() else {
             return Err(self.overloaded());
         };
-        let channel = channels.for_broadcast(&opts.rooms);
+        let channel = self.protocol.broadcast_channel(channels, &opts.rooms);
         let msg = BroadcastMessage(self.uid().to_string(), packet, opts);
-        self.publish(channel, wire::encode(&msg)?).await
+        let payload = self.protocol.encode_broadcast(&channels.nsp, msg)?;
+        self.publish(channel, payload).await
     }
 
     /// The refusal of a broadcast beyond `max_pending_broadcasts`, counted.
@@ -416,40 +430,59 @@ impl<D: Driver, N: Namespace> Node<D, N> {
     /// Hands a message from another node to whom it is for.
     fn dispatch(self: &Arc<Self>, channel: &str, payload: bytes::Bytes) {
         Stats::add(&self.stats.received, 1);
-        match keys::route(&self.config.key, channel) {
-            Route::Broadcast { nsp } => {
-                if let Some(namespace) = self.namespace(nsp) {
-                    namespace.on_broadcast(&payload);
+        let key = &self.config.key;
+        if channel == keys::heartbeat_channel(key) {
+            return self.on_heartbeat(&payload);
+        }
+        let inbound = match self.protocol {
+            Protocol::Classic => classic_inbound(key, channel, &payload),
+            Protocol::Sharded(_) if channel.starts_with(key.as_str()) => {
+                sharded::decode_inbound(&payload).map(Some)
+            }
+            Protocol::Sharded(_) => Ok(None),
+        };
+        match inbound {
+            Ok(Some((nsp, inbound))) => self.handle(&nsp, inbound),
+            Ok(None) => {}
+            Err(err) => self.malformed("message", &err),
+        }
+    }
+
+    fn handle(self: &Arc<Self>, nsp: &str, inbound: Inbound) {
+        match inbound {
+            Inbound::Broadcast(msg) => {
+                if msg.0 != self.uid()
+                    && let Some(namespace) = self.namespace(nsp)
+                {
+                    namespace.on_broadcast(msg);
                 }
             }
-            Route::Request { nsp } => match wire::decode::<WireRequest>(&payload) {
-                Ok(req) if req.uid.as_deref() == Some(self.uid()) => {}
-                Ok(req) => {
-                    if let Some(namespace) = self.namespace(nsp) {
-                        tokio::spawn(namespace.on_request(req));
-                    }
+            Inbound::Request(req) => {
+                if req.uid.as_deref() != Some(self.uid())
+                    && let Some(namespace) = self.namespace(nsp)
+                {
+                    tokio::spawn(namespace.on_request(req));
                 }
-                Err(err) => self.malformed("request", &err),
-            },
-            Route::Response { .. } => match wire::decode_response(&payload) {
-                Ok(res) => {
-                    if !self.pending.deliver(res) {
-                        tracing::trace!("response to an unknown or finished request");
-                    }
+            }
+            Inbound::Response(res) => {
+                if !self.pending.deliver(res) {
+                    tracing::trace!("response to an unknown or finished request");
                 }
-                Err(err) => self.malformed("response", &err),
-            },
-            Route::Heartbeat => match wire::decode::<Heartbeat>(&payload) {
-                Ok(hb) if hb.uid == self.uid() => {}
-                Ok(hb) => {
-                    if self.membership.on_heartbeat(hb) {
-                        let this = self.clone();
-                        tokio::spawn(async move { this.send_heartbeat(false).await });
-                    }
+            }
+            Inbound::Ignored => {}
+        }
+    }
+
+    fn on_heartbeat(self: &Arc<Self>, payload: &[u8]) {
+        match wire::decode::<Heartbeat>(payload) {
+            Ok(hb) if hb.uid == self.uid() => {}
+            Ok(hb) => {
+                if self.membership.on_heartbeat(hb) {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.send_heartbeat(false).await });
                 }
-                Err(err) => self.malformed("heartbeat", &err),
-            },
-            Route::Other => {}
+            }
+            Err(err) => self.malformed("heartbeat", &err),
         }
     }
 
@@ -464,6 +497,21 @@ impl<D: Driver, N: Namespace> Node<D, N> {
         Stats::add(&self.stats.malformed, 1);
         tracing::warn!(%err, "ignoring a malformed {what} from another node");
     }
+}
+
+/// A message on a channel of the classic protocol: its namespace (from the channel) and content.
+fn classic_inbound(
+    key: &str,
+    channel: &str,
+    payload: &bytes::Bytes,
+) -> Result<Option<(String, Inbound)>, WireError> {
+    let (nsp, inbound) = match keys::route(key, channel) {
+        Route::Broadcast { nsp } => (nsp, Inbound::Broadcast(wire::decode(payload)?)),
+        Route::Request { nsp } => (nsp, Inbound::Request(wire::decode(payload)?)),
+        Route::Response { nsp } => (nsp, Inbound::Response(wire::decode_response(payload)?)),
+        Route::Heartbeat | Route::Other => return Ok(None),
+    };
+    Ok(Some((nsp.to_string(), inbound)))
 }
 
 async fn receive_loop<D: Driver, N: Namespace>(
@@ -505,6 +553,24 @@ async fn heartbeat_loop<D: Driver, N: Namespace>(node: Weak<Node<D, N>>) {
         let Some(node) = node.upgrade() else { return };
         node.send_heartbeat(false).await;
         node.membership.sweep();
+    }
+}
+
+/// How often room subscriptions are checked against the rooms of local sockets.
+const ROOM_RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn room_reconcile_loop<D: Driver, N: Namespace>(node: Weak<Node<D, N>>) {
+    let mut ticker = tokio::time::interval(ROOM_RECONCILE_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        for namespace in node.joined() {
+            let found = namespace.clone().reconcile_rooms().await;
+            if found > 0 {
+                Stats::add(&node.stats.rooms_reconciled, found as u64);
+                tracing::warn!(nsp = %namespace.path(), rooms = found, "rooms joined without Cluster::join were subscribed late: their sockets may have missed broadcasts");
+            }
+        }
     }
 }
 

@@ -28,9 +28,7 @@ use crate::{
     socket::RemoteSocket,
     stats::Stats,
     value::Codec,
-    wire::{
-        self, RequestType, SocketEntry, WireOpts, WirePacket, WireRequest, WireResponse, WireSocket,
-    },
+    wire::{RequestType, SocketEntry, WireOpts, WirePacket, WireRequest, WireResponse, WireSocket},
 };
 
 /// Whom a request waits for.
@@ -106,13 +104,13 @@ impl AckRelay {
 }
 
 /// What decides whom a request waits for: this crate's nodes, and the channels whose subscriber
-/// counts reveal the others.
+/// counts reveal the others (the channel requests go on counts every node serving the namespace).
 struct Census {
     /// Whether this node itself serves the namespace (and so counts among the subscribers).
     serves: bool,
     alive: Vec<String>,
     dead: Vec<String>,
-    /// The request channel, then the own channel of each node in `dead`.
+    /// The channel requests go on, then the own channel of each node in `dead`.
     probe: Vec<String>,
 }
 
@@ -141,7 +139,7 @@ impl<D: Driver, N: Namespace> Node<D, N> {
         // A dead node still counted by NUMSUB (a frozen process keeps its connection) must not be
         // mistaken for a Node.js node: its own channel tells whether its connection lives.
         let dead = self.membership.dead_in(nsp);
-        let mut probe = vec![channels.request.clone()];
+        let mut probe = vec![self.protocol.request_channel(channels).to_string()];
         probe.extend(
             dead.iter()
                 .map(|uid| keys::node_channel(&self.config.key, uid)),
@@ -181,12 +179,13 @@ impl<D: Driver, N: Namespace> Node<D, N> {
         let reg = self.pending.register();
         req.uid = Some(self.uid().to_string());
         req.request_id = Some(reg.id.clone());
-        let payload = wire::encode(&req)?;
+        let payload = self.protocol.encode_request(nsp, &req)?;
+        let channel = self.protocol.request_channel(channels).to_string();
         Stats::add(&self.stats.requests, 1);
         let waiting = match expect {
             Expect::OwnNodes => {
                 let alive = self.membership.alive_in(nsp);
-                self.publish(channels.request.clone(), payload).await?;
+                self.publish(channel, payload).await?;
                 Waiting::new(alive, 0)
             }
             Expect::AllNodes => {
@@ -194,7 +193,7 @@ impl<D: Driver, N: Namespace> Node<D, N> {
                 Stats::add(&self.stats.published, 1);
                 let counts = self
                     .driver
-                    .num_sub_then_publish(census.probe.clone(), channels.request.clone(), payload)
+                    .num_sub_then_publish(census.probe.clone(), channel, payload)
                     .await?;
                 self.tally(census, &counts)
             }
@@ -359,8 +358,14 @@ impl<D: Driver, N: Namespace> Node<D, N> {
             opts: Some(opts),
             ..Default::default()
         };
+        // Node.js' sharded adapter has no allRooms: only this crate's nodes answer then.
+        let expect = if self.protocol.is_sharded() {
+            Expect::OwnNodes
+        } else {
+            Expect::AllNodes
+        };
         let mut rooms = HashSet::new();
-        self.ask(nsp, channels, req, "allRooms", Expect::AllNodes, |res| {
+        self.ask(nsp, channels, req, "allRooms", expect, |res| {
             rooms.extend(res.rooms.unwrap_or_default());
         })
         .await?;

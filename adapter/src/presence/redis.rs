@@ -16,7 +16,7 @@ use super::{
 };
 use fred::types::scripts::Script;
 
-use crate::keys::PresenceKeys;
+use crate::keys::{PresenceKeys, PresenceShard};
 
 static JOIN: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/join.lua")));
 static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/leave.lua")));
@@ -36,30 +36,37 @@ pub struct RedisPresence {
 }
 
 impl RedisPresence {
-    /// `key` is the cluster's channel prefix; `node` this node's cluster uid.
+    /// `key` is the cluster's channel prefix; `node` this node's cluster uid. Every key in one
+    /// hash slot: for a standalone Redis.
     pub fn new(client: Client, key: &str, node: impl Into<String>) -> Self {
+        Self::with_keys(client, PresenceKeys::new(key), node)
+    }
+
+    /// Presence laid out by `keys`: [`PresenceKeys::sharded`] on a Redis Cluster.
+    pub fn with_keys(client: Client, keys: PresenceKeys, node: impl Into<String>) -> Self {
         Self {
             client,
-            keys: PresenceKeys::new(key),
+            keys,
             node: node.into(),
         }
     }
 
     fn room_keys(&self, place: &str) -> Vec<String> {
         let k = &self.keys;
+        let shard = k.shard_of(place);
         vec![
             k.users(place),
             k.sockets(place),
             k.counts(place),
-            k.timers(),
-            k.node(&self.node),
-            k.claims(),
-            k.claimed(),
+            k.timers(shard),
+            k.node(shard, &self.node),
+            k.claims(shard),
+            k.claimed(shard),
         ]
     }
 
-    fn claim_keys(&self) -> Vec<String> {
-        vec![self.keys.claims(), self.keys.claimed()]
+    fn claim_keys(&self, shard: PresenceShard) -> Vec<String> {
+        vec![self.keys.claims(shard), self.keys.claimed(shard)]
     }
 }
 
@@ -141,21 +148,87 @@ impl PresenceStore for RedisPresence {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Departure>, PresenceError> {
+        let mut claimed = Vec::new();
+        for shard in self.keys.shards() {
+            claimed.extend(self.claim_due_in(shard, limit, lease).await?);
+        }
+        Ok(claimed)
+    }
+
+    async fn settle(&self, departure: &Departure) -> Result<(), PresenceError> {
+        let member = departure.entry();
+        let shard = self.keys.shard_of(&place(&departure.nsp, &departure.room));
+        let _: u8 = SETTLE
+            .evalsha_with_reload(
+                &self.client,
+                self.claim_keys(shard),
+                vec![member, departure.id.clone()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reaps every shard: each keeps its own heartbeats, so each script stays in its shard's
+    /// slot. This node was forgotten when any shard forgot it.
+    async fn reap(&self, node_timeout: Duration, grace: Duration) -> Result<Reap, PresenceError> {
+        let timeout = node_timeout.as_millis().to_string();
+        let mut reaped = Reap {
+            taken_over: Vec::new(),
+            forgotten: false,
+        };
+        for shard in self.keys.shards() {
+            let mut reply = REAP
+                .evalsha_with_reload::<Vec<String>, _, _>(
+                    &self.client,
+                    vec![self.keys.nodes(shard)],
+                    vec![self.node.clone(), timeout.clone()],
+                )
+                .await?
+                .into_iter();
+            reaped.forgotten |= reply.next().as_deref() == Some("forgotten");
+            for node in reply {
+                if self.take_over(shard, &node, &timeout, grace).await?
+                    && !reaped.taken_over.contains(&node)
+                {
+                    reaped.taken_over.push(node);
+                }
+            }
+        }
+        Ok(reaped)
+    }
+
+    async fn retire(&self, grace: Duration) -> Result<(), PresenceError> {
+        for shard in self.keys.shards() {
+            self.take_over(shard, &self.node, "", grace).await?;
+        }
+        Ok(())
+    }
+}
+
+impl RedisPresence {
+    /// Claims the due departures of one shard, as [`PresenceStore::claim_due`].
+    async fn claim_due_in(
+        &self,
+        shard: PresenceShard,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Departure>, PresenceError> {
         // The earliest claims and timers are the candidates; the script checks each again.
         let last = i64::try_from(limit).unwrap_or(i64::MAX).saturating_sub(1);
+        let (claims, timers) = (self.keys.claims(shard), self.keys.timers(shard));
         let stale: Vec<String> = self
             .client
-            .zrange(self.keys.claims(), 0, last, None, false, None, false)
+            .zrange(&claims, 0, last, None, false, None, false)
             .await?;
         let due: Vec<String> = self
             .client
-            .zrange(self.keys.timers(), 0, last, None, false, None, false)
+            .zrange(&timers, 0, last, None, false, None, false)
             .await?;
         if stale.is_empty() && due.is_empty() {
             return Ok(Vec::new());
         }
-        let mut keys = vec![self.keys.timers()];
-        keys.extend(self.claim_keys());
+        let mut keys = vec![timers];
+        keys.extend(self.claim_keys(shard));
         for member in &due {
             let place = member.rsplit_once('\n').map_or("", |(place, _)| place);
             keys.extend([self.keys.users(place), self.keys.counts(place)]);
@@ -171,58 +244,18 @@ impl PresenceStore for RedisPresence {
             .collect())
     }
 
-    async fn settle(&self, departure: &Departure) -> Result<(), PresenceError> {
-        let member = departure.entry();
-        let _: u8 = SETTLE
-            .evalsha_with_reload(
-                &self.client,
-                self.claim_keys(),
-                vec![member, departure.id.clone()],
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn reap(&self, node_timeout: Duration, grace: Duration) -> Result<Reap, PresenceError> {
-        let timeout = node_timeout.as_millis().to_string();
-        let mut reply = REAP
-            .evalsha_with_reload::<Vec<String>, _, _>(
-                &self.client,
-                vec![self.keys.nodes()],
-                vec![self.node.clone(), timeout.clone()],
-            )
-            .await?
-            .into_iter();
-        let forgotten = reply.next().as_deref() == Some("forgotten");
-        let mut taken_over = Vec::new();
-        for node in reply {
-            if self.take_over(&node, &timeout, grace).await? {
-                taken_over.push(node);
-            }
-        }
-        Ok(Reap {
-            taken_over,
-            forgotten,
-        })
-    }
-
-    async fn retire(&self, grace: Duration) -> Result<(), PresenceError> {
-        self.take_over(&self.node, "", grace).await.map(|_| ())
-    }
-}
-
-impl RedisPresence {
-    /// Turns the sockets of `node` into leave timers of `grace`, if it is still silent for
-    /// `timeout` ms (`""`: it is this node, retiring). True when it was taken over.
+    /// Turns the sockets of `node` in `shard` into leave timers of `grace`, if it is still silent
+    /// there for `timeout` ms (`""`: it is this node, retiring). True when it was taken over.
     async fn take_over(
         &self,
+        shard: PresenceShard,
         node: &str,
         timeout: &str,
         grace: Duration,
     ) -> Result<bool, PresenceError> {
-        let set = self.keys.node(node);
+        let set = self.keys.node(shard, node);
         let entries: Vec<String> = self.client.smembers(&set).await?;
-        let mut keys = vec![self.keys.nodes(), self.keys.timers(), set];
+        let mut keys = vec![self.keys.nodes(shard), self.keys.timers(shard), set];
         for entry in &entries {
             let place = entry.rsplit_once('\n').map_or("", |(place, _)| place);
             keys.extend([self.keys.sockets(place), self.keys.counts(place)]);

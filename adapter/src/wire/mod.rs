@@ -15,6 +15,7 @@ mod described;
 mod fetch;
 mod messages;
 mod msgpack;
+pub(crate) mod sharded;
 
 use serde::{Serialize, de::DeserializeOwned};
 

@@ -6,9 +6,10 @@
 --       3 (optional) the record of the sender's clientId
 -- ARGV: 1 the message as a JSON object without id, seq and epoch, 2 messages kept (0: none),
 --       3 seconds the room's keys live after its last message, 4 the epoch to start if the room's
---       sequence is new, 5 seconds a clientId is remembered, 6 the broadcast channel,
---       7 the number n of holes in the broadcast, 8 .. 7+n their names (id, seq or epoch),
---       8+n .. 8+2n the n+1 encoded parts around them (see socketio_cluster::BroadcastTemplate)
+--       sequence is new, 5 seconds a clientId is remembered, 6 PUBLISH or SPUBLISH (sharded
+--       pub/sub: on a Redis Cluster the channel shares the slot of KEYS), 7 the broadcast channel,
+--       8 the number n of holes in the broadcast, 9 .. 8+n their names (id, seq or epoch),
+--       9+n .. 9+2n the n+1 encoded parts around them (see socketio_cluster::BroadcastTemplate)
 -- Returns {1, message JSON} when stored and published, {0, stored message JSON} for a retry.
 if KEYS[3] then
   local stored = redis.call('GET', KEYS[3])
@@ -41,11 +42,12 @@ if KEYS[3] then
 end
 
 local values = { id = id, seq = seq, epoch = epoch }
-local holes = tonumber(ARGV[7])
-local payload = { ARGV[8 + holes] }
+local holes = tonumber(ARGV[8])
+local payload = { ARGV[9 + holes] }
 for i = 1, holes do
-  payload[#payload + 1] = cmsgpack.pack(values[ARGV[7 + i]])
-  payload[#payload + 1] = ARGV[8 + holes + i]
+  payload[#payload + 1] = cmsgpack.pack(values[ARGV[8 + i]])
+  payload[#payload + 1] = ARGV[9 + holes + i]
 end
-redis.call('PUBLISH', ARGV[6], table.concat(payload))
+local publish = ARGV[6] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
+redis.call(publish, ARGV[7], table.concat(payload))
 return {1, message}
