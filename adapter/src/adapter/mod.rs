@@ -309,6 +309,7 @@ impl<D: Driver> ClusterAdapter<D> {
     /// Subscribes the namespace's channels, once, so it hears the cluster and is counted and
     /// asked by the other nodes.
     pub(crate) async fn join_cluster(&self) -> Result<(), ClusterError> {
+        let joined_now = std::sync::atomic::AtomicBool::new(false);
         self.joined
             .get_or_try_init(|| async {
                 let node = &self.node;
@@ -324,11 +325,16 @@ impl<D: Driver> ClusterAdapter<D> {
                     node.left_cluster();
                     return Err(err);
                 }
-                node.send_heartbeat(false).await;
-                tracing::debug!(nsp = %self.nsp, "namespace joined the cluster");
+                joined_now.store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok::<_, ClusterError>(())
             })
             .await?;
+        // Once joined, so the heartbeat lists the namespace: the others then wait for this node's
+        // answers to their requests in it right away, not from its next heartbeat on.
+        if joined_now.load(std::sync::atomic::Ordering::Relaxed) {
+            self.node.send_heartbeat(false).await;
+            tracing::debug!(nsp = %self.nsp, "namespace joined the cluster");
+        }
         Ok(())
     }
 
