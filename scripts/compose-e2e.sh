@@ -2,7 +2,8 @@
 # End-to-end test of the compose deployment. Packages the host's build into the chat-server image
 # (Dockerfile target `prebuilt`), brings up docker-compose.yml (Redis, three nodes, HAProxy) as a
 # project of its own, runs tests/src/bin/compose_e2e.rs through the load balancer, and tears it
-# all down — also on failure, after printing the services' logs.
+# all down — also on failure, after printing the services' logs. Then the same on the
+# `redis-cluster` profile (a 3-master Redis Cluster, the nodes in sharded mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOG_PREFIX=compose-e2e
@@ -15,8 +16,7 @@ else
   command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
   compose=(docker-compose)
 fi
-project="chat-e2e-$$"
-compose+=(-p "$project")
+base=("${compose[@]}")
 
 # A plain `docker build` of the CLI without buildx would use the legacy builder, which builds the
 # toolchain stages too; Debian's docker.io CLI has BuildKit built in.
@@ -55,9 +55,20 @@ teardown() {
 }
 trap teardown EXIT
 
-log "starting $project on port $LB_PORT"
-"${compose[@]}" up -d --no-build
-E2E_LB_PORT=$LB_PORT E2E_ADMIN_PORT=$ADMIN_PORT E2E_ADMIN_TOKEN=$ADMIN_TOKEN E2E_COMPOSE="${compose[*]}" \
-  E2E_GRACE_MS=$LEAVE_GRACE_MS E2E_NODE_TIMEOUT_MS=$NODE_TIMEOUT_MS \
-  cargo run --locked --quiet -p cluster-tests --bin compose_e2e
-log "passed"
+# run LABEL [compose file and profile options]: one deployment, end to end, then torn down.
+run() {
+  local label=$1
+  shift
+  compose=("${base[@]}" -p "chat-e2e-$label-$$" "$@")
+  log "starting $label on port $LB_PORT"
+  "${compose[@]}" up -d --no-build
+  E2E_LB_PORT=$LB_PORT E2E_ADMIN_PORT=$ADMIN_PORT E2E_ADMIN_TOKEN=$ADMIN_TOKEN E2E_COMPOSE="${compose[*]}" \
+    E2E_GRACE_MS=$LEAVE_GRACE_MS E2E_NODE_TIMEOUT_MS=$NODE_TIMEOUT_MS \
+    cargo run --locked --quiet -p cluster-tests --bin compose_e2e
+  "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1
+  log "$label passed"
+}
+
+compose=("${base[@]}")
+run classic
+run cluster -f docker-compose.yml -f docker-compose.cluster.yml --profile redis-cluster

@@ -237,6 +237,11 @@ impl Metrics {
             "Concurrent first connects to a new namespace beyond the first (their clients connect again after the connect timeout)",
             ConstCounter::new(c.namespace_races),
         );
+        registry.register(
+            "cluster_rooms_reconciled",
+            "Rooms found with sockets but no subscription of their channel (sharded dynamic modes): joined without Cluster::join, their sockets may have missed broadcasts",
+            ConstCounter::new(c.rooms_reconciled),
+        );
         let mut out = String::new();
         let _ = encode(&mut out, &registry);
         out
