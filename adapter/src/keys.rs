@@ -53,6 +53,8 @@
 //! Every Lua script receives the keys it touches as `KEYS`; none builds a key name, and each
 //! script's keys share one hash slot.
 
+use crate::config::SubscriptionMode;
+
 /// The channels of one namespace.
 #[derive(Debug, Clone)]
 pub(crate) struct Channels {
@@ -84,6 +86,31 @@ impl Channels {
         }
     }
 
+    /// The channel a broadcast (without ack) to `rooms` goes on with sharded pub/sub in `mode`: the
+    /// room's own channel for exactly one room that has one ([`Channels::room_channel`]), the
+    /// namespace's otherwise.
+    pub fn for_sharded_broadcast(&self, mode: SubscriptionMode, rooms: &[String]) -> String {
+        match rooms {
+            [room] => self
+                .room_channel(mode, room)
+                .unwrap_or_else(|| self.broadcast.clone()),
+            _ => self.broadcast.clone(),
+        }
+    }
+
+    /// The channel of its own that `room` has with sharded pub/sub in `mode`, which a node
+    /// subscribes while it hosts one of the room's sockets: in the dynamic modes only, and for a
+    /// room named like a socket id only in `DynamicPrivate`. The same test decides where
+    /// broadcasts go, so none is published on a channel nobody subscribes.
+    pub fn room_channel(&self, mode: SubscriptionMode, room: &str) -> Option<String> {
+        let has_channel = match mode {
+            SubscriptionMode::Static => false,
+            SubscriptionMode::Dynamic => !looks_like_socket_id(room),
+            SubscriptionMode::DynamicPrivate => true,
+        };
+        has_channel.then(|| format!("{}{room}#", self.broadcast))
+    }
+
     /// The glob pattern matching every broadcast channel of the namespace.
     pub fn broadcast_pattern(&self) -> String {
         format!("{}*", escape_glob(&self.broadcast))
@@ -98,6 +125,12 @@ impl Channels {
     pub fn sharded_response(&self, uid: &str) -> String {
         format!("{}{uid}#", self.broadcast)
     }
+}
+
+/// A socket's own room: a socketioxide socket id, or 20 characters, the length of Node.js'
+/// socket ids (the test Node.js' sharded adapter applies before publishing).
+fn looks_like_socket_id(room: &str) -> bool {
+    room.len() == 20 || room.parse::<socketioxide_core::Sid>().is_ok()
 }
 
 /// `{key}-heartbeat#`
@@ -286,7 +319,7 @@ pub struct HistoryKeys {
 #[derive(Debug, Clone)]
 enum HistoryPlacement {
     OneSlot,
-    ChannelSlot(crate::protocol::Protocol),
+    ChannelSlot(SubscriptionMode),
 }
 
 impl HistoryKeys {
@@ -300,19 +333,19 @@ impl HistoryKeys {
 
     /// Each room's keys in the slot of the channel its broadcasts go on with sharded pub/sub in
     /// `mode` (the channel of [`crate::BroadcastTemplate::channel`]).
-    pub fn in_slot_of(key: &str, mode: crate::config::SubscriptionMode) -> Self {
+    pub fn in_slot_of(key: &str, mode: SubscriptionMode) -> Self {
         Self {
             key: key.to_string(),
-            placement: HistoryPlacement::ChannelSlot(crate::protocol::Protocol::Sharded(mode)),
+            placement: HistoryPlacement::ChannelSlot(mode),
         }
     }
 
     fn room(&self, nsp: &str, room: &str) -> String {
         let tag = match self.placement {
             HistoryPlacement::OneSlot => self.key.as_str(),
-            HistoryPlacement::ChannelSlot(protocol) => {
+            HistoryPlacement::ChannelSlot(mode) => {
                 let channels = Channels::new(&self.key, nsp);
-                slot_tag_of(&protocol.broadcast_channel(&channels, &[room.to_string()]))
+                slot_tag_of(&channels.for_sharded_broadcast(mode, &[room.to_string()]))
             }
         };
         tagged(tag, &format!(":history:{}", place(nsp, room)))
@@ -430,7 +463,6 @@ mod tests {
 
     #[test]
     fn sharded_history_keys_share_the_slot_of_the_room_channel() {
-        use crate::config::SubscriptionMode;
         let channel = |nsp: &str, room: &str| format!("k#{nsp}#{room}#");
         let h = HistoryKeys::in_slot_of("k", SubscriptionMode::Dynamic);
         let slot = |key: &str| fred::util::redis_keyslot(key.as_bytes());

@@ -10,8 +10,6 @@
 //!   node subscribes only while it hosts a socket of the room. Messages are `{type, data, uid,
 //!   nsp}` ([`crate::wire::sharded`]).
 
-use socketioxide_core::Sid;
-
 use crate::{
     config::SubscriptionMode,
     error::WireError,
@@ -96,26 +94,20 @@ impl Protocol {
 
     /// The channel a broadcast (without ack) to `rooms` goes on.
     pub fn broadcast_channel(self, channels: &Channels, rooms: &[String]) -> String {
-        match (self, rooms) {
-            (Self::Classic, _) => channels.for_broadcast(rooms),
-            (Self::Sharded(_), [room]) => self
-                .room_channel(channels, room)
-                .unwrap_or_else(|| channels.broadcast.clone()),
-            (Self::Sharded(_), _) => channels.broadcast.clone(),
+        match self {
+            Self::Classic => channels.for_broadcast(rooms),
+            Self::Sharded(mode) => channels.for_sharded_broadcast(mode, rooms),
         }
     }
 
     /// The channel of its own that `room` has, which a node subscribes while it hosts one of the
-    /// room's sockets: in the dynamic modes only, and for a room named like a socket id only in
-    /// `DynamicPrivate`. The same test decides where broadcasts go, so none is published on a
-    /// channel nobody subscribes.
+    /// room's sockets ([`Channels::room_channel`]); never in the classic protocol, whose nodes
+    /// subscribe every room by pattern.
     pub fn room_channel(self, channels: &Channels, room: &str) -> Option<String> {
-        let has_channel = match self {
-            Self::Sharded(SubscriptionMode::Dynamic) => !looks_like_socket_id(room),
-            Self::Sharded(SubscriptionMode::DynamicPrivate) => true,
-            _ => false,
-        };
-        has_channel.then(|| channels.for_broadcast(&[room.to_string()]))
+        match self {
+            Self::Classic => None,
+            Self::Sharded(mode) => channels.room_channel(mode, room),
+        }
     }
 
     pub fn encode_broadcast(self, nsp: &str, msg: BroadcastMessage) -> Result<Vec<u8>, WireError> {
@@ -148,15 +140,10 @@ impl Protocol {
     }
 }
 
-/// A socket's own room: a socketioxide socket id, or 20 characters, the length of Node.js'
-/// socket ids (the test Node.js' sharded adapter applies before publishing).
-fn looks_like_socket_id(room: &str) -> bool {
-    room.len() == 20 || room.parse::<Sid>().is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use socketioxide_core::Sid;
 
     #[test]
     fn broadcasts_to_one_room_take_its_channel_only_in_dynamic_modes() {
