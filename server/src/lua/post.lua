@@ -2,7 +2,13 @@
 -- room's messages in the order of their seq, which is also the order of the history. A retry of a
 -- stored message (the same sender and clientId within the retry window) returns that message and
 -- stores and publishes nothing, also when the node that stored it died before acking.
--- KEYS: 1 the room's sequence (hash of seq and epoch), 2 the history list,
+-- A new epoch starts when the room's sequence is new, and when this Redis is not the one that
+-- numbered the room's last message (its replication id differs: a replica promoted by a failover,
+-- which may have missed the last messages; replication is asynchronous). A seq is then never
+-- given twice in one epoch: clients that see the new epoch rejoin with `since` and learn whether
+-- anything is missing. The messages this Redis kept are valid under its numbering: they move to
+-- the new epoch with their seqs, so the history a client rebuilds its view from is one epoch.
+-- KEYS: 1 the room's sequence (hash of seq, epoch and the replication id), 2 the history list,
 --       3 (optional) the record of the sender's clientId
 -- ARGV: 1 the message as a JSON object without id, seq and epoch, 2 messages kept (0: none),
 --       3 seconds the room's keys live after its last message, 4 the epoch to start if the room's
@@ -18,11 +24,29 @@ if KEYS[3] then
   end
 end
 
+local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if seq == 1 or not epoch then
+local numbered_by = redis.call('HGET', KEYS[1], 'replid')
+local failed_over = seq > 1 and epoch and numbered_by and numbered_by ~= replid
+if seq == 1 or not epoch or failed_over then
   epoch = ARGV[4]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
+  -- The list and the sequence were replicated together: their seqs agree.
+  local kept = failed_over and redis.call('LRANGE', KEYS[2], 0, -1) or {}
+  if #kept > 0 then
+    redis.call('DEL', KEYS[2])
+    for _, old in ipairs(kept) do
+      local n, rest = string.match(old, '^{"id":"[^"]*","seq":(%d+),"epoch":"[^"]*",(.*)$')
+      if n then
+        old = string.format('{"id":"%s:%s","seq":%s,"epoch":"%s",', epoch, n, n, epoch) .. rest
+      end
+      redis.call('RPUSH', KEYS[2], old)
+    end
+  end
+end
+if numbered_by ~= replid then
+  redis.call('HSET', KEYS[1], 'replid', replid)
 end
 local ttl = tonumber(ARGV[3])
 redis.call('EXPIRE', KEYS[1], ttl)
