@@ -18,17 +18,69 @@ pub enum Scenario {
     Idle,
     /// The real chat server: join, then messages with history on (our adapter only).
     Chat,
+    /// Rooms of 2 clients on 2 of N nodes (N = 2, 4, 6), a fixed message rate, classic vs
+    /// sharded pub/sub: what each node reads from Redis against what its rooms need, and Redis
+    /// CPU per delivered message (our adapter only).
+    Scaling,
     All,
 }
 
 impl Scenario {
-    pub const EACH: [Self; 5] = [
+    pub const EACH: [Self; 6] = [
         Self::Fanout,
         Self::Rooms,
         Self::Requests,
         Self::Idle,
         Self::Chat,
+        Self::Scaling,
     ];
+}
+
+/// The Redis started for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisKind {
+    /// One standalone `redis-server`.
+    Single,
+    /// A Redis Cluster of three masters in one container (`redis-cluster://` URL: our adapter
+    /// then speaks sharded pub/sub by default).
+    Cluster,
+}
+
+/// How `bench-app` on our adapter uses pub/sub, in the scaling scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PubSubMode {
+    /// `PSUBSCRIBE` to every broadcast channel of the namespace, `PUBLISH` (not sharded).
+    Classic,
+    /// Sharded pub/sub, dynamic subscriptions: a room's channel is `SSUBSCRIBE`d only by the
+    /// nodes that host a socket of it.
+    Sharded,
+    /// Sharded pub/sub, one channel per namespace (every node gets every broadcast).
+    ShardedStatic,
+}
+
+impl PubSubMode {
+    /// `bench-app` flags for this mode.
+    pub fn app_flags(self) -> Vec<String> {
+        let (sharded, mode) = match self {
+            Self::Classic => ("false", None),
+            Self::Sharded => ("true", Some("dynamic")),
+            Self::ShardedStatic => ("true", Some("static")),
+        };
+        let mut flags = vec!["--sharded".to_string(), sharded.to_string()];
+        if let Some(mode) = mode {
+            flags.extend(["--subscription-mode".to_string(), mode.to_string()]);
+        }
+        flags
+    }
+}
+
+impl fmt::Display for PubSubMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.to_possible_value().map(|v| v.get_name().to_string());
+        f.write_str(&name.unwrap_or_default())
+    }
 }
 
 impl fmt::Display for Scenario {
@@ -126,6 +178,24 @@ pub struct Args {
         default_value = "200,500,1000,2000,3000,5000,8000,10000,12000,16000"
     )]
     pub chat_rates: Vec<f64>,
+    /// Node counts of the scaling scenario.
+    #[arg(long, value_delimiter = ',', default_value = "2,4,6")]
+    pub scaling_nodes: Vec<usize>,
+    /// Rooms of 2 clients in the scaling scenario (room i on nodes i % N and (i + 1) % N).
+    #[arg(long, default_value_t = 60)]
+    pub scaling_rooms: usize,
+    /// Messages per second of the scaling scenario, all rooms together (both clients of each
+    /// room send).
+    #[arg(long, default_value_t = 2000.0)]
+    pub scaling_rate: f64,
+    /// Pub/sub modes the scaling scenario compares, each on fresh nodes, in this order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "classic,sharded"
+    )]
+    pub scaling_modes: Vec<PubSubMode>,
     /// Filler bytes in each message (a short chat line).
     #[arg(long, default_value_t = 64)]
     pub payload_bytes: usize,
@@ -151,6 +221,18 @@ pub struct Args {
     /// Use this Redis instead of starting one in Docker (then its CPU is not measured).
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// The Redis started for the run: `single` (one server) or `cluster` (3 masters; its CPU is
+    /// the three servers' together).
+    #[arg(long, value_enum, default_value = "single")]
+    pub redis: RedisKind,
+    /// `bench-app` on our adapter: sharded pub/sub on or off (unset: the library's default for
+    /// the URL, sharded for a cluster). Not used by the scaling scenario, which sets its modes.
+    #[arg(long)]
+    pub sharded: Option<bool>,
+    /// `bench-app` on our adapter with sharded pub/sub: `static`, `dynamic` or
+    /// `dynamic-private` (unset: the library's default, dynamic).
+    #[arg(long)]
+    pub subscription_mode: Option<String>,
     /// The Docker image of the Redis started for the run.
     #[arg(long, default_value = "redis:7")]
     pub redis_image: String,
@@ -185,6 +267,10 @@ pub struct Plan {
     pub chat_rooms: usize,
     pub chat_room_size: usize,
     pub chat_rates: Vec<f64>,
+    pub scaling_nodes: Vec<usize>,
+    pub scaling_rooms: usize,
+    pub scaling_rate: f64,
+    pub scaling_modes: Vec<PubSubMode>,
     pub payload_bytes: usize,
     pub max_p99_ms: f64,
     pub concurrency: usize,
@@ -221,6 +307,10 @@ impl Args {
             chat_rooms: self.chat_rooms,
             chat_room_size: self.chat_room_size.max(1),
             chat_rates: self.chat_rates.clone(),
+            scaling_nodes: self.scaling_nodes.clone(),
+            scaling_rooms: self.scaling_rooms.max(1),
+            scaling_rate: self.scaling_rate,
+            scaling_modes: self.scaling_modes.clone(),
             payload_bytes: self.payload_bytes,
             max_p99_ms: self.max_p99_ms,
             concurrency: self.connect_concurrency.max(1),
@@ -242,6 +332,9 @@ impl Args {
             chat_rooms: 4,
             chat_room_size: 3,
             chat_rates: vec![20.0],
+            scaling_nodes: vec![2, 3],
+            scaling_rooms: 6,
+            scaling_rate: 60.0,
             // A loaded CI machine running debug builds is slow; the smoke run checks that
             // everything arrives, once, not how fast.
             max_p99_ms: 5000.0,

@@ -26,6 +26,8 @@ pub struct Env {
     pub logs: PathBuf,
     pub redis: Redis,
     pub tuning: Tuning,
+    /// More flags for `bench-app` on our adapter (pub/sub mode).
+    pub app_flags: Vec<String>,
     deployments: u32,
 }
 
@@ -56,6 +58,7 @@ impl Env {
             logs,
             redis,
             tuning,
+            app_flags: Vec::new(),
             deployments: 0,
         })
     }
@@ -118,6 +121,18 @@ impl Snapshot {
 impl Deployment {
     /// `nodes` nodes of the tiny app on `imp`.
     pub async fn start(env: &mut Env, imp: Impl, nodes: usize) -> anyhow::Result<Self> {
+        let flags = env.app_flags.clone();
+        Self::start_with(env, imp, nodes, &flags).await
+    }
+
+    /// As [`Deployment::start`], with these `bench-app` flags (our adapter only) instead of the
+    /// run's.
+    pub async fn start_with(
+        env: &mut Env,
+        imp: Impl,
+        nodes: usize,
+        flags: &[String],
+    ) -> anyhow::Result<Self> {
         env.deployments += 1;
         let key = format!("bench-{}-{}", std::process::id(), env.deployments);
         let mut started = Vec::new();
@@ -126,7 +141,12 @@ impl Deployment {
             let log = env.logs.join(format!("{name}-{}.log", env.deployments));
             let command = match imp {
                 Impl::Node => node_command(env, &name, &key)?,
-                Impl::Cluster | Impl::SocketioxideRedis => app_command(env, imp, &name, &key)?,
+                Impl::Cluster => {
+                    let mut command = app_command(env, imp, &name, &key)?;
+                    command.args(flags);
+                    command
+                }
+                Impl::SocketioxideRedis => app_command(env, imp, &name, &key)?,
             };
             let mut proc = Proc::spawn(&name, command, log)?;
             let port = proc.listening_port(Duration::from_secs(30)).await?;

@@ -14,6 +14,7 @@
 //! (cd bench/node && npm ci)
 //! target/release/bench --scenario all --rounds 3 --json target/bench.json
 //! target/release/bench --scenario fanout --impl cluster,node --rates 100,200,400 --duration-secs 10
+//! target/release/bench --scenario scaling --impl cluster --redis cluster --scaling-modes sharded
 //! target/release/bench --smoke          # seconds, tiny sizes: fails on any error or loss
 //! ```
 //!
@@ -36,7 +37,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use crate::{
-    cli::Args,
+    cli::{Args, RedisKind},
     deploy::{Env, Tuning},
     redis::Redis,
     report::Run,
@@ -84,6 +85,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     let logs = procs::log_dir(&args.log_dir)?;
     let redis = match &args.redis_url {
         Some(url) => Redis::external(url),
+        None if args.redis == RedisKind::Cluster => Redis::start_cluster(&args.redis_image)?,
         None => Redis::start(&args.redis_image)?,
     };
     let tuning = Tuning {
@@ -93,7 +95,15 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         stream_buffer: args.stream_buffer,
     };
     eprintln!("bench: redis {}, logs in {}", redis.url, logs.display());
-    let env = Env::new(args.node_app.clone(), logs, redis, tuning)?;
+    let mut env = Env::new(args.node_app.clone(), logs, redis, tuning)?;
+    if let Some(sharded) = args.sharded {
+        env.app_flags
+            .extend(["--sharded".to_string(), sharded.to_string()]);
+    }
+    if let Some(mode) = &args.subscription_mode {
+        env.app_flags
+            .extend(["--subscription-mode".to_string(), mode.clone()]);
+    }
     let mut ctx = Ctx::new(env, plan.clone());
     let mut runs = Vec::new();
     for scenario in args.scenarios() {

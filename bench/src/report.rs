@@ -317,6 +317,43 @@ fn headlines(run: &Run, max_p99_ms: f64) -> Vec<Headline> {
             }
             out
         }
+        Scenario::Scaling => run
+            .steps
+            .iter()
+            .flat_map(|s| {
+                let figure = |key: &str| s.extra.get(key).copied().unwrap_or(f64::NAN);
+                let mode = &s.label;
+                vec![
+                    h(
+                        format!("scaling {mode}, {nodes} nodes: read ÷ needed"),
+                        figure("ratio"),
+                        false,
+                    ),
+                    h(
+                        format!("scaling {mode}, {nodes} nodes: read ÷ needed, from others"),
+                        figure("ratio_others"),
+                        false,
+                    ),
+                    h(
+                        format!("scaling {mode}, {nodes} nodes: Redis CPU µs per delivery"),
+                        figure("redis_us_per_delivery"),
+                        false,
+                    ),
+                    h(
+                        format!(
+                            "scaling {mode}, {nodes} nodes: Redis CPU µs per delivery, idle CPU subtracted"
+                        ),
+                        figure("redis_net_us_per_delivery"),
+                        false,
+                    ),
+                    h(
+                        format!("scaling {mode}, {nodes} nodes: node CPU µs per delivery"),
+                        figure("node_us_per_delivery"),
+                        false,
+                    ),
+                ]
+            })
+            .collect(),
         Scenario::All => Vec::new(),
     }
 }

@@ -21,6 +21,9 @@ use crate::process::free_port;
 /// What the container prints once every node reports `cluster_state:ok`.
 const READY: &str = "CLUSTER READY";
 
+/// Starts the three nodes and the cluster in the container (shared with the benchmark).
+const NODES_SCRIPT: &str = include_str!("../../scripts/redis-cluster-nodes.sh");
+
 /// Three masters sharing the 16384 slots, as `redis-cli --cluster create` splits them.
 pub struct RedisCluster {
     container: ContainerAsync<GenericImage>,
@@ -32,25 +35,17 @@ impl RedisCluster {
     pub async fn start() -> anyhow::Result<Self> {
         let ports = cluster_ports()?;
         let [p0, p1, p2] = ports;
-        let script = format!(
-            "set -e; \
-             for p in {p0} {p1} {p2}; do \
-               redis-server --port $p --cluster-enabled yes --cluster-config-file /tmp/nodes-$p.conf \
-                 --cluster-announce-ip 127.0.0.1 --cluster-node-timeout 2000 \
-                 --protected-mode no --save '' --appendonly no --dir /tmp --daemonize yes; \
-             done; \
-             for p in {p0} {p1} {p2}; do until redis-cli -p $p ping >/dev/null 2>&1; do sleep 0.05; done; done; \
-             redis-cli --cluster create 127.0.0.1:{p0} 127.0.0.1:{p1} 127.0.0.1:{p2} \
-               --cluster-replicas 0 --cluster-yes; \
-             for p in {p0} {p1} {p2}; do \
-               until redis-cli -p $p cluster info | grep -q cluster_state:ok; do sleep 0.1; done; \
-             done; \
-             echo {READY}; \
-             exec tail -f /dev/null"
-        );
         let container = GenericImage::new("redis", "7")
             .with_wait_for(WaitFor::message_on_stdout(READY))
-            .with_cmd(["sh", "-c", &script])
+            .with_cmd([
+                "sh".to_string(),
+                "-c".to_string(),
+                NODES_SCRIPT.to_string(),
+                "redis-cluster-nodes".to_string(),
+                p0.to_string(),
+                p1.to_string(),
+                p2.to_string(),
+            ])
             .with_mapped_port(p0, p0.tcp())
             .with_mapped_port(p1, p1.tcp())
             .with_mapped_port(p2, p2.tcp())

@@ -5,6 +5,7 @@ mod fanout;
 mod idle;
 mod requests;
 mod rooms;
+mod scaling;
 mod traffic;
 
 use std::time::{Duration, Instant};
@@ -45,6 +46,7 @@ impl Ctx {
 pub fn node_counts(scenario: Scenario, plan: &Plan) -> Vec<usize> {
     match scenario {
         Scenario::Requests => plan.request_nodes.clone(),
+        Scenario::Scaling => plan.scaling_nodes.clone(),
         _ => vec![2],
     }
 }
@@ -54,6 +56,9 @@ pub fn implementations(scenario: Scenario, impls: &[Impl]) -> Vec<Option<Impl>> 
     match scenario {
         Scenario::Chat if impls.contains(&Impl::Cluster) => vec![None],
         Scenario::Chat => Vec::new(),
+        // Sharded pub/sub is our adapter's: the others have no such modes.
+        Scenario::Scaling if impls.contains(&Impl::Cluster) => vec![Some(Impl::Cluster)],
+        Scenario::Scaling => Vec::new(),
         _ => impls.iter().copied().map(Some).collect(),
     }
 }
@@ -73,6 +78,7 @@ pub async fn run(
         (Scenario::Rooms, Some(imp)) => rooms::run(ctx, imp, nodes, run).await,
         (Scenario::Requests, Some(imp)) => requests::run(ctx, imp, nodes, run).await,
         (Scenario::Idle, Some(imp)) => idle::run(ctx, imp, nodes, run).await,
+        (Scenario::Scaling, _) => scaling::run(ctx, nodes, run).await,
         _ => anyhow::bail!("{scenario} needs an implementation"),
     }
 }
@@ -85,12 +91,27 @@ async fn connect_all(
     shared: &conn::Shared,
     concurrency: usize,
 ) -> anyhow::Result<(Vec<Conn>, Duration)> {
+    let n = deployment.nodes.len();
+    let placed = auths.into_iter().enumerate().map(|(i, a)| (i % n, a));
+    connect_placed(deployment, placed.collect(), shared, concurrency).await
+}
+
+/// As [`connect_all`], each client on the node (index) it is given with.
+async fn connect_placed(
+    deployment: &Deployment,
+    placed: Vec<(usize, String)>,
+    shared: &conn::Shared,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<Conn>, Duration)> {
     let started = Instant::now();
-    let specs = auths.into_iter().enumerate().map(|(i, auth)| Spec {
-        addr: deployment.addr_for(i),
-        auth,
-        index: i as u32,
-    });
+    let specs = placed
+        .into_iter()
+        .enumerate()
+        .map(|(i, (node, auth))| Spec {
+            addr: deployment.addr_for(node),
+            auth,
+            index: i as u32,
+        });
     let clients = stream::iter(specs)
         .map(|spec| Conn::open(spec, shared.clone()))
         .buffered(concurrency)

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::{Ctx, connect_all};
+use super::{Ctx, connect_placed};
 use crate::{
     conn::{self, Conn, Pacing, Spec},
     deploy::Deployment,
@@ -41,16 +41,30 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    /// Connects a client per handshake `auth`; with `stats`, each node's counters are read.
+    /// Connects a client per handshake `auth` (client `i` on node `i % nodes`); with `stats`,
+    /// each node's counters are read.
     pub async fn open(
         ctx: &Ctx,
         deployment: &Deployment,
         auths: Vec<String>,
         stats: bool,
     ) -> anyhow::Result<Self> {
+        let nodes = deployment.nodes.len();
+        let placed = auths.into_iter().enumerate().map(|(i, a)| (i % nodes, a));
+        Self::open_placed(ctx, deployment, placed.collect(), stats).await
+    }
+
+    /// As [`Traffic::open`], each client on the node (index) it is given with.
+    pub async fn open_placed(
+        ctx: &Ctx,
+        deployment: &Deployment,
+        placed: Vec<(usize, String)>,
+        stats: bool,
+    ) -> anyhow::Result<Self> {
         let shared = conn::Shared::new(32);
-        let n = auths.len();
-        let (clients, _) = connect_all(deployment, auths, &shared, ctx.plan.concurrency).await?;
+        let n = placed.len();
+        let (clients, _) =
+            connect_placed(deployment, placed, &shared, ctx.plan.concurrency).await?;
         let mut controls = Vec::new();
         for (k, node) in deployment.nodes.iter().enumerate().filter(|_| stats) {
             let spec = Spec {
@@ -90,7 +104,7 @@ impl Traffic {
         let rate = first_rate.min(WARM_UP_RATE);
         let mut losses = None;
         for _ in 0..WARM_UP_TRIES {
-            let step = self
+            let (step, _) = self
                 .measure(ctx, deployment, "warm-up", rate, Duration::from_millis(500))
                 .await?;
             if step.passed {
@@ -111,7 +125,7 @@ impl Traffic {
         run: &mut Run,
     ) -> anyhow::Result<()> {
         for &rate in rates {
-            let step = self
+            let (step, _) = self
                 .step(ctx, deployment, format!("{rate} msg/s"), rate)
                 .await?;
             let passed = step.passed;
@@ -123,16 +137,17 @@ impl Traffic {
         Ok(())
     }
 
-    /// One step at `rate` messages per second, all senders together.
-    async fn step(
+    /// One step at `rate` messages per second, all senders together; with what each client
+    /// sent (and the server did not refuse), by index.
+    pub async fn step(
         &self,
         ctx: &mut Ctx,
         deployment: &mut Deployment,
         label: String,
         rate: f64,
-    ) -> anyhow::Result<Step> {
+    ) -> anyhow::Result<(Step, Vec<u64>)> {
         let duration = ctx.plan.duration;
-        let step = self
+        let (step, sent) = self
             .measure(ctx, deployment, &label, rate, duration)
             .await?;
         eprintln!(
@@ -149,7 +164,7 @@ impl Traffic {
             step.latency.max_ms,
             if step.passed { "" } else { "  (fails)" },
         );
-        Ok(step)
+        Ok((step, sent))
     }
 
     async fn measure(
@@ -159,7 +174,7 @@ impl Traffic {
         label: &str,
         rate: f64,
         duration: Duration,
-    ) -> anyhow::Result<Step> {
+    ) -> anyhow::Result<(Step, Vec<u64>)> {
         if self.senders.is_empty() {
             bail!("no senders");
         }
@@ -206,6 +221,23 @@ impl Traffic {
                 .settle(&sent, &refused, &mut losses);
         }
         let latency = self.shared.latencies.summary();
+        // What each client sent and the server did not refuse (a refused broadcast is neither
+        // published nor delivered).
+        let accepted: Vec<u64> = sent
+            .iter()
+            .zip(&refused)
+            .map(|(&n, refused)| {
+                let words = refused.iter().enumerate();
+                let excused: u64 = words
+                    .map(|(i, word)| match n.saturating_sub(i as u64 * 64) {
+                        0 => 0,
+                        k if k >= 64 => u64::from(word.count_ones()),
+                        k => u64::from((word & ((1u64 << k) - 1)).count_ones()),
+                    })
+                    .sum();
+                n - excused.min(n)
+            })
+            .collect();
         let total: u64 = sent.iter().sum();
         let passed = total > 0
             && losses.lost == 0
@@ -214,7 +246,7 @@ impl Traffic {
             && losses.refused == 0
             && losses.closed == 0
             && latency.p99_ms <= ctx.plan.max_p99_ms;
-        Ok(Step {
+        let step = Step {
             label: label.to_string(),
             rate,
             secs,
@@ -227,7 +259,8 @@ impl Traffic {
             server: growth(&counters_before, &counters_after),
             extra: BTreeMap::new(),
             passed,
-        })
+        };
+        Ok((step, accepted))
     }
 
     /// A sender the server disconnected goes on sending until it reads the disconnect, and the
@@ -263,7 +296,7 @@ impl Traffic {
     }
 
     /// Each node's numeric counters, flattened (`adapter.lost`, `warnings.socketioxide_redis`…).
-    async fn counters(&self) -> anyhow::Result<BTreeMap<String, BTreeMap<String, f64>>> {
+    pub async fn counters(&self) -> anyhow::Result<BTreeMap<String, BTreeMap<String, f64>>> {
         let mut all = BTreeMap::new();
         for (node, spec) in &self.controls {
             let control = Conn::open(spec.clone(), self.shared.clone()).await?;

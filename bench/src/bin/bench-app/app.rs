@@ -29,6 +29,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Rooms of `/` on every node.
     fn rooms(&self, io: SocketIo<Self::A>) -> impl Future<Output = Result<usize, String>> + Send;
 
+    /// Puts the socket in `rooms` (before it is connected).
+    fn join(
+        &self,
+        socket: &SocketRef<Self::A>,
+        rooms: Vec<String>,
+    ) -> impl Future<Output = ()> + Send;
+
     /// Called before the socket is connected, with its handshake auth.
     fn connected(&self, socket: &SocketRef<Self::A>, auth: &Value);
 
@@ -77,8 +84,13 @@ pub async fn listen<B: Backend>(
     let auth = auth.unwrap_or(Value::Null);
     backend.connected(&socket, &auth);
     if let Some(rooms) = auth["rooms"].as_array() {
-        for room in rooms.iter().filter_map(Value::as_str) {
-            socket.join(room.to_string());
+        let rooms: Vec<String> = rooms
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+        if !rooms.is_empty() {
+            backend.join(&socket, rooms).await;
         }
     }
     socket.on("m", on_message::<B>);

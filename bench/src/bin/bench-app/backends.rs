@@ -10,7 +10,8 @@ use fred::{
 };
 use serde_json::{Value, json};
 use socketio_cluster::{
-    Cluster, ClusterAdapter, ClusterConfig, ClusterError, RedisDriver, RedisDriverConfig, Target,
+    Cluster, ClusterAdapter, ClusterConfig, ClusterError, RedisDriver, RedisDriverConfig,
+    SubscriptionMode, Target,
 };
 use socketioxide::{
     SocketIo, SocketIoBuilder,
@@ -33,6 +34,8 @@ pub struct Settings {
     pub ws_read_buffer: Option<usize>,
     pub receive_buffer: Option<usize>,
     pub stream_buffer: Option<usize>,
+    pub sharded: Option<bool>,
+    pub subscription_mode: Option<SubscriptionMode>,
 }
 
 impl Settings {
@@ -71,6 +74,13 @@ impl Backend for ClusterBackend {
             .map_err(|e| e.to_string())
     }
 
+    /// In sharded dynamic modes the room's channel is subscribed before the socket is in it.
+    async fn join(&self, socket: &SocketRef<Self::A>, rooms: Vec<String>) {
+        if let Err(err) = self.0.join(socket, rooms).await {
+            tracing::warn!(%err, "cannot join rooms");
+        }
+    }
+
     fn connected(&self, socket: &SocketRef<Self::A>, auth: &Value) {
         // Node.js apps set socket.data; fetchSockets ships it, so the comparison carries it too.
         if let Err(err) = socketio_cluster::track(socket, &json!({ "i": auth["i"] })) {
@@ -89,6 +99,9 @@ impl Backend for ClusterBackend {
             "evicted": s.evicted,
             "rejected": s.rejected,
             "request_timeouts": s.request_timeouts,
+            "reconnects": s.reconnects,
+            "requests": s.requests,
+            "rooms_reconciled": s.rooms_reconciled,
         })
     }
 
@@ -113,12 +126,16 @@ pub async fn cluster(settings: &Settings, warnings: WarningCounter) -> anyhow::R
     if let Some(n) = settings.receive_buffer {
         driver_config.receive_buffer = n;
     }
+    if let Some(sharded) = settings.sharded {
+        driver_config.sharded = sharded;
+    }
     let driver = RedisDriver::connect(driver_config).await?;
     let cluster = Cluster::new(
         driver,
         ClusterConfig {
             key: settings.key.clone(),
             node_name: settings.node_name.clone(),
+            subscription_mode: settings.subscription_mode.unwrap_or_default(),
             ..ClusterConfig::default()
         },
     );
@@ -149,6 +166,10 @@ impl Backend for SocketioxideRedisBackend {
 
     async fn rooms(&self, io: SocketIo<Self::A>) -> Result<usize, String> {
         io.rooms().await.map(|r| r.len()).map_err(|e| e.to_string())
+    }
+
+    async fn join(&self, socket: &SocketRef<Self::A>, rooms: Vec<String>) {
+        socket.join(rooms);
     }
 
     fn connected(&self, _socket: &SocketRef<Self::A>, _auth: &Value) {}

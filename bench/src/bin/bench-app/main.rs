@@ -3,12 +3,15 @@
 //! same app on Node.js. Prints `listening <port>` once it serves.
 //!
 //! What a client can do (namespace `/`):
-//! - handshake `auth: { rooms: [..], i: n }`: join those rooms (`i` becomes the socket data);
+//! - handshake `auth: { rooms: [..], i: n }`: join those rooms (`i` becomes the socket data; on
+//!   our adapter with `Cluster::join`, which subscribes a room's channel first in sharded dynamic
+//!   modes);
 //! - `m` with `{ r: room, .. }`: the payload is broadcast as `m` to the room, the sender included;
 //! - `count` (ack): the number of sockets of the namespace on every node, read with their data
 //!   where the adapter ships it;
 //! - `rooms` (ack): the number of rooms of the namespace on every node;
-//! - `stats` (ack): this node's counters of what it dropped or failed to send.
+//! - `stats` (ack): this node's counters of what it dropped or failed to send, and the adapter's
+//!   own (`adapter.received`: every pub/sub message it read from Redis, heartbeats included).
 
 mod app;
 mod backends;
@@ -58,6 +61,15 @@ struct Args {
     /// socketioxide-redis only: the per-channel stream buffer (its default is 1024).
     #[arg(long)]
     stream_buffer: Option<usize>,
+    /// Our adapter only: sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`, Redis 7) or classic
+    /// (`PSUBSCRIBE`/`PUBLISH`); unset: the library's default for the URL (sharded for
+    /// `redis-cluster://`, classic otherwise).
+    #[arg(long)]
+    sharded: Option<bool>,
+    /// Our adapter only, with sharded pub/sub: `static`, `dynamic` or `dynamic-private`
+    /// (unset: the library's default, dynamic).
+    #[arg(long)]
+    subscription_mode: Option<socketio_cluster::SubscriptionMode>,
 }
 
 #[tokio::main]
@@ -77,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
         ws_read_buffer: args.ws_read_buffer,
         receive_buffer: args.receive_buffer,
         stream_buffer: args.stream_buffer,
+        sharded: args.sharded,
+        subscription_mode: args.subscription_mode,
     };
     let router = match args.r#impl {
         Impl::Cluster => backends::cluster(&settings, warnings).await?,
