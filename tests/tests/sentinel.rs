@@ -145,7 +145,10 @@ async fn nodes_follow_a_sentinel_failover_and_chat_resumes() -> anyhow::Result<(
     // The promoted replica had the room's sequence (it was in sync), but it cannot know that: the
     // next message starts a new epoch, so that no seq is ever given twice in one epoch.
     assert_eq!(sent["seq"], json!(2));
-    assert_ne!(sent["epoch"], before["epoch"], "a new epoch after a failover");
+    assert_ne!(
+        sent["epoch"], before["epoch"],
+        "a new epoch after a failover"
+    );
     // Bob saw the new epoch, rejoined with `since` and holds both messages, in order.
     let texts: Vec<&Value> = bob.view().values().map(|m| &m["text"]).collect();
     assert_eq!(texts, [&json!("before"), &json!("after the failover")]);
