@@ -227,6 +227,15 @@ impl<B: Backend> Chat<B> {
         let req: JoinRequest = parse(payload)?;
         check_room(&req.room)?;
         self.ensure_capacity()?;
+        let max = self.config.max_rooms_per_socket;
+        {
+            let rooms = session.rooms.lock().unwrap();
+            if !rooms.contains(&req.room) && rooms.len() >= max {
+                return Err(ChatError::bad_request(format!(
+                    "a socket may be in at most {max} rooms: leave one first"
+                )));
+            }
+        }
         let identity = {
             let mut identity = session.identity.lock().unwrap();
             let no_room_yet = session.rooms.lock().unwrap().is_empty();

@@ -105,6 +105,11 @@ pub struct Config {
     /// A room's history expires this long after its last message.
     #[arg(long, env = "HISTORY_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub history_ttl_secs: u64,
+    /// Rooms one socket may be in at once; a `join` beyond is a `bad_request`. Each room a socket
+    /// is in costs presence entries in Redis and, in sharded mode, may cost its node a
+    /// subscription.
+    #[arg(long, env = "MAX_ROOMS_PER_SOCKET", default_value_t = 100)]
+    pub max_rooms_per_socket: usize,
     /// Namespaces this node serves at most (`/` included); a connect to one more is refused.
     #[arg(long, env = "MAX_NAMESPACES", default_value_t = 1000)]
     pub max_namespaces: usize,
@@ -214,7 +219,13 @@ impl Config {
 
     /// Refuses values the node cannot work with, naming the variable.
     pub fn check(&self) -> anyhow::Result<()> {
-        let ranges: [(&str, u64, u64, u64); 15] = [
+        let ranges: [(&str, u64, u64, u64); 16] = [
+            (
+                "MAX_ROOMS_PER_SOCKET",
+                self.max_rooms_per_socket as u64,
+                1,
+                100_000,
+            ),
             (
                 "PRESENCE_SHARDS",
                 u64::from(self.presence_shards()),

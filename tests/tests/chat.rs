@@ -483,6 +483,32 @@ async fn bad_requests_get_each_error_code_and_hurt_nobody_else() -> anyhow::Resu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_joins_at_most_max_rooms_per_socket() -> anyhow::Result<()> {
+    let c = cluster("max-rooms", 1, |config| config.max_rooms_per_socket = 2).await?;
+    let mut eve = user(&c.nodes[0], "/", "eve").await;
+    let mut join_code = async |room: &str| -> anyhow::Result<String> {
+        let ack = eve
+            .emit_with_ack("join", &[json!({ "room": room })])
+            .await?;
+        Ok(ack[0]["error"]["code"].as_str().unwrap_or("ok").to_string())
+    };
+    assert_eq!(join_code("one").await?, "ok");
+    assert_eq!(join_code("two").await?, "ok");
+    assert_eq!(join_code("three").await?, "bad_request");
+    // Joining a room it is in again is no new room; leaving one makes room for another.
+    assert_eq!(join_code("one").await?, "ok");
+    let ack = eve
+        .emit_with_ack("leave", &[json!({ "room": "two" })])
+        .await?;
+    assert_eq!(ack[0]["ok"], json!(true));
+    let ack = eve
+        .emit_with_ack("join", &[json!({ "room": "three" })])
+        .await?;
+    assert_eq!(ack[0]["ok"], json!(true), "{ack:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_auth_secret_only_valid_tokens_connect() -> anyhow::Result<()> {
     let c = cluster("auth", 1, |config| {
         config.auth_secret = Some("s3cret".into())
