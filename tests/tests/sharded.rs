@@ -212,3 +212,44 @@ async fn room_channels_are_subscribed_again_after_the_subscriber_connections_dro
     assert_eq!(bob.event("msg").await?, [json!("again")]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_private_mode_gives_each_socket_its_own_channel() -> anyhow::Result<()> {
+    init_tracing();
+    let hub = MemoryHub::sharded();
+    let key = unique_key("private");
+    let mut nodes: Vec<TestNode<MemoryDriver>> = Vec::new();
+    for i in 0..2 {
+        let hub = hub.clone();
+        let config = ClusterConfig {
+            subscription_mode: SubscriptionMode::DynamicPrivate,
+            ..test_config(&format!("node-{i}"), &key)
+        };
+        nodes.push(TestNode::start(config, move || async move { Ok(hub.driver()) }).await?);
+    }
+    let mut dave = client(&nodes[0], "dave", &[]).await;
+    let sid = nodes[0]
+        .io
+        .sockets()
+        .into_iter()
+        .next()
+        .expect("one socket")
+        .id;
+    let channel = format!("{key}#/#{sid}#");
+    let probe = hub.driver();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while probe.num_sub(vec![channel.clone()]).await?[0] != 1 {
+        anyhow::ensure!(Instant::now() < deadline, "{channel} was never subscribed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Expected, not a room joined behind the adapter's back.
+    assert_eq!(nodes[0].cluster.stats().rooms_reconciled, 0);
+    nodes[1]
+        .io
+        .to(sid.to_string())
+        .emit("msg", &"just you")
+        .await
+        .unwrap();
+    assert_eq!(dave.event("msg").await?, [json!("just you")]);
+    Ok(())
+}

@@ -93,12 +93,12 @@ impl RoomChannels {
 
     /// Subscribes the rooms `local_rooms` lists (with their channels) that are not, unsubscribes
     /// the subscribed ones it does not list. `local_rooms` is read after the check began. Returns
-    /// how many rooms had local sockets but no subscription.
+    /// the rooms that had local sockets but no subscription.
     pub async fn reconcile<D: Driver>(
         &self,
         driver: &D,
         local_rooms: impl FnOnce() -> HashMap<String, String>,
-    ) -> Result<usize, DriverError> {
+    ) -> Result<Vec<String>, DriverError> {
         let _one_batch = self.changes.lock().await;
         let idle: HashMap<String, u64> = {
             let mut states = self.rooms.lock().unwrap();
@@ -160,7 +160,7 @@ impl RoomChannels {
                 return Err(err);
             }
         }
-        Ok(missing.len())
+        Ok(missing.into_iter().map(|(room, _)| room).collect())
     }
 
     /// The channels subscribed now.
@@ -213,10 +213,11 @@ mod tests {
         assert_eq!(channels.subscribed(), ["k#/#a#"]);
         // Entering, not yet in the local table: the reconciliation keeps it.
         let found = channels.reconcile(&driver, HashMap::new).await.unwrap();
-        assert_eq!((found, channels.subscribed().len()), (0, 1));
+        assert!(found.is_empty());
+        assert_eq!(channels.subscribed().len(), 1);
         drop(entering);
         let local = || HashMap::from([room("a")]);
-        assert_eq!(channels.reconcile(&driver, local).await.unwrap(), 0);
+        assert!(channels.reconcile(&driver, local).await.unwrap().is_empty());
         assert_eq!(channels.subscribed().len(), 1);
         channels.reconcile(&driver, HashMap::new).await.unwrap();
         assert!(channels.subscribed().is_empty());
@@ -228,11 +229,13 @@ mod tests {
         let driver = hub.driver();
         let channels = RoomChannels::default();
         let local = || HashMap::from([room("b"), room("c")]);
-        assert_eq!(channels.reconcile(&driver, local).await.unwrap(), 2);
+        let mut found = channels.reconcile(&driver, local).await.unwrap();
+        found.sort();
+        assert_eq!(found, ["b", "c"]);
         let mut subscribed = channels.subscribed();
         subscribed.sort();
         assert_eq!(subscribed, ["k#/#b#", "k#/#c#"]);
-        assert_eq!(channels.reconcile(&driver, local).await.unwrap(), 0);
+        assert!(channels.reconcile(&driver, local).await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -251,7 +254,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(found, 0);
+        assert!(found.is_empty());
         assert_eq!(channels.subscribed(), ["k#/#d#"]);
     }
 }
