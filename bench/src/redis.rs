@@ -23,18 +23,20 @@ const CLUSTER_READY: &str = "CLUSTER READY";
 /// Starts the three nodes and the cluster in the container (shared with the tests).
 const NODES_SCRIPT: &str = include_str!("../../scripts/redis-cluster-nodes.sh");
 
+/// `docker run -d --rm --network host` of `args` (the image, then its command): its container id.
+fn run_on_host_network(args: &[&str]) -> anyhow::Result<String> {
+    let mut run = vec!["run", "-d", "--rm", "--network", "host"];
+    run.extend_from_slice(args);
+    docker(&run)
+}
+
 impl Redis {
     /// `docker run` of `image` in the host's network namespace, on a free loopback port: a
     /// published port would put Docker's userland proxy, copying every byte, between Redis and
     /// the nodes, and measure the proxy as much as the adapters.
     pub fn start(image: &str) -> anyhow::Result<Self> {
         let port = procs::free_port()?.to_string();
-        let out = docker(&[
-            "run",
-            "-d",
-            "--rm",
-            "--network",
-            "host",
+        let out = run_on_host_network(&[
             image,
             "redis-server",
             "--bind",
@@ -68,12 +70,7 @@ impl Redis {
     /// `127.0.0.1:P`. The same start as the tests' `RedisCluster`, with the docker CLI.
     pub fn start_cluster(image: &str) -> anyhow::Result<Self> {
         let [p0, p1, p2] = cluster_ports()?;
-        let out = docker(&[
-            "run",
-            "-d",
-            "--rm",
-            "--network",
-            "host",
+        let out = run_on_host_network(&[
             image,
             "sh",
             "-c",
