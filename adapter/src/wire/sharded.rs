@@ -35,6 +35,34 @@ const ALL_ROOMS_RESPONSE: u8 = 101;
 /// A join, leave or disconnect was applied.
 pub(crate) const APPLIED: u8 = 102;
 
+/// The sharded type of each classic request (a broadcast with ack is a request).
+const REQUESTS: [(RequestType, u8); 7] = [
+    (RequestType::Broadcast, BROADCAST),
+    (RequestType::RemoteJoin, SOCKETS_JOIN),
+    (RequestType::RemoteLeave, SOCKETS_LEAVE),
+    (RequestType::RemoteDisconnect, DISCONNECT_SOCKETS),
+    (RequestType::RemoteFetch, FETCH_SOCKETS),
+    (RequestType::ServerSideEmit, SERVER_SIDE_EMIT),
+    (RequestType::AllRooms, ALL_ROOMS),
+];
+
+/// The sharded type of each classic response kind; a response of no kind is [`APPLIED`].
+const RESPONSES: [(RequestType, u8); 5] = [
+    (RequestType::RemoteFetch, FETCH_SOCKETS_RESPONSE),
+    (RequestType::ServerSideEmit, SERVER_SIDE_EMIT_RESPONSE),
+    (RequestType::BroadcastClientCount, BROADCAST_CLIENT_COUNT),
+    (RequestType::BroadcastAck, BROADCAST_ACK),
+    (RequestType::AllRooms, ALL_ROOMS_RESPONSE),
+];
+
+fn sharded_type(table: &[(RequestType, u8)], kind: RequestType) -> Option<u8> {
+    table.iter().find(|(k, _)| *k == kind).map(|(_, t)| *t)
+}
+
+fn classic_type(table: &[(RequestType, u8)], kind: u8) -> Option<RequestType> {
+    table.iter().find(|(_, t)| *t == kind).map(|(k, _)| *k)
+}
+
 /// `{type, data, uid, nsp}`.
 #[derive(Serialize, Deserialize)]
 struct Envelope<T> {
@@ -75,19 +103,11 @@ pub(crate) fn encode_broadcast(nsp: &str, msg: BroadcastMessage) -> Result<Vec<u
 
 /// Encodes a request of node `uid`.
 pub(crate) fn encode_request(nsp: &str, req: &WireRequest) -> Result<Vec<u8>, WireError> {
-    let kind = match req.kind {
-        Some(RequestType::Broadcast) => BROADCAST,
-        Some(RequestType::RemoteJoin) => SOCKETS_JOIN,
-        Some(RequestType::RemoteLeave) => SOCKETS_LEAVE,
-        Some(RequestType::RemoteDisconnect) => DISCONNECT_SOCKETS,
-        Some(RequestType::RemoteFetch) => FETCH_SOCKETS,
-        Some(RequestType::ServerSideEmit) => SERVER_SIDE_EMIT,
-        Some(RequestType::AllRooms) => ALL_ROOMS,
-        other => {
-            return Err(WireError::Data(format!(
-                "no sharded form for request {other:?}"
-            )));
-        }
+    let Some(kind) = req.kind.and_then(|kind| sharded_type(&REQUESTS, kind)) else {
+        return Err(WireError::Data(format!(
+            "no sharded form for request {:?}",
+            req.kind
+        )));
     };
     let uid = req.uid.clone().unwrap_or_default();
     let data = WireRequest {
@@ -100,14 +120,10 @@ pub(crate) fn encode_request(nsp: &str, req: &WireRequest) -> Result<Vec<u8>, Wi
 
 /// Encodes a response of node `res.uid`.
 pub(crate) fn encode_response(nsp: &str, res: &WireResponse) -> Result<Vec<u8>, WireError> {
-    let kind = match res.kind {
-        Some(RequestType::RemoteFetch) => FETCH_SOCKETS_RESPONSE,
-        Some(RequestType::ServerSideEmit) => SERVER_SIDE_EMIT_RESPONSE,
-        Some(RequestType::BroadcastClientCount) => BROADCAST_CLIENT_COUNT,
-        Some(RequestType::BroadcastAck) => BROADCAST_ACK,
-        Some(RequestType::AllRooms) => ALL_ROOMS_RESPONSE,
-        _ => APPLIED,
-    };
+    let kind = res
+        .kind
+        .and_then(|kind| sharded_type(&RESPONSES, kind))
+        .unwrap_or(APPLIED);
     let uid = res.uid.clone().unwrap_or_default();
     let data = WireResponse {
         kind: None,
@@ -158,61 +174,36 @@ pub(crate) fn decode_inbound(payload: &[u8]) -> Result<(String, Inbound), WireEr
         nsp,
     } = decode::<Envelope<Value>>(payload)?;
     let has_request_id = field(&data, "requestId").is_some();
-    let inbound = match kind {
-        BROADCAST if !has_request_id => {
-            let BroadcastData { mut packet, opts } = from_value(data)?;
-            packet.nsp.get_or_insert_with(|| nsp.clone());
-            Inbound::Broadcast(BroadcastMessage(uid, packet, opts))
+    let inbound = if kind == BROADCAST && !has_request_id {
+        let BroadcastData { mut packet, opts } = from_value(data)?;
+        packet.nsp.get_or_insert_with(|| nsp.clone());
+        Inbound::Broadcast(BroadcastMessage(uid, packet, opts))
+    } else if let Some(classic) = classic_type(&REQUESTS, kind) {
+        if kind == SERVER_SIDE_EMIT {
+            rename(&mut data, "packet", "data");
         }
-        BROADCAST | SOCKETS_JOIN | SOCKETS_LEAVE | DISCONNECT_SOCKETS | FETCH_SOCKETS
-        | SERVER_SIDE_EMIT | ALL_ROOMS => {
-            if kind == SERVER_SIDE_EMIT {
-                rename(&mut data, "packet", "data");
-            }
-            let mut req: WireRequest = from_value(data)?;
-            req.kind = Some(match kind {
-                BROADCAST => RequestType::Broadcast,
-                SOCKETS_JOIN => RequestType::RemoteJoin,
-                SOCKETS_LEAVE => RequestType::RemoteLeave,
-                DISCONNECT_SOCKETS => RequestType::RemoteDisconnect,
-                FETCH_SOCKETS => RequestType::RemoteFetch,
-                SERVER_SIDE_EMIT => RequestType::ServerSideEmit,
-                _ => RequestType::AllRooms,
-            });
-            req.uid = Some(uid);
-            Inbound::Request(req)
+        let mut req: WireRequest = from_value(data)?;
+        req.kind = Some(classic);
+        req.uid = Some(uid);
+        Inbound::Request(req)
+    } else if kind == APPLIED || classic_type(&RESPONSES, kind).is_some() {
+        let classic = classic_type(&RESPONSES, kind);
+        if kind == SERVER_SIDE_EMIT_RESPONSE {
+            rename(&mut data, "packet", "data");
         }
-        FETCH_SOCKETS_RESPONSE
-        | SERVER_SIDE_EMIT_RESPONSE
-        | BROADCAST_CLIENT_COUNT
-        | BROADCAST_ACK
-        | ALL_ROOMS_RESPONSE
-        | APPLIED => {
-            let classic = match kind {
-                FETCH_SOCKETS_RESPONSE => Some(RequestType::RemoteFetch),
-                SERVER_SIDE_EMIT_RESPONSE => Some(RequestType::ServerSideEmit),
-                BROADCAST_CLIENT_COUNT => Some(RequestType::BroadcastClientCount),
-                BROADCAST_ACK => Some(RequestType::BroadcastAck),
-                ALL_ROOMS_RESPONSE => Some(RequestType::AllRooms),
-                _ => None,
-            };
-            if kind == SERVER_SIDE_EMIT_RESPONSE {
-                rename(&mut data, "packet", "data");
+        if let Value::Map(fields) = &mut data {
+            fields.retain(|(k, _)| k.as_str() != Some("type") && k.as_str() != Some("uid"));
+            if let Some(kind) = classic {
+                fields.push(("type".into(), Value::from(kind as u8)));
             }
-            if let Value::Map(fields) = &mut data {
-                fields.retain(|(k, _)| k.as_str() != Some("type") && k.as_str() != Some("uid"));
-                if let Some(kind) = classic {
-                    fields.push(("type".into(), Value::from(kind as u8)));
-                }
-                fields.push(("uid".into(), Value::from(uid)));
-            }
-            // The classic reader takes fetch responses straight off their bytes.
-            let mut bytes = Vec::new();
-            rmpv::encode::write_value(&mut bytes, &data)
-                .map_err(|e| WireError::Data(e.to_string()))?;
-            Inbound::Response(decode_response(&Bytes::from(bytes))?)
+            fields.push(("uid".into(), Value::from(uid)));
         }
-        _ => Inbound::Ignored,
+        // The classic reader takes fetch responses straight off their bytes.
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &data).map_err(|e| WireError::Data(e.to_string()))?;
+        Inbound::Response(decode_response(&Bytes::from(bytes))?)
+    } else {
+        Inbound::Ignored
     };
     Ok((nsp, inbound))
 }
