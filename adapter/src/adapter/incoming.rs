@@ -67,16 +67,17 @@ impl<D: Driver> ClusterAdapter<D> {
                 .await;
             }
             RequestType::RemoteJoin | RequestType::RemoteLeave | RequestType::RemoteDisconnect => {
-                match (local_opts, &req.sid) {
+                let applied = match (local_opts, &req.sid) {
                     (Some(opts), _) => {
                         let rooms = req.rooms.clone().unwrap_or_default();
-                        if let Err(err) = self.apply_membership(kind, opts, rooms).await {
-                            tracing::warn!(%err, nsp = %self.nsp, "could not apply a join of another node");
-                            return;
-                        }
+                        self.apply_membership(kind, opts, rooms).await
                     }
                     (None, Some(sid)) => self.apply_to_one(kind, sid, req.room.clone()).await,
                     (None, None) => return self.node.malformed("request", &"no target"),
+                };
+                if let Err(err) = applied {
+                    tracing::warn!(%err, nsp = %self.nsp, "could not apply a join of another node");
+                    return;
                 }
                 if req.request_id.is_some() {
                     reply(response).await;
@@ -147,15 +148,18 @@ impl<D: Driver> ClusterAdapter<D> {
     }
 
     /// The single-socket form of join/leave/disconnect used by older Node.js adapters.
-    async fn apply_to_one(&self, kind: RequestType, sid: &str, room: Option<String>) {
-        let Ok(sid) = sid.parse::<Sid>() else { return };
+    async fn apply_to_one(
+        &self,
+        kind: RequestType,
+        sid: &str,
+        room: Option<String>,
+    ) -> Result<(), crate::error::ClusterError> {
+        let Ok(sid) = sid.parse::<Sid>() else {
+            return Ok(());
+        };
         let opts = BroadcastOptions::new(sid);
-        if let Err(err) = self
-            .apply_membership(kind, opts, room.into_iter().collect())
+        self.apply_membership(kind, opts, room.into_iter().collect())
             .await
-        {
-            tracing::warn!(%err, nsp = %self.nsp, "could not apply a join of another node");
-        }
     }
 
     async fn on_server_event(&self, req: &WireRequest) -> Option<serde_json::Value> {

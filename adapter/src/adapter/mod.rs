@@ -309,7 +309,7 @@ impl<D: Driver> ClusterAdapter<D> {
     /// Subscribes the namespace's channels, once, so it hears the cluster and is counted and
     /// asked by the other nodes.
     pub(crate) async fn join_cluster(&self) -> Result<(), ClusterError> {
-        let joined_now = std::sync::atomic::AtomicBool::new(false);
+        let joined_before = self.joined.initialized();
         self.joined
             .get_or_try_init(|| async {
                 let node = &self.node;
@@ -325,13 +325,13 @@ impl<D: Driver> ClusterAdapter<D> {
                     node.left_cluster();
                     return Err(err);
                 }
-                joined_now.store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok::<_, ClusterError>(())
             })
             .await?;
         // Once joined, so the heartbeat lists the namespace: the others then wait for this node's
-        // answers to their requests in it right away, not from its next heartbeat on.
-        if joined_now.load(std::sync::atomic::Ordering::Relaxed) {
+        // answers to their requests in it right away, not from its next heartbeat on. (Callers
+        // racing the first join may each send one: a heartbeat more is harmless.)
+        if !joined_before {
             self.node.send_heartbeat(false).await;
             tracing::debug!(nsp = %self.nsp, "namespace joined the cluster");
         }

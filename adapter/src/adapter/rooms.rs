@@ -14,10 +14,7 @@
 //!   local sockets are unsubscribed, unless a socket is entering them or entered since the check
 //!   began.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Mutex,
-};
+use std::{collections::HashMap, sync::Mutex};
 
 use crate::{driver::Driver, error::DriverError};
 
@@ -180,8 +177,6 @@ impl RoomChannels {
             .filter_map(|room| states.get(room))
             .filter(|s| !s.subscribed)
             .map(|s| s.channel.clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
             .collect()
     }
 

@@ -70,8 +70,9 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Counts the subscribers of `probe` (as [`Driver::num_sub`]), then publishes `payload` on
     /// `channel`, with no subscription changing in between: a request then waits for exactly the
-    /// nodes that receive it. When sharded, that promise holds for `probe[0]`, which is `channel`. No default: two steps would not keep that promise, and a wrapper
-    /// that forgot to forward this method would silently fall back to them.
+    /// nodes that receive it. When sharded, that promise holds for `probe[0]`, which is `channel`.
+    /// No default: two steps would not keep that promise, and a wrapper that forgot to forward
+    /// this method would silently fall back to them.
     fn num_sub_then_publish(
         &self,
         probe: Vec<String>,

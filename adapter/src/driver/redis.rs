@@ -43,7 +43,8 @@ pub struct RedisDriverConfig {
     /// frozen or unreachable Redis fails requests instead of holding them.
     pub command_timeout: Duration,
     /// Sharded pub/sub (see [`Driver::sharded`]); [`RedisDriverConfig::new`] sets it for a
-    /// Redis Cluster URL ([`RedisDriverConfig::is_cluster_url`]). It needs Redis 7.0 or later, standalone or Cluster.
+    /// Redis Cluster URL ([`RedisDriverConfig::is_cluster_url`]). It needs Redis 7.0 or later,
+    /// standalone or Cluster.
     pub sharded: bool,
 }
 

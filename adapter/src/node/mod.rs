@@ -430,16 +430,13 @@ impl<D: Driver, N: Namespace> Node<D, N> {
     /// Hands a message from another node to whom it is for.
     fn dispatch(self: &Arc<Self>, channel: &str, payload: bytes::Bytes) {
         Stats::add(&self.stats.received, 1);
-        let key = &self.config.key;
-        if channel == keys::heartbeat_channel(key) {
-            return self.on_heartbeat(&payload);
-        }
-        let inbound = match self.protocol {
-            Protocol::Classic => classic_inbound(key, channel, &payload),
-            Protocol::Sharded(_) if channel.starts_with(key.as_str()) => {
-                sharded::decode_inbound(&payload).map(Some)
-            }
-            Protocol::Sharded(_) => Ok(None),
+        // Every channel of the sharded protocol reads as a broadcast channel of the classic one
+        // (`{key}#…`); the message itself says what it is.
+        let inbound = match (self.protocol, keys::route(&self.config.key, channel)) {
+            (_, Route::Heartbeat) => return self.on_heartbeat(&payload),
+            (_, Route::Other) => Ok(None),
+            (Protocol::Classic, route) => classic_inbound(route, &payload).map(Some),
+            (Protocol::Sharded(_), _) => sharded::decode_inbound(&payload).map(Some),
         };
         match inbound {
             Ok(Some((nsp, inbound))) => self.handle(&nsp, inbound),
@@ -499,19 +496,20 @@ impl<D: Driver, N: Namespace> Node<D, N> {
     }
 }
 
-/// A message on a channel of the classic protocol: its namespace (from the channel) and content.
+/// A message of the classic protocol on a channel `route`d to a namespace: the namespace and the
+/// message.
 fn classic_inbound(
-    key: &str,
-    channel: &str,
+    route: Route<'_>,
     payload: &bytes::Bytes,
-) -> Result<Option<(String, Inbound)>, WireError> {
-    let (nsp, inbound) = match keys::route(key, channel) {
+) -> Result<(String, Inbound), WireError> {
+    let (nsp, inbound) = match route {
         Route::Broadcast { nsp } => (nsp, Inbound::Broadcast(wire::decode(payload)?)),
         Route::Request { nsp } => (nsp, Inbound::Request(wire::decode(payload)?)),
         Route::Response { nsp } => (nsp, Inbound::Response(wire::decode_response(payload)?)),
-        Route::Heartbeat | Route::Other => return Ok(None),
+        // The caller handles these channels itself.
+        Route::Heartbeat | Route::Other => ("", Inbound::Ignored),
     };
-    Ok(Some((nsp.to_string(), inbound)))
+    Ok((nsp.to_string(), inbound))
 }
 
 async fn receive_loop<D: Driver, N: Namespace>(
