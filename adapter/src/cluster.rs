@@ -20,6 +20,7 @@ use crate::{
     node::{
         Node, ServerEvent, ServerEventHandler,
         membership::{NodeEvent, NodeInfo},
+        requests::Expect,
     },
     opts::Target,
     socket::{RemoteSocket, SocketActions},
@@ -330,16 +331,42 @@ impl<D: Driver> Cluster<D> {
         self.0.publish(channel, payload).await
     }
 
-    /// Emits `event` to every other node and collects one ack per node.
+    /// Emits `event` to every other node and collects one ack per node, as Node's
+    /// `serverSideEmit` with a callback: every node serving `nsp` is waited for, Node.js ones
+    /// included (which answer only if they listen for `event`).
     pub async fn server_side_emit_with_ack(
         &self,
         nsp: &str,
         event: &str,
         args: Vec<Value>,
     ) -> Result<Vec<Value>, ClusterError> {
+        self.emit_to_servers(nsp, event, args, Expect::AllNodes)
+            .await
+    }
+
+    /// Emits `event` to every other node and collects the acks of this crate's nodes: for events
+    /// only they handle. Node.js nodes of a mixed cluster hear it too, but are not waited for, so
+    /// their silence costs no timeout.
+    pub async fn server_side_emit_with_ack_of_own_nodes(
+        &self,
+        nsp: &str,
+        event: &str,
+        args: Vec<Value>,
+    ) -> Result<Vec<Value>, ClusterError> {
+        self.emit_to_servers(nsp, event, args, Expect::OwnNodes)
+            .await
+    }
+
+    async fn emit_to_servers(
+        &self,
+        nsp: &str,
+        event: &str,
+        args: Vec<Value>,
+        expect: Expect,
+    ) -> Result<Vec<Value>, ClusterError> {
         let channels = self.0.channels_for(nsp).await?;
         self.0
-            .server_side_emit_with_ack(nsp, &channels, event_data(event, &args))
+            .server_side_emit_with_ack(nsp, &channels, event_data(event, &args), expect)
             .await
     }
 

@@ -357,7 +357,7 @@ async fn change_rooms<B: Backend>(
         ("sockets_leave", "chat_leave")
     };
     chat.change_rooms(io, &change).await;
-    let others = chat.cluster.server_side_emit_with_ack(
+    let others = chat.cluster.server_side_emit_with_ack_of_own_nodes(
         ns,
         ROOM_CHANGE_EVENT,
         vec![serde_json::to_value(&change).map_err(ChatError::internal)?],

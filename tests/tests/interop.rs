@@ -483,6 +483,91 @@ async fn room_changes_and_disconnects_cross_both_ways(mixed: &Mixed) -> anyhow::
     Ok(())
 }
 
+in_both_response_modes!(admin_room_changes_answer_promptly_in_a_mixed_cluster);
+/// The admin API's join, leave and disconnect in a mixed cluster: the chat's room change is a
+/// server-side event only `chat-server` nodes handle, so the Node.js node (which hears it and
+/// never answers) is not waited for. Each call answers within `PROMPT` and is effective wherever
+/// its socket is: on the Node.js node, on the other Rust node and on the node asked.
+async fn admin_room_changes_answer_promptly_in_a_mixed_cluster(
+    mixed: &Mixed,
+) -> anyhow::Result<()> {
+    const PROMPT: Duration = Duration::from_millis(100);
+    let mut users = Users::new(mixed).await;
+    let staff_members = || mixed.members(1, "staff");
+    // (user, the Rust node whose admin API is asked)
+    for (user, asked) in [("n1", 0), ("r1", 1), ("r2", 1)] {
+        let id = users.id(user);
+        let target = json!({ "target": { "socketId": id }, "rooms": ["staff"] });
+        let took = admin_post(mixed, asked, "/api/sockets/join", &target).await?;
+        println!("admin join of {user} via rust-{asked}: {took:?}");
+        assert!(took < PROMPT, "the join of {user} took {took:?}");
+        wait_for(staff_members, BTreeSet::from([id.clone()])).await?;
+        mixed
+            .node
+            .call(
+                "emit",
+                json!({ "rooms": ["staff"], "event": "staff", "args": [user] }),
+            )
+            .await?;
+        users
+            .assert_received("staff", &[json!(user)], &[user])
+            .await;
+        if user.starts_with('r') {
+            // On a chat-server node the join is the chat's: the socket may post in the room.
+            let client = &mut users.all.iter_mut().find(|(u, _)| *u == user).unwrap().1;
+            let ack = client
+                .emit_with_ack("message", &[json!({ "room": "staff", "text": "hi" })])
+                .await?;
+            assert_eq!(ack[0]["ok"], json!(true), "{user} may post: {ack:?}");
+            let message = ack[0]["message"].clone();
+            users.assert_received("message", &[message], &[user]).await;
+        }
+        let took = admin_post(mixed, asked, "/api/sockets/leave", &target).await?;
+        println!("admin leave of {user} via rust-{asked}: {took:?}");
+        assert!(took < PROMPT, "the leave of {user} took {took:?}");
+        wait_for(staff_members, BTreeSet::new()).await?;
+    }
+    // The reverse: Node.js joins a Rust socket (it waits for nobody), seen by the Rust nodes.
+    let started = Instant::now();
+    mixed
+        .node
+        .call(
+            "socketsJoin",
+            json!({ "rooms": [users.id("r1")], "join": ["staff"] }),
+        )
+        .await?;
+    assert!(started.elapsed() < PROMPT);
+    wait_for(staff_members, users.ids(&["r1"])).await?;
+    for (user, asked) in [("n2", 0), ("r1", 1), ("r2", 1)] {
+        let target = json!({ "target": { "socketId": users.id(user) } });
+        let took = admin_post(mixed, asked, "/api/sockets/disconnect", &target).await?;
+        println!("admin disconnect of {user} via rust-{asked}: {took:?}");
+        assert!(took < PROMPT, "the disconnect of {user} took {took:?}");
+        users.assert_disconnected(&[user]).await;
+    }
+    Ok(())
+}
+
+/// POSTs `body` to the admin API of Rust node `i`; fails unless it answers `{ ok: true }`.
+/// Returns how long it took.
+async fn admin_post(mixed: &Mixed, i: usize, path: &str, body: &Value) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let res = reqwest::Client::new()
+        .post(mixed.rust[i].url(path))
+        .bearer_auth(cluster_tests::ADMIN_TOKEN)
+        .json(body)
+        .send()
+        .await?;
+    let took = started.elapsed();
+    let status = res.status();
+    let answer: Value = res.json().await?;
+    anyhow::ensure!(
+        status.is_success() && answer == json!({ "ok": true }),
+        "{path} answered {status}: {answer}"
+    );
+    Ok(took)
+}
+
 in_both_response_modes!(remote_socket_actions_reach_every_kind_of_node);
 /// `RemoteSocket` from `fetch_sockets` acts on its socket wherever it is, as Node's does: this
 /// node, the other Rust node and the Node.js node.

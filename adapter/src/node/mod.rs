@@ -6,7 +6,7 @@
 
 pub(crate) mod membership;
 mod pending;
-mod requests;
+pub(crate) mod requests;
 
 use std::{
     collections::{HashMap, HashSet},

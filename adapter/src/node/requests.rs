@@ -415,12 +415,14 @@ impl<D: Driver, N: Namespace> Node<D, N> {
         Ok(sockets)
     }
 
-    /// Emits an event to the server side of every other node and collects one ack per node.
+    /// Emits an event to the server side of the other nodes and collects one ack per node it
+    /// waits for.
     pub async fn server_side_emit_with_ack(
         &self,
         nsp: &str,
         channels: &Channels,
         data: rmpv::Value,
+        expect: Expect,
     ) -> Result<Vec<serde_json::Value>, ClusterError> {
         let req = WireRequest {
             kind: Some(RequestType::ServerSideEmit),
@@ -428,22 +430,15 @@ impl<D: Driver, N: Namespace> Node<D, N> {
             ..Default::default()
         };
         let mut acks = Vec::new();
-        self.ask(
-            nsp,
-            channels,
-            req,
-            "serverSideEmit",
-            Expect::AllNodes,
-            |res| {
-                if let Some(data) = res
-                    .data
-                    .as_ref()
-                    .and_then(|d| crate::value::wire_to_json(d).ok())
-                {
-                    acks.push(data);
-                }
-            },
-        )
+        self.ask(nsp, channels, req, "serverSideEmit", expect, |res| {
+            if let Some(data) = res
+                .data
+                .as_ref()
+                .and_then(|d| crate::value::wire_to_json(d).ok())
+            {
+                acks.push(data);
+            }
+        })
         .await?;
         Ok(acks)
     }
