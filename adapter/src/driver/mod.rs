@@ -25,7 +25,9 @@ pub enum Incoming {
     /// The transport had to discard this many messages because they arrived faster than they
     /// were read. Pub/sub cannot replay them; the protocol counts and logs the loss.
     Lost(u64),
-    /// The connection was re-established (and subscriptions restored).
+    /// The connection was re-established and its subscriptions restored: whatever was published
+    /// while it was down never arrived, and from now on everything does. Say it only once the
+    /// subscriptions are back: clients told to resync before that could miss more.
     Reconnected,
 }
 

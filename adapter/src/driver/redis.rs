@@ -17,7 +17,7 @@ use fred::{
     },
 };
 use futures_util::stream;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{Driver, Incoming, IncomingStream};
 use crate::error::DriverError;
@@ -134,6 +134,9 @@ pub struct RedisDriver {
     sharded: bool,
     /// The task restoring subscriptions after each reconnection.
     resubscriber: tokio::task::AbortHandle,
+    /// Told each time the subscriptions are restored after a reconnection: only from then on
+    /// does the node hear the cluster again, so only then may its clients resync.
+    restored: broadcast::Sender<()>,
 }
 
 impl RedisDriver {
@@ -166,12 +169,17 @@ impl RedisDriver {
             .map_err(DriverError::new)?;
         publisher.init().await.map_err(DriverError::new)?;
         subscriber.init().await.map_err(DriverError::new)?;
-        let resubscriber = tokio::spawn(resubscribe_after_reconnects(subscriber.clone()));
+        let (restored, _) = broadcast::channel(16);
+        let resubscriber = tokio::spawn(resubscribe_after_reconnects(
+            subscriber.clone(),
+            restored.clone(),
+        ));
         Ok(Self {
             publisher,
             subscriber,
             sharded: config.sharded,
             resubscriber: resubscriber.abort_handle(),
+            restored,
         })
     }
 
@@ -346,7 +354,7 @@ impl Driver for RedisDriver {
     }
 
     fn incoming(&self) -> IncomingStream {
-        let state = (self.subscriber.message_rx(), self.subscriber.reconnect_rx());
+        let state = (self.subscriber.message_rx(), self.restored.subscribe());
         Box::pin(stream::unfold(
             state,
             |(mut messages, mut reconnects)| async move {
@@ -359,7 +367,7 @@ impl Driver for RedisDriver {
                         Err(RecvError::Lagged(n)) => Incoming::Lost(n),
                         Err(RecvError::Closed) => return None,
                     },
-                    server = reconnects.recv() => match server {
+                    restored = reconnects.recv() => match restored {
                         Ok(_) | Err(RecvError::Lagged(_)) => Incoming::Reconnected,
                         Err(RecvError::Closed) => return None,
                     },
@@ -371,10 +379,13 @@ impl Driver for RedisDriver {
 }
 
 /// Restores the subscriber's subscriptions after each reconnection (fred tracks them), retrying
-/// each second until it succeeds. Not fred's `manage_subscriptions`: it gives up at its first
+/// each second until it succeeds, then tells `restored`. Not fred's `manage_subscriptions`: it gives up at its first
 /// failed step, and with only sharded channels its first step, a `SUBSCRIBE` of no channel, fails:
 /// their subscriptions were never restored.
-async fn resubscribe_after_reconnects(subscriber: SubscriberClient) {
+async fn resubscribe_after_reconnects(
+    subscriber: SubscriberClient,
+    restored: broadcast::Sender<()>,
+) {
     let mut reconnects = subscriber.reconnect_rx();
     loop {
         match reconnects.recv().await {
@@ -385,6 +396,7 @@ async fn resubscribe_after_reconnects(subscriber: SubscriberClient) {
             tracing::error!(%err, "could not restore subscriptions after a reconnection; retrying in 1 s");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        let _ = restored.send(());
     }
 }
 
