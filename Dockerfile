@@ -36,7 +36,8 @@ USER chat
 ENTRYPOINT ["/usr/local/bin/chat-server"]
 
 FROM runtime-base AS prebuilt
-COPY target/dist/chat-server /usr/local/bin/chat-server
+ARG BINARY=target/dist/chat-server
+COPY ${BINARY} /usr/local/bin/chat-server
 COPY web/dist /app/web
 COPY web/node_modules/socket.io-client/dist /app/socket.io-client
 

@@ -4,6 +4,10 @@
 # project of its own, runs tests/src/bin/compose_e2e.rs through the load balancer, and tears it
 # all down — also on failure, after printing the services' logs. Then the same on the
 # `redis-cluster` profile (a 3-master Redis Cluster, the nodes in sharded mode).
+#
+#   scripts/compose-e2e.sh [classic] [cluster]   which deployments (default: both)
+#   E2E_CARGO_PROFILE=dev                        package the debug build instead of `dist` (CI:
+#                                                it is built already; `dist` takes minutes more)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOG_PREFIX=compose-e2e
@@ -28,9 +32,14 @@ build_image() {
   fi
 }
 
-cargo build --locked --profile dist -p chat-server
-log "building image chat-server:e2e (target prebuilt)"
-build_image --quiet --target prebuilt -t chat-server:e2e . >/dev/null
+profile=${E2E_CARGO_PROFILE:-dist}
+case $profile in
+  dev) binary=target/debug/chat-server ;;
+  *) binary=target/$profile/chat-server ;;
+esac
+cargo build --locked --profile "$profile" -p chat-server
+log "building image chat-server:e2e (target prebuilt, $binary)"
+build_image --quiet --target prebuilt --build-arg "BINARY=$binary" -t chat-server:e2e . >/dev/null
 
 export CHAT_IMAGE=chat-server:e2e CHAT_RESTART=no ADMIN_TOKEN=e2e-admin-token
 export REDIS_PASSWORD="e2e-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
@@ -70,5 +79,12 @@ run() {
 }
 
 compose=("${base[@]}")
-run classic
-run cluster -f docker-compose.yml -f docker-compose.cluster.yml --profile redis-cluster
+deployments=("$@")
+[ ${#deployments[@]} -gt 0 ] || deployments=(classic cluster)
+for deployment in "${deployments[@]}"; do
+  case $deployment in
+    classic) run classic ;;
+    cluster) run cluster -f docker-compose.yml -f docker-compose.cluster.yml --profile redis-cluster ;;
+    *) log "unknown deployment $deployment (classic or cluster)"; exit 2 ;;
+  esac
+done
