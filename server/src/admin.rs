@@ -18,7 +18,8 @@ use subtle::ConstantTimeEq;
 use crate::{
     backend::Backend,
     chat::{Adapter, Chat, ROOM_CHANGE_EVENT, RoomChange},
-    metrics::Snapshot,
+    connections::Refusal,
+    metrics::{self, Snapshot},
     protocol::{ChatError, ErrorCode, MAX_ROOM_LEN, check_name, check_room, valid_namespace},
 };
 
@@ -463,7 +464,14 @@ const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn ready<B: Backend>(State(chat): State<Arc<Chat<B>>>) -> Response {
     let started = chat.cluster.uid().is_some();
-    if started && B::is_ready(chat.cluster.driver(), READY_DEADLINE).await {
+    if !chat.admission.ready() {
+        // Existing clients stay; the balancer sends new ones elsewhere.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: near MAX_CONNECTIONS",
+        )
+            .into_response()
+    } else if started && B::is_ready(chat.cluster.driver(), READY_DEADLINE).await {
         (StatusCode::OK, "ready").into_response()
     } else {
         (
@@ -481,6 +489,16 @@ async fn metrics<B: Backend>(State(chat): State<Arc<Chat<B>>>) -> Response {
         sockets: me.map_or(0, |n| n.sockets),
         rooms: chat.local_room_count(),
         cluster: chat.cluster.stats(),
+        connections: {
+            let a = &chat.admission;
+            metrics::Connections {
+                open: a.open(),
+                max: a.limits().max,
+                ready: a.ready(),
+                refused_full: a.refused(Refusal::Full),
+                refused_per_ip: a.refused(Refusal::PerIp),
+            }
+        },
     });
     (
         [(

@@ -25,6 +25,8 @@ use tokio::sync::Semaphore;
 use crate::{
     backend::Backend,
     config::Config,
+    connections::{Admission, Permit},
+    fanout::{self, RoomSizes},
     history::{Draft, History},
     identity::{AuthError, Identity, identify},
     metrics::Metrics,
@@ -48,11 +50,15 @@ pub struct Chat<B: Backend> {
     pub cluster: Cluster<B::Driver>,
     pub presence: B::Presence,
     pub history: History,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// The sessions this node holds, against `MAX_CONNECTIONS`.
+    pub admission: Arc<Admission>,
     /// Sockets being authenticated, per namespace (see `namespaces`).
     pub connecting: Connecting,
-    /// Local members per `nsp|room`, for the rooms gauge.
+    /// Local members per `nsp|room`, for the rooms gauge and the fan-out budget.
     local_rooms: Mutex<HashMap<String, usize>>,
+    /// Rooms' cluster-wide sizes, for the fan-out budget.
+    room_sizes: RoomSizes,
 }
 
 /// Per-socket state, kept in the socket's extensions.
@@ -61,6 +67,8 @@ struct Session {
     identity: Arc<Mutex<Identity>>,
     rooms: Arc<Mutex<BTreeSet<String>>>,
     limiter: Arc<Mutex<RateLimiter>>,
+    /// Bytes × recipients its messages may still cost (see [`crate::fanout`]).
+    fanout: Arc<Mutex<RateLimiter>>,
     /// One permit per request being handled (`MAX_IN_FLIGHT`).
     in_flight: Arc<Semaphore>,
 }
@@ -75,14 +83,18 @@ impl<B: Backend> Chat<B> {
         presence: B::Presence,
         history: History,
     ) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let admission = Admission::new(config.connection_limits(), metrics.clone());
         Self {
             config,
             cluster,
             presence,
             history,
-            metrics: Metrics::default(),
+            metrics,
+            admission,
             connecting: Connecting::default(),
             local_rooms: Mutex::default(),
+            room_sizes: RoomSizes::default(),
         }
     }
 
@@ -468,6 +480,16 @@ impl<B: Backend> Chat<B> {
             check_name("clientId", client_id, MAX_CLIENT_ID_LEN)?;
         }
         self.metrics.messages_in.inc();
+        let recipients = self.recipients(socket.ns(), &req.room).await?;
+        let cost = fanout::cost(req.text.len(), recipients);
+        if !session.fanout.lock().unwrap().try_take_amount(cost) {
+            return Err(ChatError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "this message would reach {recipients} people: your fan-out budget is spent for now; slow down or shorten it"
+                ),
+            ));
+        }
         self.ensure_capacity()?;
         let from = session.identity.lock().unwrap().member();
         let draft = Draft {
@@ -497,6 +519,26 @@ impl<B: Backend> Chat<B> {
             tracing::debug!(room = %req.room, seq = posted.message.seq, "a retried message was already stored");
         }
         Ok(ok_ack(json!({ "message": posted.message })))
+    }
+
+    /// How many a message to `room` reaches: its sockets on this node or its online users in
+    /// the cluster, whichever is more (the latter read at most once a second).
+    async fn recipients(&self, nsp: &str, room: &str) -> Result<usize, ChatError> {
+        let place = socketio_cluster::keys::place(nsp, room);
+        let local = self.local_rooms.lock().unwrap().get(&place).copied();
+        let cluster = match self.room_sizes.recent(&place) {
+            Some(size) => size,
+            None => {
+                let size = self
+                    .presence
+                    .count(nsp, room)
+                    .await
+                    .map_err(ChatError::internal)?;
+                self.room_sizes.remember(&place, size);
+                size
+            }
+        };
+        Ok(cluster.max(local.unwrap_or_default()))
     }
 
     /// A disconnected socket starts a leave timer in each of its rooms.
@@ -564,8 +606,15 @@ async fn authenticate<B: Backend>(
             chat.config.rate_limit_per_sec,
             chat.config.rate_limit_burst,
         ))),
+        fanout: Arc::new(Mutex::new(RateLimiter::new(
+            chat.config.fanout_bytes_per_sec,
+            chat.config.fanout_burst_bytes,
+        ))),
     });
     listen::<B>(&socket);
+    if let Some(permit) = socket.req_parts().extensions.get::<Arc<Permit>>() {
+        permit.connected();
+    }
     Ok(())
 }
 

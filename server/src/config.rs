@@ -1,9 +1,11 @@
 //! Configuration: every option is a CLI flag and an environment variable of the same name.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use socketio_cluster::SubscriptionMode;
+
+use crate::connections::{Limits, sizing};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -73,6 +75,13 @@ pub struct Config {
     /// Events a socket may send in a burst.
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 20.0)]
     pub rate_limit_burst: f64,
+    /// Bytes times recipients one socket's messages may cost per second, sustained (the fan-out
+    /// budget): a message's size times the room's size. Beyond it, `rate_limited`.
+    #[arg(long, env = "FANOUT_BYTES_PER_SEC", default_value_t = 8_000_000.0)]
+    pub fanout_bytes_per_sec: f64,
+    /// The fan-out budget one socket may spend at once.
+    #[arg(long, env = "FANOUT_BURST_BYTES", default_value_t = 32_000_000.0)]
+    pub fanout_burst_bytes: f64,
     /// Prefix of Redis channels and keys (the Node.js adapter's `key`).
     #[arg(long, env = "REDIS_KEY", default_value = "socket.io")]
     pub redis_key: String,
@@ -148,6 +157,34 @@ pub struct Config {
     /// A client that does not connect to a namespace within this is closed.
     #[arg(long, env = "CONNECT_TIMEOUT_MS", default_value_t = 45_000)]
     pub connect_timeout_ms: u64,
+    /// A connection must send a request's complete headers within this, or it is closed
+    /// (slowloris); an idle keep-alive connection is closed after the same time.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_header_timeout_ms: u64,
+    /// A request body (a long-polling POST) must arrive within this.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_body_timeout_ms: u64,
+    /// A polling session upgrading to WebSocket must finish the upgrade within this.
+    #[arg(long, env = "WS_UPGRADE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ws_upgrade_timeout_ms: u64,
+    /// Socket.IO sessions this node holds at once; beyond it a new one is refused before the
+    /// upgrade (HTTP 503, `Retry-After`). Unset: what 75 % of the memory limit holds at 32 KiB a
+    /// connection, and at most the open-file limit less 256.
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Sessions one client address may hold; unset: no limit. Behind a load balancer, list its
+    /// addresses in `TRUSTED_PROXIES`, or every client counts as the balancer.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Comma-separated addresses of proxies whose `X-Forwarded-For` names the client.
+    #[arg(long, env = "TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+    /// `/readyz` turns not-ready when the node holds this percentage of `MAX_CONNECTIONS`…
+    #[arg(long, env = "READY_HIGH_WATER_PERCENT", default_value_t = 90)]
+    pub ready_high_water_percent: u64,
+    /// …and ready again once it holds no more than this percentage.
+    #[arg(long, env = "READY_LOW_WATER_PERCENT", default_value_t = 80)]
+    pub ready_low_water_percent: u64,
 }
 
 /// Who may use Socket.IO from another origin (`CORS_ORIGINS`).
@@ -203,6 +240,49 @@ impl Config {
         Duration::from_millis(self.connect_timeout_ms)
     }
 
+    pub fn http_header_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_header_timeout_ms)
+    }
+
+    pub fn http_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_body_timeout_ms)
+    }
+
+    pub fn ws_upgrade_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_upgrade_timeout_ms)
+    }
+
+    /// The admission limits: `MAX_CONNECTIONS` or its default from the memory and open-file
+    /// limits (the soft file limit is raised to the hard one first), and the water marks.
+    pub fn connection_limits(&self) -> Limits {
+        let files = sizing::raise_file_limit();
+        let max = self
+            .max_connections
+            .unwrap_or_else(|| sizing::default_max_connections(sizing::memory_limit(), files));
+        let mark = |percent: u64| (max as u64 * percent / 100) as usize;
+        Limits {
+            max,
+            per_ip: self.max_connections_per_ip,
+            high_water: mark(self.ready_high_water_percent).max(1),
+            low_water: mark(self.ready_low_water_percent),
+        }
+    }
+
+    /// The addresses of `TRUSTED_PROXIES`.
+    pub fn trusted_proxies(&self) -> anyhow::Result<Vec<IpAddr>> {
+        self.trusted_proxies
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| anyhow::anyhow!("TRUSTED_PROXIES: {a} is not an IP address"))
+            })
+            .collect()
+    }
+
     pub fn namespace_idle(&self) -> Duration {
         Duration::from_secs(self.namespace_idle_secs)
     }
@@ -219,7 +299,49 @@ impl Config {
 
     /// Refuses values the node cannot work with, naming the variable.
     pub fn check(&self) -> anyhow::Result<()> {
-        let ranges: [(&str, u64, u64, u64); 16] = [
+        let ranges: [(&str, u64, u64, u64); 23] = [
+            (
+                "HTTP_HEADER_TIMEOUT_MS",
+                self.http_header_timeout_ms,
+                50,
+                3_600_000,
+            ),
+            (
+                "HTTP_BODY_TIMEOUT_MS",
+                self.http_body_timeout_ms,
+                50,
+                3_600_000,
+            ),
+            (
+                "WS_UPGRADE_TIMEOUT_MS",
+                self.ws_upgrade_timeout_ms,
+                50,
+                3_600_000,
+            ),
+            (
+                "MAX_CONNECTIONS",
+                self.max_connections.unwrap_or(1) as u64,
+                1,
+                10_000_000,
+            ),
+            (
+                "MAX_CONNECTIONS_PER_IP",
+                self.max_connections_per_ip.unwrap_or(1) as u64,
+                1,
+                10_000_000,
+            ),
+            (
+                "READY_HIGH_WATER_PERCENT",
+                self.ready_high_water_percent,
+                1,
+                100,
+            ),
+            (
+                "READY_LOW_WATER_PERCENT",
+                self.ready_low_water_percent,
+                0,
+                self.ready_high_water_percent.saturating_sub(1),
+            ),
             (
                 "MAX_ROOMS_PER_SOCKET",
                 self.max_rooms_per_socket as u64,
@@ -267,6 +389,10 @@ impl Config {
             self.rate_limit_per_sec > 0.0 && self.rate_limit_burst >= 1.0,
             "RATE_LIMIT_PER_SEC must be above 0 and RATE_LIMIT_BURST at least 1"
         );
+        anyhow::ensure!(
+            self.fanout_bytes_per_sec > 0.0 && self.fanout_burst_bytes >= 1.0,
+            "FANOUT_BYTES_PER_SEC must be above 0 and FANOUT_BURST_BYTES at least 1"
+        );
         let path = &self.socketio_path;
         anyhow::ensure!(
             path.len() > 1
@@ -280,6 +406,7 @@ impl Config {
              with /, hold only letters, digits and /-_.~, and stay out of /api"
         );
         self.cors()?;
+        self.trusted_proxies()?;
         Ok(())
     }
 
@@ -317,6 +444,7 @@ impl Config {
             &mut self.admin_token,
             &mut self.auth_secret,
             &mut self.cors_origins,
+            &mut self.trusted_proxies,
         ] {
             if value.as_deref().is_some_and(str::is_empty) {
                 *value = None;

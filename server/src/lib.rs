@@ -10,6 +10,8 @@ pub mod backend;
 pub mod chat;
 pub mod client_bundle;
 pub mod config;
+pub mod connections;
+pub mod fanout;
 pub mod history;
 pub mod identity;
 pub mod metrics;
@@ -28,7 +30,6 @@ use axum::{
     extract::Request,
     http::{HeaderValue, Method, header},
     response::IntoResponse,
-    serve::ListenerExt,
 };
 use socketio_cluster::{Cluster, ClusterConfig, presence::PresenceStore};
 use socketioxide::SocketIo;
@@ -39,7 +40,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use chat::{Adapter, Chat};
 pub use config::{Config, Cors};
 
-use crate::backend::{Backend, Shared};
+use crate::{
+    backend::{Backend, Shared},
+    connections::gate::Gate,
+};
 
 /// How long a graceful shutdown may take before the node gives up waiting.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
@@ -100,6 +104,7 @@ impl<B: Backend> Server<B> {
             .ping_interval(chat.config.ping_interval())
             .ping_timeout(chat.config.ping_timeout())
             .connect_timeout(chat.config.connect_timeout())
+            .upgrade_timeout(chat.config.ws_upgrade_timeout())
             .max_buffer_size(chat.config.socket_buffer)
             .ws_read_buffer_size(chat.config.ws_read_buffer)
             .max_payload(chat.config.max_payload_bytes)
@@ -120,8 +125,22 @@ impl<B: Backend> Server<B> {
         let sweeper = timers::spawn_sweeper(io.clone(), chat.clone());
 
         web::report(&chat.config.web_dir);
+        let gate = Gate::new(
+            chat.admission.clone(),
+            chat.metrics.clone(),
+            chat.config.http_body_timeout(),
+            chat.config.trusted_proxies()?,
+        );
+        let limits = chat.admission.limits();
+        tracing::info!(
+            max_connections = limits.max,
+            high_water = limits.high_water,
+            low_water = limits.low_water,
+            per_ip = ?limits.per_ip,
+            "admission limits"
+        );
         let mut app = admin::routes(chat.clone(), io.clone())
-            .merge(socketio_routes(&chat.config, socketio)?)
+            .merge(socketio_routes(&chat.config, socketio, gate)?)
             .merge(web::routes(&chat.config.web_dir));
         if chat.config.serve_client {
             app = app.merge(client_bundle::routes(
@@ -149,20 +168,9 @@ impl<B: Backend> Server<B> {
                     io.close().await;
                 }
             };
-            let service = app.into_make_service_with_connect_info::<SocketAddr>();
-            // Small broadcasts must leave at once, not wait for the client's delayed ACK (Nagle's
-            // algorithm adds up to 40 ms); Node.js servers turn it off too.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(err) = tcp.set_nodelay(true) {
-                    tracing::warn!(%err, "cannot set TCP_NODELAY");
-                }
-            });
-            if let Err(err) = axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(%err, "server error");
-            }
+            let header_timeout = task_chat.config.http_header_timeout();
+            let metrics = task_chat.metrics.clone();
+            connections::serve::serve(listener, app, header_timeout, metrics, shutdown).await;
             timers.abort();
             sweeper.abort();
             let grace = task_chat.config.leave_grace();
@@ -205,13 +213,18 @@ impl<B: Backend> Server<B> {
 
 /// The Socket.IO endpoint at `SOCKETIO_PATH`, with CORS for the origins of `CORS_ORIGINS` (and
 /// only there: the admin API never answers another origin).
-fn socketio_routes<S>(config: &Config, socketio: S) -> anyhow::Result<Router>
+fn socketio_routes<S>(config: &Config, socketio: S, gate: Arc<Gate>) -> anyhow::Result<Router>
 where
     S: Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Response: IntoResponse,
     S::Future: Send,
 {
-    let router = Router::new().route_service(&format!("{}/", config.socketio_path), socketio);
+    let router = Router::new()
+        .route_service(&format!("{}/", config.socketio_path), socketio)
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            connections::gate::admit,
+        ));
     let cors = match config.cors()? {
         None => return Ok(router),
         Some(Cors::Any) => CorsLayer::new().allow_origin(AllowOrigin::any()),

@@ -14,7 +14,7 @@ use prometheus_client::{
 };
 use socketio_cluster::ClusterStats;
 
-use crate::protocol::ErrorCode;
+use crate::{connections::Phase, protocol::ErrorCode};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
@@ -29,6 +29,11 @@ struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RecoveredLabel {
     recovered: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +55,7 @@ pub struct Metrics {
     rejected: Family<CodeLabel, Counter>,
     requests: Family<OpLabel, Counter>,
     request_seconds: Family<OpLabel, Histogram>,
+    timeouts: Family<PhaseLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -68,6 +74,7 @@ impl Default for Metrics {
             request_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0002, 2.0, 16))
             }),
+            timeouts: Family::default(),
         }
     }
 }
@@ -78,6 +85,16 @@ pub struct Snapshot<'a> {
     pub sockets: u64,
     pub rooms: usize,
     pub cluster: ClusterStats,
+    pub connections: Connections,
+}
+
+/// The admission of sessions, read at scrape (see [`crate::connections`]).
+pub struct Connections {
+    pub open: usize,
+    pub max: usize,
+    pub ready: bool,
+    pub refused_full: u64,
+    pub refused_per_ip: u64,
 }
 
 impl Metrics {
@@ -95,6 +112,12 @@ impl Metrics {
         self.disconnects
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// A client was cut off in `phase` for being too slow or silent.
+    pub fn count_timeout(&self, phase: Phase) {
+        let phase = phase.as_str();
+        self.timeouts.get_or_create(&PhaseLabel { phase }).inc();
     }
 
     /// A join with `since`, and whether it recovered everything after it.
@@ -185,6 +208,43 @@ impl Metrics {
             "chat_presence_reregistered",
             "Sockets registered again in presence after the store forgot this node",
             self.presence_reregistered.clone(),
+        );
+        let conns = snap.connections;
+        registry.register(
+            "http_connections_open",
+            "Socket.IO sessions this node holds (counted against MAX_CONNECTIONS)",
+            ConstGauge::new(conns.open as i64),
+        );
+        registry.register(
+            "http_connections_max",
+            "MAX_CONNECTIONS of this node",
+            ConstGauge::new(conns.max as i64),
+        );
+        registry.register(
+            "http_ready",
+            "1 while /readyz reports ready (below the high-water mark, or back below the low one)",
+            ConstGauge::new(i64::from(conns.ready)),
+        );
+        let refused = Family::<ReasonLabel, Counter>::default();
+        for (reason, n) in [
+            ("full", conns.refused_full),
+            ("per_ip", conns.refused_per_ip),
+        ] {
+            refused
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .inc_by(n);
+        }
+        registry.register(
+            "http_connections_refused",
+            "New sessions refused with 503: the node was full, or the address held MAX_CONNECTIONS_PER_IP",
+            refused,
+        );
+        registry.register(
+            "http_timeouts",
+            "Connections cut off for being slow or silent, by phase: request headers (slowloris), request body, or a session that never connected to a namespace",
+            self.timeouts.clone(),
         );
         let c = snap.cluster;
         registry.register(

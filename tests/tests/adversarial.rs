@@ -89,6 +89,16 @@ async fn metric(node: &ChatNode, name: &str) -> anyhow::Result<f64> {
     Ok(line.rsplit(' ').next().unwrap_or("0").parse()?)
 }
 
+/// The value of metric `name` on the line that carries `label`.
+async fn labelled_metric(node: &ChatNode, name: &str, label: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(node.url("/metrics")).await?.text().await?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .ok_or_else(|| anyhow::anyhow!("no metric {name} with {label}"))?;
+    Ok(line.rsplit(' ').next().unwrap_or("0").parse()?)
+}
+
 /// Defect 1: connect packets naming ever new namespaces, with or without credentials, used to
 /// subscribe 4 channels each, list every name in every heartbeat, and keep them forever, until
 /// Redis dropped the node's subscriber.
@@ -617,5 +627,434 @@ async fn presence_is_rebuilt_from_the_nodes_after_redis_loses_its_data() -> anyh
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(online(&http, &nodes[1].url("")).await?, ["alice", "bob"]);
+    Ok(())
+}
+
+/// One receiver's view of a room through every connection it needed: the seqs it holds, and how
+/// often the node disconnected it.
+#[derive(Default)]
+struct ReceiverView {
+    seqs: std::collections::BTreeSet<u64>,
+    disconnects: u32,
+}
+
+/// A receiver that never looks at seq gaps: it rejoins (with `since`) only when its node
+/// disconnects it, so a loss the node does not own up to stays a loss.
+async fn receive_until(
+    port: u16,
+    id: &str,
+    room: &str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<ReceiverView> {
+    let mut got = ReceiverView::default();
+    let mut epoch: Option<Value> = None;
+    while !*stop.borrow() {
+        let mut client = Client::connect(port, "/", auth(id), json!(1)).await?;
+        let mut join = json!({ "room": room });
+        if let (Some(epoch), Some(seq)) = (&epoch, got.seqs.last()) {
+            join["since"] = json!({ "epoch": epoch, "seq": seq });
+        }
+        let ack = client.emit_with_ack("join", &[join]).await?;
+        let ack = &ack[0];
+        anyhow::ensure!(ack["ok"] == json!(true), "join failed: {ack}");
+        if epoch.is_some() {
+            anyhow::ensure!(ack["recovered"] == json!(true), "not recovered: {ack}");
+        }
+        for m in ack["history"].as_array().into_iter().flatten() {
+            epoch = Some(m["epoch"].clone());
+            got.seqs.insert(m["seq"].as_u64().unwrap_or_default());
+        }
+        'connected: while !*stop.borrow() {
+            for event in client.drain(Duration::from_millis(50)).await {
+                match event {
+                    Received::Event { name, args } if name == "message" => {
+                        epoch = Some(args[0]["epoch"].clone());
+                        got.seqs.insert(args[0]["seq"].as_u64().unwrap_or_default());
+                    }
+                    Received::Disconnected => {
+                        got.disconnects += 1;
+                        break 'connected;
+                    }
+                    Received::Event { .. } => {}
+                }
+            }
+        }
+    }
+    Ok(got)
+}
+
+/// Sends `n` messages to `room` on the node at `port`, reconnecting whenever its node
+/// disconnects it, retrying with the same `clientId` until acked; returns the acked seqs.
+async fn send_acked(port: u16, id: &str, room: &str, n: usize) -> anyhow::Result<Vec<u64>> {
+    let mut acked = Vec::new();
+    let mut client: Option<Client> = None;
+    for i in 0..n {
+        let message =
+            json!({ "room": room, "text": format!("{id} {i}"), "clientId": format!("{id}-{i}") });
+        loop {
+            let c = match &mut client {
+                Some(c) if c.disconnected_at().is_none() => c,
+                _ => {
+                    let mut c = Client::connect(port, "/", auth(id), json!(1)).await?;
+                    join(&mut c, room).await?;
+                    client.insert(c)
+                }
+            };
+            match c
+                .emit_with_ack("message", std::slice::from_ref(&message))
+                .await
+            {
+                Ok(ack) if ack[0]["ok"] == json!(true) => {
+                    acked.push(ack[0]["message"]["seq"].as_u64().unwrap_or_default());
+                    break;
+                }
+                _ => client = None,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    Ok(acked)
+}
+
+/// Defect (self-protection 3): a node whose subscriber reconnected told its clients to resync as
+/// soon as the connection was back, before its subscriptions were, so what was published in
+/// between reached nobody on that node and nobody was told. Under chat load, the subscriber
+/// connections are killed three times: every receiver either got every acked message live or
+/// was disconnected and recovered the rest with `since`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_kills_under_load_leave_no_receiver_missing_an_acked_message()
+-> anyhow::Result<()> {
+    init_tracing();
+    let redis = TestRedis::start().await?;
+    // Separate processes, as in production: each node's subscriber is its own.
+    let env = [
+        ("REDIS_URL", redis.url()),
+        ("REDIS_KEY", unique_key("subkill")),
+        ("RATE_LIMIT_PER_SEC", "100".into()),
+        ("HISTORY_LEN", "10000".into()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let nodes = [
+        NodeProcess::start("subkill-a", free_port()?, &env).await?,
+        NodeProcess::start("subkill-b", free_port()?, &env).await?,
+    ];
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let receivers: Vec<_> = (0..2)
+        .map(|i| {
+            let (port, stopped) = (nodes[1].port, stopped.clone());
+            tokio::spawn(
+                async move { receive_until(port, &format!("rx{i}"), "load", stopped).await },
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let senders: Vec<_> = (0..5)
+        .map(|i| {
+            let port = nodes[0].port;
+            tokio::spawn(async move { send_acked(port, &format!("tx{i}"), "load", 60).await })
+        })
+        .collect();
+    let admin = redis_client(&redis).await?;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let killed: i64 = admin
+            .custom(
+                CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
+                vec!["KILL", "TYPE", "pubsub"],
+            )
+            .await?;
+        println!("CLIENT KILL TYPE pubsub closed {killed} connections");
+    }
+    let mut acked = std::collections::BTreeSet::new();
+    for sender in senders {
+        acked.extend(sender.await??);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.send(true)?;
+    let mut reconnects = 0.0;
+    for node in &nodes {
+        let text = reqwest::get(format!("{}/metrics", node.url()))
+            .await?
+            .text()
+            .await?;
+        reconnects += text
+            .lines()
+            .find(|l| l.starts_with("redis_reconnects_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_default();
+    }
+    println!(
+        "{} messages acked; subscriber reconnects {reconnects}",
+        acked.len()
+    );
+    for (i, receiver) in receivers.into_iter().enumerate() {
+        let got = receiver.await??;
+        let missing: Vec<_> = acked.difference(&got.seqs).collect();
+        println!(
+            "rx{i}: {} messages held, disconnected {} times, missing {}",
+            got.seqs.len(),
+            got.disconnects,
+            missing.len()
+        );
+        assert!(
+            missing.is_empty(),
+            "rx{i} misses acked messages {missing:?}"
+        );
+    }
+    assert!(
+        reconnects >= 6.0,
+        "both subscribers reconnected 3 times: {reconnects}"
+    );
+    Ok(())
+}
+
+/// Defect (self-protection 1): a connection that trickles its request headers (slowloris) was
+/// never closed. 200 of them are closed within the header timeout and a second, while 100 clients
+/// chat through the same node undisturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_headers_are_cut_off_while_clients_chat() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const HEADER_TIMEOUT: Duration = Duration::from_millis(1500);
+    let redis = TestRedis::start().await?;
+    let nodes = nodes(&redis, "slowloris", 1, |c| {
+        c.http_header_timeout_ms = HEADER_TIMEOUT.as_millis() as u64;
+    })
+    .await?;
+    let port = nodes[0].port;
+    let started = Instant::now();
+    let slow: Vec<_> = (0..200)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                tcp.write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n")
+                    .await?;
+                let opened = Instant::now();
+                // One header byte every 200 ms, never the end of the headers.
+                let mut buf = [0u8; 64];
+                for b in std::iter::repeat_n(b'x', 1000) {
+                    tokio::select! {
+                        read = tcp.read(&mut buf) => {
+                            if matches!(read, Ok(0) | Err(_)) {
+                                return anyhow::Ok(opened.elapsed());
+                            }
+                        }
+                        () = tokio::time::sleep(Duration::from_millis(200)) => {
+                            if tcp.write_all(&[b]).await.is_err() {
+                                return Ok(opened.elapsed());
+                            }
+                        }
+                    }
+                }
+                anyhow::bail!("slow connection {i} was never closed")
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        let mut client = Client::connect(port, "/", auth(&format!("u{i}")), json!(1)).await?;
+        join(&mut client, "busy").await?;
+        clients.push(client);
+    }
+    let sent_at = Instant::now();
+    let ack = clients[0]
+        .emit_with_ack(
+            "message",
+            &[json!({ "room": "busy", "text": "still here" })],
+        )
+        .await?;
+    assert_eq!(ack[0]["ok"], json!(true));
+    for client in &mut clients {
+        assert_eq!(
+            client.event("message").await?[0]["text"],
+            json!("still here")
+        );
+    }
+    println!(
+        "100 clients joined and heard a message {:?} after it was sent, {:?} into the attack",
+        sent_at.elapsed(),
+        started.elapsed()
+    );
+    let mut slowest = Duration::ZERO;
+    for conn in slow {
+        slowest = slowest.max(conn.await??);
+    }
+    println!("200 slowloris connections closed, the last after {slowest:?}");
+    assert!(slowest <= HEADER_TIMEOUT + Duration::from_secs(1));
+    let cut = labelled_metric(&nodes[0], "http_timeouts_total", "phase=\"headers\"").await?;
+    assert!(cut >= 200.0, "{cut} header timeouts counted");
+    for client in &mut clients {
+        let events = client.drain(Duration::from_millis(50)).await;
+        assert!(
+            !events.contains(&Received::Disconnected),
+            "a chatting client was cut off"
+        );
+    }
+    Ok(())
+}
+
+/// Defect (self-protection 2): a node admitted connections without bound. With
+/// `MAX_CONNECTIONS` 100, a flood of 150 keeps exactly 100, refuses 50 with 503 and
+/// `Retry-After` before any upgrade, turns `/readyz` not-ready at the high-water mark and ready
+/// again below the low one, and takes clients again once places are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_past_max_connections_is_refused_exactly() -> anyhow::Result<()> {
+    let redis = TestRedis::start().await?;
+    let nodes = nodes(&redis, "flood", 1, |c| {
+        c.max_connections = Some(100);
+        c.ready_high_water_percent = 90;
+        c.ready_low_water_percent = 80;
+    })
+    .await?;
+    let node = &nodes[0];
+    let http = reqwest::Client::new();
+    let ready = || async {
+        http.get(node.url("/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    };
+    let attempts = join_all(
+        (0..150).map(|i| Client::connect(node.port, "/", auth(&format!("f{i}")), json!(1))),
+    )
+    .await;
+    let (mut admitted, refused): (Vec<_>, Vec<_>) = attempts.into_iter().partition(Result::is_ok);
+    println!("{} admitted, {} refused", admitted.len(), refused.len());
+    assert_eq!(admitted.len(), 100);
+    assert_eq!(refused.len(), 50);
+    assert_eq!(ready().await?, 503, "full: not ready");
+    // A refusal is cheap and says when to come back; a polling handshake is refused alike.
+    let res = http
+        .get(node.url("/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "5");
+    assert_eq!(
+        labelled_metric(node, "http_connections_refused_total", "reason=\"full\"").await?,
+        51.0
+    );
+    // Down to 85: still not ready (above the low-water mark of 80); at 80, ready again.
+    let mut admitted: Vec<Client> = admitted.drain(..).map(Result::unwrap).collect();
+    for client in admitted.drain(..15) {
+        client.close();
+    }
+    wait_until(|| async { node.chat.admission.open() == 85 }).await?;
+    assert_eq!(ready().await?, 503);
+    for client in admitted.drain(..5) {
+        client.close();
+    }
+    wait_until(|| async { node.chat.admission.open() == 80 }).await?;
+    assert_eq!(ready().await?, 200);
+    // The existing clients still chat, and new ones get in.
+    let mut newcomer = Client::connect(node.port, "/", auth("late"), json!(1)).await?;
+    join(&mut newcomer, "hall").await?;
+    join(&mut admitted[0], "hall").await?;
+    newcomer
+        .emit_with_ack("message", &[json!({ "room": "hall", "text": "hi" })])
+        .await?;
+    assert_eq!(admitted[0].event("message").await?[0]["text"], json!("hi"));
+    Ok(())
+}
+
+/// Polls `probe` until it holds, for up to 5 s.
+async fn wait_until<F, Fut>(probe: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !probe().await {
+        anyhow::ensure!(Instant::now() < deadline, "condition never held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Defect (self-protection 5): within the event rate limit, one sender of long messages to a
+/// large room made its node write hundreds of MB/s, and a probe in another room waited up to
+/// 1.7 s. A socket's messages may now cost `FANOUT_BYTES_PER_SEC` (size × recipients) sustained;
+/// beyond, they are refused with `rate_limited`, and the other room keeps its latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sender_cannot_spend_more_than_its_fan_out_budget() -> anyhow::Result<()> {
+    const BUDGET: f64 = 4_000_000.0;
+    const RECEIVERS: usize = 200;
+    let redis = TestRedis::start().await?;
+    let nodes = nodes(&redis, "fanout", 1, |c| {
+        c.fanout_bytes_per_sec = BUDGET;
+        c.fanout_burst_bytes = BUDGET;
+        c.rate_limit_per_sec = 1000.0;
+        c.rate_limit_burst = 1000.0;
+        c.max_message_len = 8000;
+    })
+    .await?;
+    let port = nodes[0].port;
+    let mut receivers = Vec::new();
+    for i in 0..RECEIVERS {
+        let mut client = Client::connect(port, "/", auth(&format!("r{i}")), json!(1)).await?;
+        join(&mut client, "big").await?;
+        receivers.push(client);
+    }
+    let mut sender = Client::connect(port, "/", auth("loud"), json!(1)).await?;
+    join(&mut sender, "big").await?;
+    let mut probe_tx = Client::connect(port, "/", auth("ptx"), json!(1)).await?;
+    let mut probe_rx = Client::connect(port, "/", auth("prx"), json!(1)).await?;
+    join(&mut probe_tx, "small").await?;
+    join(&mut probe_rx, "small").await?;
+
+    let long = "x".repeat(8000);
+    let started = Instant::now();
+    let loud = tokio::spawn(async move {
+        let (mut accepted, mut refused) = (0u64, 0u64);
+        while started.elapsed() < Duration::from_secs(3) {
+            let ack = sender
+                .emit_with_ack("message", &[json!({ "room": "big", "text": long })])
+                .await?;
+            if ack[0]["ok"] == json!(true) {
+                accepted += 1;
+            } else {
+                anyhow::ensure!(ack[0]["error"]["code"] == json!("rate_limited"), "{ack:?}");
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        anyhow::Ok((accepted, refused))
+    });
+    let mut latencies = Vec::new();
+    while started.elapsed() < Duration::from_secs(3) {
+        let sent = Instant::now();
+        probe_tx
+            .emit_with_ack("message", &[json!({ "room": "small", "text": "probe" })])
+            .await?;
+        probe_rx.event("message").await?;
+        latencies.push(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (accepted, refused) = loud.await??;
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    let per_message = chat_server::fanout::cost(8000, RECEIVERS + 1);
+    let spent = accepted as f64 * per_message;
+    println!(
+        "loud sender: {accepted} accepted, {refused} refused in {elapsed:.1} s: {:.1} MB/s of fan-out \
+         (budget {:.1} MB/s + {:.1} MB burst); probe p99 {p99:?} over {} probes",
+        spent / elapsed / 1e6,
+        BUDGET / 1e6,
+        BUDGET / 1e6,
+        latencies.len()
+    );
+    assert!(refused > 0, "the budget refused nothing");
+    assert!(
+        spent <= BUDGET * (elapsed + 1.0) + per_message,
+        "spent {spent} bytes"
+    );
+    assert!(p99 < Duration::from_millis(250), "probe p99 {p99:?}");
+    // What was accepted reached every receiver.
+    for receiver in &mut receivers[..3] {
+        let got = receiver
+            .events_within("message", Duration::from_millis(500))
+            .await;
+        assert_eq!(got.len() as u64, accepted);
+    }
     Ok(())
 }
