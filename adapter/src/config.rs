@@ -44,6 +44,12 @@ pub struct ClusterConfig {
     /// soon as it is created, and sockets connected during its first subscription round trip may
     /// miss broadcasts from other nodes.
     pub lazy_namespaces: bool,
+    /// Largest message from another node this node decodes; a bigger one is dropped, counted as
+    /// malformed and logged. Any publisher on the key's channels (a Node.js node, an emitter, a
+    /// stray script) could otherwise make every node decode a message as large as Redis takes
+    /// (512 MB). Set it above the largest legitimate one: a `fetchSockets` answer holds every
+    /// matching socket of a node, each with its data and handshake.
+    pub max_inbound_bytes: usize,
     /// Which channels carry broadcasts when the driver speaks sharded pub/sub (see
     /// [`Driver::sharded`](crate::Driver::sharded)); ignored otherwise.
     pub subscription_mode: SubscriptionMode,
@@ -94,6 +100,7 @@ impl Default for ClusterConfig {
             max_pending_broadcasts: 8192,
             max_namespaces: 1000,
             lazy_namespaces: false,
+            max_inbound_bytes: 64 << 20,
             subscription_mode: SubscriptionMode::default(),
         }
     }

@@ -645,6 +645,45 @@ async fn malformed_messages_are_counted_and_ignored() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A well-formed broadcast larger than `max_inbound_bytes` is dropped before decoding, counted
+/// and logged; smaller ones still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_above_max_inbound_bytes_are_dropped() -> anyhow::Result<()> {
+    let hub = MemoryHub::new();
+    let key = unique_key("inbound");
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let hub = hub.clone();
+        let config = ClusterConfig {
+            max_inbound_bytes: 4096,
+            ..test_config(&format!("node-{i}"), &key)
+        };
+        nodes.push(TestNode::start(config, move || async move { Ok(hub.driver()) }).await?);
+    }
+    wait_for_membership(&nodes, 2).await?;
+    let mut member = client(&nodes[1], "/", "m", &["r"]).await;
+    let before = nodes[1].cluster.stats().malformed;
+    nodes[0]
+        .io
+        .to("r")
+        .emit("big", &"x".repeat(8192))
+        .await
+        .check()?;
+    nodes[0].io.to("r").emit("small", &1).await.check()?;
+    let names: Vec<String> = member
+        .drain(QUIET)
+        .await
+        .into_iter()
+        .filter_map(|r| match r {
+            cluster_tests::Received::Event { name, .. } => Some(name),
+            cluster_tests::Received::Disconnected => None,
+        })
+        .collect();
+    assert_eq!(names, ["small"]);
+    assert_eq!(nodes[1].cluster.stats().malformed, before + 1);
+    Ok(())
+}
+
 on_both_drivers!(cluster_api_works_from_a_node_without_the_namespace, 3);
 async fn cluster_api_works_from_a_node_without_the_namespace<D: Driver>(
     nodes: &[TestNode<D>],

@@ -430,6 +430,14 @@ impl<D: Driver, N: Namespace> Node<D, N> {
     /// Hands a message from another node to whom it is for.
     fn dispatch(self: &Arc<Self>, channel: &str, payload: bytes::Bytes) {
         Stats::add(&self.stats.received, 1);
+        if payload.len() > self.config.max_inbound_bytes {
+            let err = format!(
+                "{} bytes on {channel}, above max_inbound_bytes ({})",
+                payload.len(),
+                self.config.max_inbound_bytes
+            );
+            return self.malformed("message", &err);
+        }
         // Every channel of the sharded protocol reads as a broadcast channel of the classic one
         // (`{key}#…`); the message itself says what it is.
         let inbound = match (self.protocol, keys::route(&self.config.key, channel)) {
