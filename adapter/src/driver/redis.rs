@@ -85,7 +85,8 @@ impl RedisTls {
         self.ca_file.is_none() && self.cert_file.is_none() && self.key_file.is_none()
     }
 
-    /// A rustls client configuration trusting `ca_file` (or the system's roots) and presenting
+    /// A rustls client configuration trusting `ca_file` (or the system's roots, or Mozilla's
+    /// where the system has none) and presenting
     /// `cert_file` when given.
     fn client_config(&self) -> Result<ClientConfig, DriverError> {
         let mut roots = RootCertStore::empty();
@@ -97,11 +98,7 @@ impl RedisTls {
                         .map_err(DriverError::new)?;
                 }
             }
-            None => {
-                roots.add_parsable_certificates(
-                    fred::rustls_native_certs::load_native_certs().certs,
-                );
-            }
+            None => roots = system_roots(fred::rustls_native_certs::load_native_certs().certs),
         }
         let builder = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -126,6 +123,17 @@ impl RedisTls {
     }
 }
 
+/// The system's trusted roots, or Mozilla's (built in) where it has none: a slim container image
+/// has no CA bundle, and must still reach a managed Redis with a public certificate.
+fn system_roots(native: Vec<CertificateDer<'static>>) -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(native);
+    if roots.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    roots
+}
+
 /// Redis pub/sub transport. Reconnects forever and restores subscriptions after a reconnect.
 #[derive(Clone)]
 pub struct RedisDriver {
@@ -143,12 +151,12 @@ impl RedisDriver {
     /// Connects both clients and waits until they are ready.
     pub async fn connect(config: RedisDriverConfig) -> Result<Self, DriverError> {
         let mut redis = Config::from_url(&config.url).map_err(DriverError::new)?;
-        if !config.tls.is_default() {
-            if redis.tls.is_none() {
-                return Err(DriverError::new(std::io::Error::other(
-                    "TLS certificates are set, but the URL is not rediss://",
-                )));
-            }
+        if !config.tls.is_default() && redis.tls.is_none() {
+            return Err(DriverError::new(std::io::Error::other(
+                "TLS certificates are set, but the URL is not rediss://",
+            )));
+        }
+        if redis.tls.is_some() {
             redis.tls = Some(config.tls.client_config()?.into());
         }
         let mut builder = Builder::from_config(redis);
@@ -447,5 +455,18 @@ fn payload_of(value: fred::types::Value) -> Bytes {
         fred::types::Value::Bytes(bytes) => bytes,
         fred::types::Value::String(text) => text.into_inner(),
         _ => Bytes::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_system_bundle_mozillas_roots_are_trusted() {
+        assert_eq!(
+            system_roots(Vec::new()).len(),
+            webpki_roots::TLS_SERVER_ROOTS.len()
+        );
     }
 }
