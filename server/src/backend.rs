@@ -97,7 +97,11 @@ impl Backend for Memory {
         Ok(Shared {
             driver: hub.driver(),
             presence: MemoryPresence::new(incarnation),
-            history: History::memory(config.history_len, hub),
+            history: History::memory(
+                config.history_len,
+                Duration::from_secs(config.history_ttl_secs),
+                hub,
+            ),
         })
     }
 

@@ -279,6 +279,9 @@ impl<B: Backend> Chat<B> {
             .await
             .map_err(ChatError::internal)?;
         let mut ack = json!({ "chatter": member, "online": online, "history": recovery.history });
+        if let Some(epoch) = recovery.epoch {
+            ack["epoch"] = json!(epoch);
+        }
         if let Some(recovered) = recovery.recovered {
             ack["recovered"] = json!(recovered);
             self.metrics.count_recovery(recovered);
@@ -480,6 +483,7 @@ impl<B: Backend> Chat<B> {
             check_name("clientId", client_id, MAX_CLIENT_ID_LEN)?;
         }
         self.metrics.messages_in.inc();
+        self.ensure_capacity()?;
         let recipients = self.recipients(socket.ns(), &req.room).await?;
         let cost = fanout::cost(req.text.len(), recipients);
         if !session.fanout.lock().unwrap().try_take_amount(cost) {
@@ -490,7 +494,6 @@ impl<B: Backend> Chat<B> {
                 ),
             ));
         }
-        self.ensure_capacity()?;
         let from = session.identity.lock().unwrap().member();
         let draft = Draft {
             room: &req.room,

@@ -84,6 +84,9 @@ pub struct Recovery {
     pub history: Vec<Message>,
     /// Whether `history` is exactly what came after the client's `since`; absent without one.
     pub recovered: Option<bool>,
+    /// The room's epoch now (none before its first message). A client recovered from `since`
+    /// in an earlier epoch continues in this one: a failover carried its messages over.
+    pub epoch: Option<String>,
 }
 
 /// A room's sequence and the messages kept of it, oldest first.
@@ -92,6 +95,9 @@ struct Kept {
     epoch: Option<String>,
     seq: u64,
     messages: Vec<Message>,
+    /// The epoch before a failover, whose seqs up to `carried` are the same messages in this one.
+    prev_epoch: Option<String>,
+    carried: u64,
 }
 
 impl Kept {
@@ -102,9 +108,16 @@ impl Kept {
             return Recovery {
                 history: newest_within(self.messages, max_bytes),
                 recovered: None,
+                epoch: self.epoch,
             };
         };
-        if self.epoch.as_deref() == Some(since.epoch.as_str()) && since.seq <= self.seq {
+        // A failover relabelled the messages this Redis kept: a client holding no more than
+        // those lost nothing and continues in the new epoch.
+        let carried_over =
+            self.prev_epoch.as_deref() == Some(since.epoch.as_str()) && since.seq <= self.carried;
+        if (carried_over || self.epoch.as_deref() == Some(since.epoch.as_str()))
+            && since.seq <= self.seq
+        {
             let missed: Vec<Message> = self
                 .messages
                 .iter()
@@ -118,12 +131,14 @@ impl Kept {
                 return Recovery {
                     history: fitting,
                     recovered: Some(true),
+                    epoch: self.epoch,
                 };
             }
         }
         Recovery {
             history: newest_within(self.messages, max_bytes),
             recovered: Some(false),
+            epoch: self.epoch,
         }
     }
 }
@@ -143,10 +158,16 @@ pub enum History {
     },
 }
 
+/// How often the single node looks for rooms whose history expired.
+const ROOM_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 /// A single node's rooms and remembered clientIds.
-#[derive(Default)]
 pub struct MemoryRooms {
-    rooms: HashMap<String, Kept>,
+    /// Each room's history, and when it was last posted to.
+    rooms: HashMap<String, (Kept, Instant)>,
+    /// A room's history is forgotten this long after its last message, as Redis expires it.
+    ttl: Duration,
+    last_sweep: Instant,
     sent: HashMap<String, Message>,
     /// `sent` in the order it expires.
     expiring: VecDeque<(Instant, String)>,
@@ -163,10 +184,17 @@ impl History {
         }
     }
 
-    /// History of a single node, whose broadcasts go through `hub`.
-    pub fn memory(keep: usize, hub: MemoryHub) -> Self {
+    /// History of a single node, whose broadcasts go through `hub`; a room's expires `ttl` after
+    /// its last message.
+    pub fn memory(keep: usize, ttl: Duration, hub: MemoryHub) -> Self {
         Self::Memory {
-            rooms: Mutex::default(),
+            rooms: Mutex::new(MemoryRooms {
+                rooms: HashMap::new(),
+                ttl,
+                last_sweep: Instant::now(),
+                sent: HashMap::new(),
+                expiring: VecDeque::new(),
+            }),
             keep,
             hub,
         }
@@ -229,7 +257,11 @@ impl History {
                         fresh: false,
                     });
                 }
-                let room = rooms.rooms.entry(place(nsp, draft.room)).or_default();
+                let (room, last_post) = rooms
+                    .rooms
+                    .entry(place(nsp, draft.room))
+                    .or_insert_with(|| (Kept::default(), Instant::now()));
+                *last_post = Instant::now();
                 room.seq += 1;
                 let epoch = room.epoch.get_or_insert_with(new_epoch).clone();
                 let message = draft.placed(&epoch, room.seq);
@@ -270,7 +302,13 @@ impl History {
         let kept = match self {
             Self::Redis { client, keys, .. } => {
                 let script_keys = vec![keys.sequence(nsp, room), keys.list(nsp, room)];
-                let (epoch, seq, stored): (Option<String>, u64, Vec<String>) = READ
+                let (epoch, seq, stored, prev_epoch, carried): (
+                    Option<String>,
+                    u64,
+                    Vec<String>,
+                    Option<String>,
+                    u64,
+                ) = READ
                     .evalsha_with_reload(client, script_keys, Vec::<String>::new())
                     .await?;
                 let messages = stored
@@ -281,21 +319,26 @@ impl History {
                     epoch,
                     seq,
                     messages,
+                    prev_epoch,
+                    carried,
                 }
             }
-            Self::Memory { rooms, .. } => rooms
-                .lock()
-                .unwrap()
-                .rooms
-                .get(&place(nsp, room))
-                .cloned()
-                .unwrap_or_default(),
+            Self::Memory { rooms, .. } => {
+                let mut rooms = rooms.lock().unwrap();
+                rooms.forget_expired(Instant::now());
+                rooms
+                    .rooms
+                    .get(&place(nsp, room))
+                    .map(|(kept, _)| kept.clone())
+                    .unwrap_or_default()
+            }
         };
         Ok(kept.recover(since, max_bytes))
     }
 }
 
 impl MemoryRooms {
+    /// Forgets the clientIds past the retry window and, once a minute, the rooms past their TTL.
     fn forget_expired(&mut self, now: Instant) {
         while let Some((at, key)) = self.expiring.front() {
             if *at > now {
@@ -303,6 +346,12 @@ impl MemoryRooms {
             }
             self.sent.remove(key);
             self.expiring.pop_front();
+        }
+        if now.saturating_duration_since(self.last_sweep) >= ROOM_SWEEP_INTERVAL {
+            self.last_sweep = now;
+            let ttl = self.ttl;
+            self.rooms
+                .retain(|_, (_, last_post)| now.saturating_duration_since(*last_post) < ttl);
         }
     }
 }
@@ -346,7 +395,12 @@ mod tests {
     fn memory(keep: usize) -> (History, Cluster<MemoryDriver>, MemoryDriver) {
         let hub = MemoryHub::new();
         let cluster = Cluster::new(hub.driver(), ClusterConfig::default());
-        (History::memory(keep, hub.clone()), cluster, hub.driver())
+        let ttl = Duration::from_secs(3600);
+        (
+            History::memory(keep, ttl, hub.clone()),
+            cluster,
+            hub.driver(),
+        )
     }
 
     async fn post(
@@ -406,6 +460,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_single_nodes_room_history_expires_after_its_last_message() {
+        let (history, cluster, _) = memory(10);
+        let first = post(&history, &cluster, "old", None).await;
+        let History::Memory { rooms, .. } = &history else {
+            unreachable!()
+        };
+        let later = Instant::now() + Duration::from_secs(3600) + ROOM_SWEEP_INTERVAL;
+        rooms.lock().unwrap().forget_expired(later);
+        assert!(rooms.lock().unwrap().rooms.is_empty());
+        let next = post(&history, &cluster, "new", None).await;
+        assert_eq!(next.message.seq, 1, "an expired room starts over");
+        assert_ne!(next.message.epoch, first.message.epoch);
+    }
+
+    #[tokio::test]
     async fn a_retry_returns_the_stored_message_and_posts_nothing() {
         let (history, cluster, _) = memory(10);
         let first = post(&history, &cluster, "hi", Some("c1")).await;
@@ -415,6 +484,45 @@ mod tests {
         assert_eq!(retry.message, first.message);
         assert_eq!(first.message.client_id.as_deref(), Some("c1"));
         assert_eq!(other.message.seq, 2);
+    }
+
+    #[test]
+    fn a_failover_relabels_without_a_false_alarm_and_a_real_loss_still_shows() {
+        let message = |seq: u64| Message {
+            id: format!("new:{seq}"),
+            room: "r".into(),
+            seq,
+            epoch: "new".into(),
+            from: alice(),
+            text: seq.to_string(),
+            ts: 0,
+            client_id: None,
+        };
+        // The promoted replica had seqs 1-3 of epoch "old" (the old primary had acked 4), and
+        // numbered 4 and 5 in epoch "new".
+        let kept = Kept {
+            epoch: Some("new".into()),
+            seq: 5,
+            messages: (1..=5).map(message).collect(),
+            prev_epoch: Some("old".into()),
+            carried: 3,
+        };
+        let since = |epoch: &str, seq| Since {
+            epoch: epoch.into(),
+            seq,
+        };
+        let after_2 = kept.clone().recover(Some(&since("old", 2)), usize::MAX);
+        assert_eq!(after_2.recovered, Some(true));
+        assert_eq!(texts(&after_2.history), ["3", "4", "5"]);
+        let after_3 = kept.clone().recover(Some(&since("old", 3)), usize::MAX);
+        assert_eq!(after_3.recovered, Some(true));
+        assert_eq!(texts(&after_3.history), ["4", "5"]);
+        // Holding old 4, which the new epoch never had: a real loss, the client starts over.
+        let after_4 = kept.clone().recover(Some(&since("old", 4)), usize::MAX);
+        assert_eq!(after_4.recovered, Some(false));
+        assert_eq!(texts(&after_4.history), ["1", "2", "3", "4", "5"]);
+        let unknown = kept.recover(Some(&since("older", 1)), usize::MAX);
+        assert_eq!(unknown.recovered, Some(false));
     }
 
     #[tokio::test]

@@ -275,7 +275,14 @@ impl Chatter {
         }
         let history = ack["history"].as_array().context("no history")?;
         match ack["recovered"].as_bool() {
-            Some(true) => self.stats.recovered_joins += 1,
+            Some(true) => {
+                self.stats.recovered_joins += 1;
+                // Recovered across a failover: the messages held keep their seqs in the epoch
+                // the room has now.
+                if let Some(epoch) = ack["epoch"].as_str() {
+                    self.epoch = Some(epoch.to_string());
+                }
+            }
             Some(false) => {
                 self.stats.unrecovered_joins += 1;
                 self.view.clear();

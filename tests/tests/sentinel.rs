@@ -149,9 +149,16 @@ async fn nodes_follow_a_sentinel_failover_and_chat_resumes() -> anyhow::Result<(
         sent["epoch"], before["epoch"],
         "a new epoch after a failover"
     );
-    // Bob saw the new epoch, rejoined with `since` and holds both messages, in order.
+    // Bob saw the new epoch, rejoined with `since` in the old one and was recovered, not reset:
+    // the promoted replica kept everything, so nothing was lost and no alarm is due.
     let texts: Vec<&Value> = bob.view().values().map(|m| &m["text"]).collect();
     assert_eq!(texts, [&json!("before"), &json!("after the failover")]);
+    assert_eq!(
+        bob.stats.unrecovered_joins, 0,
+        "a false alarm: {}",
+        bob.stats
+    );
+    assert!(bob.stats.recovered_joins >= 1, "{}", bob.stats);
     println!(
         "after the primary died: a message acked {acked:?} later (seq 2, new epoch), heard on the other node {delivered:?} later; presence {online:?}"
     );

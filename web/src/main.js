@@ -120,7 +120,7 @@ function chat(name) {
     saveChatterId(ack.chatter.id);
     me = ack.chatter;
     view.setMe(me);
-    show(timeline.joined(ack.history, ack.recovered));
+    show(timeline.joined(ack.history, ack.recovered, ack.epoch));
     view.showOnline(roster.reset(ack.online));
     joined = true;
     entered = true;

@@ -92,9 +92,14 @@ export class Timeline {
    * The join ack arrived: its history, then whatever came meanwhile.
    * @param {Message[]} history oldest first
    * @param {boolean} [recovered] the ack's `recovered`, absent when the join had no `since`
+   * @param {string} [roomEpoch] the ack's `epoch`: the room's epoch now
    * @returns {Change}
    */
-  joined(history, recovered) {
+  joined(history, recovered, roomEpoch) {
+    // Recovered across a failover, the messages held keep their seqs in the room's new epoch.
+    if (recovered === true && this.#at !== null && roomEpoch !== undefined) {
+      this.#at.epoch = roomEpoch;
+    }
     const since = this.#at;
     const waiting = [...this.#ahead.values(), ...(this.#held ?? [])];
     this.#held = null;

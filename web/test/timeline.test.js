@@ -167,6 +167,25 @@ test("a new epoch in live messages asks for a rejoin, which starts the room over
   assert.deepEqual(timeline.position(), { epoch: "e2", seq: 2 });
 });
 
+test("a failover's new epoch recovered from since continues the room without a notice", () => {
+  // The promoted replica kept 1..3 and numbered 4 in epoch e2: the ack says recovered, e2.
+  const timeline = joinedUpTo(3);
+  const change = timeline.live(message(4, "e2"));
+  assert.equal(change.gap, true);
+  timeline.joining();
+  timeline.live(message(5, "e2"));
+  const rejoined = timeline.joined([message(4, "e2")], true, "e2");
+  assert.equal(rejoined.lost, false, "nothing was lost: no reset, no notice");
+  assert.equal(rejoined.reset, false);
+  assert.deepEqual(rejoined.show.map((m) => m.id), ["e2-4", "e2-5"]);
+  assert.deepEqual(timeline.position(), { epoch: "e2", seq: 5 });
+  // An empty recovered history still moves the page to the room's epoch.
+  const again = joinedUpTo(5);
+  again.joining();
+  assert.equal(again.joined([], true, "e3").lost, false);
+  assert.deepEqual(again.position(), { epoch: "e3", seq: 5 });
+});
+
 test("messages of an older epoch held during a join are dropped", () => {
   const timeline = joinedUpTo(3);
   timeline.joining();

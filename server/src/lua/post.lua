@@ -8,7 +8,8 @@
 -- given twice in one epoch: clients that see the new epoch rejoin with `since` and learn whether
 -- anything is missing. The messages this Redis kept are valid under its numbering: they move to
 -- the new epoch with their seqs, so the history a client rebuilds its view from is one epoch.
--- KEYS: 1 the room's sequence (hash of seq, epoch and the replication id), 2 the history list,
+-- KEYS: 1 the room's sequence (hash of seq, epoch, the replication id and, after a failover, the
+--       previous epoch and the last seq carried from it), 2 the history list,
 --       3 (optional) the record of the sender's clientId
 -- ARGV: 1 the message as a JSON object without id, seq and epoch, 2 messages kept (0: none),
 --       3 seconds the room's keys live after its last message, 4 the epoch to start if the room's
@@ -30,6 +31,11 @@ local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local numbered_by = redis.call('HGET', KEYS[1], 'replid')
 local failed_over = seq > 1 and epoch and numbered_by and numbered_by ~= replid
 if seq == 1 or not epoch or failed_over then
+  if failed_over then
+    -- Seqs up to the last one this Redis kept mean the same messages in both epochs: a client
+    -- whose `since` is among them recovers in the new one (see read.lua).
+    redis.call('HSET', KEYS[1], 'prev_epoch', epoch, 'carried', seq - 1)
+  end
   epoch = ARGV[4]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
   -- The list and the sequence were replicated together: their seqs agree.
