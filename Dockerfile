@@ -24,10 +24,8 @@ RUN cargo build --profile dist --locked -p chat-server
 FROM ${BASE_IMAGE} AS runtime-base
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin chat
 ENV PORT=3000 WEB_DIR=/app/web SOCKETIO_CLIENT_DIR=/app/socket.io-client RUST_LOG=info
-# glibc would hand the few hundred KiB a cluster request (fetchSockets) allocates back to the
-# kernel after each one, and fault them in again on the next: keep up to 4 MiB free per malloc
-# arena, and serve allocations below 1 MiB from the heap (BENCHMARKS.md, Allocator).
-ENV GLIBC_TUNABLES=glibc.malloc.trim_threshold=4194304:glibc.malloc.mmap_threshold=1048576
+# The binary allocates with jemalloc (its background threads return a connection storm's memory
+# to the system; BENCHMARKS.md, "Memory that comes back"), so glibc's malloc settings do not apply.
 EXPOSE 3000
 # No curl in a slim image: bash speaks enough HTTP/1.0 for a health probe.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \

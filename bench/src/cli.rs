@@ -22,17 +22,21 @@ pub enum Scenario {
     /// sharded pub/sub: what each node reads from Redis against what its rooms need, and Redis
     /// CPU per delivered message (our adapter only).
     Scaling,
+    /// The real chat server through connection storms: `--idle-clients` connect and leave,
+    /// three times; its memory must come back after each (our adapter only).
+    Waves,
     All,
 }
 
 impl Scenario {
-    pub const EACH: [Self; 6] = [
+    pub const EACH: [Self; 7] = [
         Self::Fanout,
         Self::Rooms,
         Self::Requests,
         Self::Idle,
         Self::Chat,
         Self::Scaling,
+        Self::Waves,
     ];
 }
 

@@ -100,6 +100,14 @@ pub struct ProcDelta {
 pub struct Snapshot(Vec<(String, Usage)>);
 
 impl Snapshot {
+    /// The resident memory of process `name`, in KiB.
+    pub fn rss_kib(&self, name: &str) -> Option<u64> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, u)| u.rss_kib)
+    }
+
     /// What each process used since `before`.
     pub fn since(&self, before: &Snapshot) -> Vec<ProcDelta> {
         self.0

@@ -354,6 +354,31 @@ fn headlines(run: &Run, max_p99_ms: f64) -> Vec<Headline> {
                 ]
             })
             .collect(),
+        Scenario::Waves => run
+            .steps
+            .iter()
+            .flat_map(|s| {
+                let figure = |key: &str| s.extra.get(key).copied().unwrap_or(f64::NAN);
+                let wave = &s.label;
+                vec![
+                    h(
+                        format!("waves: {wave}, peak KiB per connection"),
+                        figure("kib_per_conn"),
+                        false,
+                    ),
+                    h(
+                        format!("waves: {wave}, RSS after ÷ baseline"),
+                        figure("growth"),
+                        false,
+                    ),
+                    h(
+                        format!("waves: {wave}, seconds until back"),
+                        figure("settle_secs"),
+                        false,
+                    ),
+                ]
+            })
+            .collect(),
         Scenario::All => Vec::new(),
     }
 }

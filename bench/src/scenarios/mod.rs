@@ -7,6 +7,7 @@ mod requests;
 mod rooms;
 mod scaling;
 mod traffic;
+mod waves;
 
 use std::time::{Duration, Instant};
 
@@ -54,8 +55,8 @@ pub fn node_counts(scenario: Scenario, plan: &Plan) -> Vec<usize> {
 /// The implementations a scenario compares, by name: the chat scenario is our chat server.
 pub fn implementations(scenario: Scenario, impls: &[Impl]) -> Vec<Option<Impl>> {
     match scenario {
-        Scenario::Chat if impls.contains(&Impl::Cluster) => vec![None],
-        Scenario::Chat => Vec::new(),
+        Scenario::Chat | Scenario::Waves if impls.contains(&Impl::Cluster) => vec![None],
+        Scenario::Chat | Scenario::Waves => Vec::new(),
         // Sharded pub/sub is our adapter's: the others have no such modes.
         Scenario::Scaling if impls.contains(&Impl::Cluster) => vec![Some(Impl::Cluster)],
         Scenario::Scaling => Vec::new(),
@@ -74,6 +75,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     match (scenario, imp) {
         (Scenario::Chat, _) => chat::run(ctx, nodes, run).await,
+        (Scenario::Waves, _) => waves::run(ctx, nodes, run).await,
         (Scenario::Fanout, Some(imp)) => fanout::run(ctx, imp, nodes, run).await,
         (Scenario::Rooms, Some(imp)) => rooms::run(ctx, imp, nodes, run).await,
         (Scenario::Requests, Some(imp)) => requests::run(ctx, imp, nodes, run).await,
