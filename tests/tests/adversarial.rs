@@ -33,6 +33,18 @@ async fn redis_client(redis: &TestRedis) -> anyhow::Result<RedisClient> {
     Ok(client)
 }
 
+/// Closes every pub/sub connection of Redis, as a Redis restart or a network blip would.
+async fn kill_subscribers(redis: &RedisClient) -> anyhow::Result<()> {
+    let killed: i64 = redis
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
+            vec!["KILL", "TYPE", "pubsub"],
+        )
+        .await?;
+    println!("CLIENT KILL TYPE pubsub closed {killed} connections");
+    Ok(())
+}
+
 /// Redis channels and patterns subscribed by anyone.
 async fn subscriptions(redis: &RedisClient) -> anyhow::Result<(usize, u64)> {
     let channels: Vec<String> = redis.pubsub_channels("*").await?;
@@ -426,13 +438,7 @@ async fn a_dropped_subscriber_disconnects_clients_and_a_frozen_redis_is_not_read
     join(&mut alice, "lobby").await?;
     join(&mut bob, "lobby").await?;
     let admin = redis_client(&redis).await?;
-    let killed: i64 = admin
-        .custom(
-            CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
-            vec!["KILL", "TYPE", "pubsub"],
-        )
-        .await?;
-    println!("CLIENT KILL TYPE pubsub closed {killed} connections");
+    kill_subscribers(&admin).await?;
     for client in [&mut alice, &mut bob] {
         client.disconnected().await?;
     }
@@ -757,13 +763,7 @@ async fn subscriber_kills_under_load_leave_no_receiver_missing_an_acked_message(
     let admin = redis_client(&redis).await?;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let killed: i64 = admin
-            .custom(
-                CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
-                vec!["KILL", "TYPE", "pubsub"],
-            )
-            .await?;
-        println!("CLIENT KILL TYPE pubsub closed {killed} connections");
+        kill_subscribers(&admin).await?;
     }
     let mut acked = std::collections::BTreeSet::new();
     for sender in senders {
