@@ -14,7 +14,7 @@ use prometheus_client::{
 };
 use socketio_cluster::ClusterStats;
 
-use crate::{connections::Phase, protocol::ErrorCode};
+use crate::protocol::ErrorCode;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
@@ -39,6 +39,29 @@ struct PhaseLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabel {
     op: String,
+}
+
+/// A phase of a connection that a slow or silent client can stretch, as `http_timeouts` counts
+/// them (see [`crate::connections`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// The request line and headers (`HTTP_HEADER_TIMEOUT_MS`), idle keep-alive included.
+    Headers,
+    /// A request body, e.g. a long-polling POST (`HTTP_BODY_TIMEOUT_MS`).
+    Body,
+    /// A session that ended without connecting to any namespace (`CONNECT_TIMEOUT_MS`, or the
+    /// client gave up).
+    Connect,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Headers => "headers",
+            Phase::Body => "body",
+            Phase::Connect => "connect",
+        }
+    }
 }
 
 /// The chat's own counters.

@@ -9,26 +9,5 @@ pub mod gate;
 pub mod serve;
 pub mod sizing;
 
+pub use crate::metrics::Phase;
 pub use admission::{Admission, Limits, Permit, Refusal};
-
-/// A phase of a connection that a slow or silent client can stretch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Phase {
-    /// The request line and headers (`HTTP_HEADER_TIMEOUT_MS`), idle keep-alive included.
-    Headers,
-    /// A request body, e.g. a long-polling POST (`HTTP_BODY_TIMEOUT_MS`).
-    Body,
-    /// A session that ended without connecting to any namespace (`CONNECT_TIMEOUT_MS`, or the
-    /// client gave up).
-    Connect,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Headers => "headers",
-            Phase::Body => "body",
-            Phase::Connect => "connect",
-        }
-    }
-}
