@@ -1,5 +1,5 @@
-//! A Redis Cluster of three masters (no replicas) in one container of the local `redis:7` image,
-//! started with testcontainers.
+//! A Redis Cluster of three masters (and, if asked, one replica of each) in one container of the
+//! local `redis:7` image, started with testcontainers.
 //!
 //! One container, because the three `redis-server`s must reach each other on their cluster bus
 //! ports (`P + 10000`), which stay inside it: nothing to network between containers. Each node
@@ -28,33 +28,50 @@ const NODES_SCRIPT: &str = include_str!("../../scripts/redis-cluster-nodes.sh");
 pub struct RedisCluster {
     container: ContainerAsync<GenericImage>,
     ports: [u16; 3],
+    replicas: Option<[u16; 3]>,
 }
 
 impl RedisCluster {
     /// Starts the cluster and returns once all three nodes agree it is up (`cluster_state:ok`).
     pub async fn start() -> anyhow::Result<Self> {
-        let ports = cluster_ports()?;
-        let [p0, p1, p2] = ports;
-        let container = GenericImage::new("redis", "7")
+        Self::launch(false).await
+    }
+
+    /// As [`RedisCluster::start`], each master with a replica that takes over when it fails
+    /// (after the cluster's node timeout, 2 s).
+    pub async fn with_replicas() -> anyhow::Result<Self> {
+        Self::launch(true).await
+    }
+
+    async fn launch(with_replicas: bool) -> anyhow::Result<Self> {
+        let all = cluster_ports(if with_replicas { 6 } else { 3 })?;
+        let ports = [all[0], all[1], all[2]];
+        let replicas = with_replicas.then(|| [all[3], all[4], all[5]]);
+        let mut cmd = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            NODES_SCRIPT.to_string(),
+            "redis-cluster-nodes".to_string(),
+        ];
+        cmd.extend(ports.iter().map(u16::to_string));
+        if let Some(replicas) = replicas {
+            cmd.push("replicas".to_string());
+            cmd.extend(replicas.iter().map(u16::to_string));
+        }
+        let mut image = GenericImage::new("redis", "7")
             .with_wait_for(WaitFor::message_on_stdout(READY))
-            .with_cmd([
-                "sh".to_string(),
-                "-c".to_string(),
-                NODES_SCRIPT.to_string(),
-                "redis-cluster-nodes".to_string(),
-                p0.to_string(),
-                p1.to_string(),
-                p2.to_string(),
-            ])
-            .with_mapped_port(p0, p0.tcp())
-            .with_mapped_port(p1, p1.tcp())
-            .with_mapped_port(p2, p2.tcp())
-            .start()
-            .await
-            .context(
-                "starting a 3-master Redis Cluster in redis:7 (run scripts/test-env.sh to prepare Docker and the image)",
-            )?;
-        Ok(Self { container, ports })
+            .with_cmd(cmd);
+        for port in &all {
+            image = image.with_mapped_port(*port, port.tcp());
+        }
+        let container = image.start().await.context(
+            "starting a Redis Cluster in redis:7 (run scripts/test-env.sh to prepare Docker and the image)",
+        )?;
+        Ok(Self {
+            container,
+            ports,
+            replicas,
+        })
     }
 
     /// fred's URL for a clustered config: the first node, the others as `node` parameters (any
@@ -64,9 +81,14 @@ impl RedisCluster {
         format!("redis-cluster://127.0.0.1:{p0}?node=127.0.0.1:{p1}&node=127.0.0.1:{p2}")
     }
 
-    /// The nodes' ports, the same on the host and in the container.
+    /// The masters' ports, the same on the host and in the container.
     pub fn ports(&self) -> [u16; 3] {
         self.ports
+    }
+
+    /// The replicas' ports (of the masters in the same order), if it has replicas.
+    pub fn replica_ports(&self) -> Option<[u16; 3]> {
+        self.replicas
     }
 
     /// The container, to run `redis-cli` in it (for example to shut one master down).
@@ -75,17 +97,17 @@ impl RedisCluster {
     }
 }
 
-/// Three distinct free host ports whose cluster bus ports (`P + 10000`) exist.
-fn cluster_ports() -> anyhow::Result<[u16; 3]> {
+/// `n` distinct free host ports whose cluster bus ports (`P + 10000`) exist.
+fn cluster_ports(n: usize) -> anyhow::Result<Vec<u16>> {
     let mut ports = BTreeSet::new();
     for _ in 0..100 {
         let port = free_port()?;
         if port < u16::MAX - 10_000 {
             ports.insert(port);
         }
-        if let [p0, p1, p2] = ports.iter().copied().collect::<Vec<_>>()[..] {
-            return Ok([p0, p1, p2]);
+        if ports.len() == n {
+            return Ok(ports.into_iter().collect());
         }
     }
-    anyhow::bail!("no three free ports below {}", u16::MAX - 10_000)
+    anyhow::bail!("no {n} free ports below {}", u16::MAX - 10_000)
 }
