@@ -486,12 +486,15 @@ async fn room_changes_and_disconnects_cross_both_ways(mixed: &Mixed) -> anyhow::
 in_both_response_modes!(admin_room_changes_answer_promptly_in_a_mixed_cluster);
 /// The admin API's join, leave and disconnect in a mixed cluster: the chat's room change is a
 /// server-side event only `chat-server` nodes handle, so the Node.js node (which hears it and
-/// never answers) is not waited for. Each call answers within `PROMPT` and is effective wherever
-/// its socket is: on the Node.js node, on the other Rust node and on the node asked.
+/// never answers) is not waited for. Each call answers promptly and is effective wherever its
+/// socket is: on the Node.js node, on the other Rust node and on the node asked.
 async fn admin_room_changes_answer_promptly_in_a_mixed_cluster(
     mixed: &Mixed,
 ) -> anyhow::Result<()> {
-    const PROMPT: Duration = Duration::from_millis(100);
+    // Waiting for the Node.js node cost the whole request timeout (5 s). The printed response
+    // times are the figures (10-40 ms in debug builds here); the bound only tells the two
+    // apart on a loaded CI machine, not a speed target.
+    const PROMPT: Duration = Duration::from_secs(1);
     let mut users = Users::new(mixed).await;
     let staff_members = || mixed.members(1, "staff");
     // (user, the Rust node whose admin API is asked)
