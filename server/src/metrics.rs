@@ -49,8 +49,8 @@ pub enum Phase {
     Headers,
     /// A request body, e.g. a long-polling POST (`HTTP_BODY_TIMEOUT_MS`).
     Body,
-    /// A session that ended without connecting to any namespace (`CONNECT_TIMEOUT_MS`, or the
-    /// client gave up).
+    /// A session that ended without connecting to any namespace: `CONNECT_TIMEOUT_MS` passed,
+    /// its connects were refused (bad credentials, bad namespace), or the client gave up.
     Connect,
 }
 
@@ -266,7 +266,7 @@ impl Metrics {
         );
         registry.register(
             "http_timeouts",
-            "Connections cut off for being slow or silent, by phase: request headers (slowloris), request body, or a session that never connected to a namespace",
+            "Connections cut off for being slow or silent, by phase: request headers (slowloris), request body, or a session that ended without connecting to a namespace (timed out, refused or abandoned)",
             self.timeouts.clone(),
         );
         let c = snap.cluster;
