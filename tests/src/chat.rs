@@ -6,6 +6,7 @@ use chat_server::{
     Chat, Config, Server,
     backend::{Backend, Memory, Redis},
 };
+use serde_json::Value;
 
 use crate::{isolated::Isolated, process::workspace};
 
@@ -80,6 +81,55 @@ impl<B: Backend> ChatNode<B> {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// The admin HTTP API of test nodes, with [`ADMIN_TOKEN`].
+pub struct Admin {
+    http: reqwest::Client,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Admin {
+    pub fn new() -> Self {
+        Self {
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `GET path` on `node`; fails unless it answers with a success status.
+    pub async fn get<B: Backend>(&self, node: &ChatNode<B>, path: &str) -> anyhow::Result<Value> {
+        let res = self
+            .http
+            .get(node.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "{path}: {}", res.status());
+        Ok(res.json().await?)
+    }
+
+    /// `POST path` with `body` on `node`; fails unless it answers with a success status.
+    pub async fn post<B: Backend>(
+        &self,
+        node: &ChatNode<B>,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        let res = self
+            .http
+            .post(node.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "{path}: {}", res.status());
+        Ok(res.json().await?)
     }
 }
 

@@ -13,7 +13,7 @@ pub mod redis_cluster;
 
 use std::sync::Once;
 
-pub use chat::{ADMIN_TOKEN, ChatNode, chat_config, chat_nodes};
+pub use chat::{ADMIN_TOKEN, Admin, ChatNode, chat_config, chat_nodes};
 pub use client::{Client, Received, WAIT};
 pub use node::{TestNode, test_config};
 pub use redis::TestRedis;

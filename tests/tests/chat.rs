@@ -7,7 +7,7 @@ use std::{
 };
 
 use cluster_tests::{
-    ADMIN_TOKEN, ChatNode, Client, TestRedis, chat_config, chat_nodes, init_tracing,
+    ADMIN_TOKEN, Admin, ChatNode, Client, TestRedis, chat_config, chat_nodes, init_tracing,
 };
 use serde_json::{Value, json};
 
@@ -603,41 +603,6 @@ async fn namespaces_are_isolated() -> anyhow::Result<()> {
         .expect("refused");
     assert!(err.to_string().contains("connect error"), "{err}");
     Ok(())
-}
-
-struct Admin {
-    http: reqwest::Client,
-}
-
-impl Admin {
-    fn new() -> Self {
-        Self {
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn get(&self, node: &ChatNode, path: &str) -> anyhow::Result<Value> {
-        let res = self
-            .http
-            .get(node.url(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await?;
-        anyhow::ensure!(res.status().is_success(), "{path}: {}", res.status());
-        Ok(res.json().await?)
-    }
-
-    async fn post(&self, node: &ChatNode, path: &str, body: Value) -> anyhow::Result<Value> {
-        let res = self
-            .http
-            .post(node.url(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await?;
-        anyhow::ensure!(res.status().is_success(), "{path}: {}", res.status());
-        Ok(res.json().await?)
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::{
 };
 
 use cluster_tests::{
-    ChatNode, Client, TestRedis, chat_config, init_tracing,
+    Admin, ChatNode, Client, TestRedis, chat_config, init_tracing,
     nodejs::{NodeJsConfig, NodeJsServer, emitter},
     process::{NodeProcess, free_port},
     unique_key,
@@ -496,12 +496,23 @@ async fn admin_room_changes_answer_promptly_in_a_mixed_cluster(
     // apart on a loaded CI machine, not a speed target.
     const PROMPT: Duration = Duration::from_secs(1);
     let mut users = Users::new(mixed).await;
+    let admin = Admin::new();
+    // POSTs `body` to Rust node `i`'s admin API, which must answer `{ ok: true }`; how long it took.
+    let post = |i: usize, path: &'static str, body: Value| {
+        let admin = &admin;
+        async move {
+            let started = Instant::now();
+            let answer = admin.post(&mixed.rust[i], path, body).await?;
+            anyhow::ensure!(answer == json!({ "ok": true }), "{path} answered {answer}");
+            anyhow::Ok(started.elapsed())
+        }
+    };
     let staff_members = || mixed.members(1, "staff");
     // (user, the Rust node whose admin API is asked)
     for (user, asked) in [("n1", 0), ("r1", 1), ("r2", 1)] {
         let id = users.id(user);
         let target = json!({ "target": { "socketId": id }, "rooms": ["staff"] });
-        let took = admin_post(mixed, asked, "/api/sockets/join", &target).await?;
+        let took = post(asked, "/api/sockets/join", target.clone()).await?;
         println!("admin join of {user} via rust-{asked}: {took:?}");
         assert!(took < PROMPT, "the join of {user} took {took:?}");
         wait_for(staff_members, BTreeSet::from([id.clone()])).await?;
@@ -525,7 +536,7 @@ async fn admin_room_changes_answer_promptly_in_a_mixed_cluster(
             let message = ack[0]["message"].clone();
             users.assert_received("message", &[message], &[user]).await;
         }
-        let took = admin_post(mixed, asked, "/api/sockets/leave", &target).await?;
+        let took = post(asked, "/api/sockets/leave", target).await?;
         println!("admin leave of {user} via rust-{asked}: {took:?}");
         assert!(took < PROMPT, "the leave of {user} took {took:?}");
         wait_for(staff_members, BTreeSet::new()).await?;
@@ -543,32 +554,12 @@ async fn admin_room_changes_answer_promptly_in_a_mixed_cluster(
     wait_for(staff_members, users.ids(&["r1"])).await?;
     for (user, asked) in [("n2", 0), ("r1", 1), ("r2", 1)] {
         let target = json!({ "target": { "socketId": users.id(user) } });
-        let took = admin_post(mixed, asked, "/api/sockets/disconnect", &target).await?;
+        let took = post(asked, "/api/sockets/disconnect", target).await?;
         println!("admin disconnect of {user} via rust-{asked}: {took:?}");
         assert!(took < PROMPT, "the disconnect of {user} took {took:?}");
         users.assert_disconnected(&[user]).await;
     }
     Ok(())
-}
-
-/// POSTs `body` to the admin API of Rust node `i`; fails unless it answers `{ ok: true }`.
-/// Returns how long it took.
-async fn admin_post(mixed: &Mixed, i: usize, path: &str, body: &Value) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let res = reqwest::Client::new()
-        .post(mixed.rust[i].url(path))
-        .bearer_auth(cluster_tests::ADMIN_TOKEN)
-        .json(body)
-        .send()
-        .await?;
-    let took = started.elapsed();
-    let status = res.status();
-    let answer: Value = res.json().await?;
-    anyhow::ensure!(
-        status.is_success() && answer == json!({ "ok": true }),
-        "{path} answered {status}: {answer}"
-    );
-    Ok(took)
 }
 
 in_both_response_modes!(remote_socket_actions_reach_every_kind_of_node);
