@@ -86,8 +86,7 @@ impl RedisTls {
     }
 
     /// A rustls client configuration trusting `ca_file` (or the system's roots, or Mozilla's
-    /// where the system has none) and presenting
-    /// `cert_file` when given.
+    /// where the system has none) and presenting `cert_file` when given.
     fn client_config(&self) -> Result<ClientConfig, DriverError> {
         let mut roots = RootCertStore::empty();
         match &self.ca_file {
@@ -365,7 +364,7 @@ impl Driver for RedisDriver {
         let state = (self.subscriber.message_rx(), self.restored.subscribe());
         Box::pin(stream::unfold(
             state,
-            |(mut messages, mut reconnects)| async move {
+            |(mut messages, mut restorations)| async move {
                 let item = tokio::select! {
                     msg = messages.recv() => match msg {
                         Ok(msg) => Incoming::Message {
@@ -375,21 +374,21 @@ impl Driver for RedisDriver {
                         Err(RecvError::Lagged(n)) => Incoming::Lost(n),
                         Err(RecvError::Closed) => return None,
                     },
-                    restored = reconnects.recv() => match restored {
+                    restored = restorations.recv() => match restored {
                         Ok(_) | Err(RecvError::Lagged(_)) => Incoming::Reconnected,
                         Err(RecvError::Closed) => return None,
                     },
                 };
-                Some((item, (messages, reconnects)))
+                Some((item, (messages, restorations)))
             },
         ))
     }
 }
 
 /// Restores the subscriber's subscriptions after each reconnection (fred tracks them), retrying
-/// each second until it succeeds, then tells `restored`. Not fred's `manage_subscriptions`: it gives up at its first
-/// failed step, and with only sharded channels its first step, a `SUBSCRIBE` of no channel, fails:
-/// their subscriptions were never restored.
+/// each second until it succeeds, then tells `restored`. Not fred's `manage_subscriptions`: it
+/// gives up at its first failed step, and with only sharded channels its first step, a
+/// `SUBSCRIBE` of no channel, fails: their subscriptions were never restored.
 async fn resubscribe_after_reconnects(
     subscriber: SubscriberClient,
     restored: broadcast::Sender<()>,
