@@ -17,9 +17,13 @@ use socketio_cluster::{
     keys::{HistoryKeys, place},
 };
 
-use crate::protocol::{Member, Message, Since};
+use crate::{
+    protocol::{Member, Message, Since},
+    redis_function::RedisFunction,
+};
 
-static POST: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/post.lua")));
+static POST: LazyLock<RedisFunction> =
+    LazyLock::new(|| RedisFunction::new(include_str!("lua/post.lua"), "post"));
 static READ: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/read.lua")));
 
 /// How long a sent message is remembered by its `clientId` (`shared/PROTOCOL.md`, "Messages").
@@ -238,8 +242,7 @@ impl History {
                         .iter()
                         .map(|p| RedisValue::Bytes(p.clone().into())),
                 );
-                let (fresh, stored): (i64, String) =
-                    POST.evalsha_with_reload(client, script_keys, args).await?;
+                let (fresh, stored): (i64, String) = POST.call(client, script_keys, args).await?;
                 Ok(Posted {
                     message: serde_json::from_str(&stored)?,
                     fresh: fresh == 1,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod namespaces;
 pub mod protocol;
 pub mod rate_limit;
+mod redis_function;
 pub mod request_parts;
 pub mod timers;
 pub mod web;
