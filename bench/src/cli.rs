@@ -25,11 +25,14 @@ pub enum Scenario {
     /// The real chat server through connection storms: `--idle-clients` connect and leave,
     /// three times; its memory must come back after each (our adapter only).
     Waves,
+    /// The real chat server: what a stored message costs Redis, in memory and CPU, next to its
+    /// JSON (our adapter only, one node).
+    Storage,
     All,
 }
 
 impl Scenario {
-    pub const EACH: [Self; 7] = [
+    pub const EACH: [Self; 8] = [
         Self::Fanout,
         Self::Rooms,
         Self::Requests,
@@ -37,6 +40,7 @@ impl Scenario {
         Self::Chat,
         Self::Scaling,
         Self::Waves,
+        Self::Storage,
     ];
 }
 

@@ -379,6 +379,20 @@ fn headlines(run: &Run, max_p99_ms: f64) -> Vec<Headline> {
                 ]
             })
             .collect(),
+        Scenario::Storage => run
+            .steps
+            .iter()
+            .flat_map(|s| {
+                let figure = |key: &str| s.extra.get(key).copied().unwrap_or(f64::NAN);
+                vec![
+                    h("storage: JSON bytes per message".into(), figure("json_bytes"), false),
+                    h("storage: Redis bytes per message".into(), figure("redis_bytes"), false),
+                    h("storage: Redis bytes ÷ JSON bytes".into(), figure("ratio"), false),
+                    h("storage: Redis CPU µs per message".into(), figure("redis_cpu_us"), false),
+                    h("storage: the post command's µs".into(), figure("post_command_us"), false),
+                ]
+            })
+            .collect(),
         Scenario::All => Vec::new(),
     }
 }

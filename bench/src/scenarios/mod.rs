@@ -6,6 +6,7 @@ mod idle;
 mod requests;
 mod rooms;
 mod scaling;
+mod storage;
 mod traffic;
 mod waves;
 
@@ -48,6 +49,7 @@ pub fn node_counts(scenario: Scenario, plan: &Plan) -> Vec<usize> {
     match scenario {
         Scenario::Requests => plan.request_nodes.clone(),
         Scenario::Scaling => plan.scaling_nodes.clone(),
+        Scenario::Storage => vec![1],
         _ => vec![2],
     }
 }
@@ -55,8 +57,10 @@ pub fn node_counts(scenario: Scenario, plan: &Plan) -> Vec<usize> {
 /// The implementations a scenario compares, by name: the chat scenario is our chat server.
 pub fn implementations(scenario: Scenario, impls: &[Impl]) -> Vec<Option<Impl>> {
     match scenario {
-        Scenario::Chat | Scenario::Waves if impls.contains(&Impl::Cluster) => vec![None],
-        Scenario::Chat | Scenario::Waves => Vec::new(),
+        Scenario::Chat | Scenario::Waves | Scenario::Storage if impls.contains(&Impl::Cluster) => {
+            vec![None]
+        }
+        Scenario::Chat | Scenario::Waves | Scenario::Storage => Vec::new(),
         // Sharded pub/sub is our adapter's: the others have no such modes.
         Scenario::Scaling if impls.contains(&Impl::Cluster) => vec![Some(Impl::Cluster)],
         Scenario::Scaling => Vec::new(),
@@ -76,6 +80,7 @@ pub async fn run(
     match (scenario, imp) {
         (Scenario::Chat, _) => chat::run(ctx, nodes, run).await,
         (Scenario::Waves, _) => waves::run(ctx, nodes, run).await,
+        (Scenario::Storage, _) => storage::run(ctx, run).await,
         (Scenario::Fanout, Some(imp)) => fanout::run(ctx, imp, nodes, run).await,
         (Scenario::Rooms, Some(imp)) => rooms::run(ctx, imp, nodes, run).await,
         (Scenario::Requests, Some(imp)) => requests::run(ctx, imp, nodes, run).await,
