@@ -44,8 +44,9 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `H:{nsp\|room}:seq` | string | the room's last message number |
-//! | `H:{nsp\|room}:list` | list | the room's last messages, JSON, oldest first |
+//! | `H:{nsp\|room}:sequence` | hash | the room's last message number, its epoch and what numbered it |
+//! | `H:{nsp\|room}:list` | list | the room's last messages, JSON without id, room and epoch, oldest first |
+//! | `H:{nsp\|room}:retries`, `…:retries:previous` | hash | seq and time of each message by its sender and clientId, in two generations |
 //!
 //! With sharded pub/sub a room's history keys carry the tag of its channel's slot instead: see
 //! [`HistoryKeys`].
@@ -361,14 +362,14 @@ impl HistoryKeys {
         format!("{}:list", self.room(nsp, room))
     }
 
-    /// `H:{nsp|room}:sent:{len(user)}:{user}:{clientId}`: a message of `user` by its clientId, for
-    /// retries. The length keeps user ids with `:` from reaching another user's record.
-    pub fn sent(&self, nsp: &str, room: &str, user: &str, client_id: &str) -> String {
-        format!(
-            "{}:sent:{}:{user}:{client_id}",
-            self.room(nsp, room),
-            user.len()
-        )
+    /// `H:{nsp|room}:retries` and `H:{nsp|room}:retries:previous`: hashes of the room's retry
+    /// records by sender and clientId, of this generation and the one before.
+    pub fn retry_records(&self, nsp: &str, room: &str) -> [String; 2] {
+        let room = self.room(nsp, room);
+        [
+            format!("{room}:retries"),
+            format!("{room}:retries:previous"),
+        ]
     }
 }
 
@@ -433,7 +434,13 @@ mod tests {
         assert_eq!(p.timers(only), "{k}:presence:timers");
         let h = HistoryKeys::new("k");
         assert_eq!(h.sequence("/a", "r"), "{k}:history:/a|r:sequence");
-        assert_eq!(h.sent("/", "r", "u:1", "c"), "{k}:history:/|r:sent:3:u:1:c");
+        assert_eq!(
+            h.retry_records("/", "r"),
+            [
+                "{k}:history:/|r:retries",
+                "{k}:history:/|r:retries:previous"
+            ]
+        );
         assert_eq!(h.list("/a", "r"), "{k}:history:/a|r:list");
     }
 
@@ -472,7 +479,9 @@ mod tests {
             let expected = slot(&channel("/chat", room));
             assert_eq!(slot(&h.sequence("/chat", room)), expected, "{room}");
             assert_eq!(slot(&h.list("/chat", room)), expected, "{room}");
-            assert_eq!(slot(&h.sent("/chat", room, "u", "c")), expected, "{room}");
+            for key in h.retry_records("/chat", room) {
+                assert_eq!(slot(&key), expected, "{room}");
+            }
         }
         assert!(SLOT_TAGS.iter().all(|t| !t.is_empty()));
     }

@@ -11,7 +11,10 @@ use socketio_cluster::{
     presence::{MemoryPresence, PresenceStore, RedisPresence},
 };
 
-use crate::{config::Config, history::History};
+use crate::{
+    config::Config,
+    history::{History, RETRY_WINDOW},
+};
 
 /// What a node shares its state through.
 pub trait Backend: Send + Sync + Sized + 'static {
@@ -75,6 +78,7 @@ impl Backend for Redis {
                 history_keys,
                 config.history_len,
                 config.history_ttl_secs,
+                RETRY_WINDOW,
             ),
             driver,
         })

@@ -10,7 +10,7 @@ use std::{
 };
 
 use fred::{clients::Client, types::Value as RedisValue, types::scripts::Script};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use socketio_cluster::{
     BroadcastTemplate, MemoryHub, hole,
@@ -39,10 +39,12 @@ pub enum HistoryError {
     Encode(#[from] socketio_cluster::WireError),
 }
 
-/// A message as its sender gave it, before it has a place in the room.
+/// A message as its sender gave it, before it has a place in the room. Serialized, it is what
+/// the history keeps of it besides its seq: the room, its id and epoch are the room's.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Draft<'a> {
+    #[serde(skip)]
     pub room: &'a str,
     pub from: &'a Member,
     pub text: &'a str,
@@ -55,6 +57,7 @@ impl Draft<'_> {
     /// The data of its broadcast, with a hole for each field only posting decides.
     pub fn with_holes(&self) -> Result<Value, HistoryError> {
         let mut data = serde_json::to_value(self)?;
+        data["room"] = json!(self.room);
         for field in ["id", "seq", "epoch"] {
             data[field] = hole(field);
         }
@@ -71,6 +74,34 @@ impl Draft<'_> {
             text: self.text.to_string(),
             ts: self.ts,
             client_id: self.client_id.map(str::to_string),
+        }
+    }
+}
+
+/// A message as the history in Redis keeps it: a [`Draft`] and its seq. (Entries stored before
+/// this form also name their id, room and epoch, which are ignored: the room's keys say them.)
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry {
+    seq: u64,
+    from: Member,
+    text: String,
+    ts: u64,
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+impl Entry {
+    fn placed(self, room: &str, epoch: &str) -> Message {
+        Message {
+            id: format!("{epoch}:{}", self.seq),
+            room: room.to_string(),
+            seq: self.seq,
+            epoch: epoch.to_string(),
+            from: self.from,
+            text: self.text,
+            ts: self.ts,
+            client_id: self.client_id,
         }
     }
 }
@@ -154,6 +185,7 @@ pub enum History {
         keys: HistoryKeys,
         keep: usize,
         ttl_secs: u64,
+        retry_window: Duration,
     },
     Memory {
         rooms: Mutex<MemoryRooms>,
@@ -178,13 +210,22 @@ pub struct MemoryRooms {
 }
 
 impl History {
-    /// History in Redis under `keys` ([`HistoryKeys::in_slot_of`] with sharded pub/sub).
-    pub fn redis(client: Client, keys: HistoryKeys, keep: usize, ttl_secs: u64) -> Self {
+    /// History in Redis under `keys` ([`HistoryKeys::in_slot_of`] with sharded pub/sub), whose
+    /// clientIds are remembered longer than `retry_window` and forgotten within three
+    /// ([`RETRY_WINDOW`] in the chat; see `lua/post.lua`).
+    pub fn redis(
+        client: Client,
+        keys: HistoryKeys,
+        keep: usize,
+        ttl_secs: u64,
+        retry_window: Duration,
+    ) -> Self {
         Self::Redis {
             client,
             keys,
             keep,
             ttl_secs,
+            retry_window,
         }
     }
 
@@ -219,18 +260,25 @@ impl History {
                 keys,
                 keep,
                 ttl_secs,
+                retry_window,
             } => {
-                let mut script_keys =
+                let mut function_keys =
                     vec![keys.sequence(nsp, draft.room), keys.list(nsp, draft.room)];
-                if let Some(client_id) = draft.client_id {
-                    script_keys.push(keys.sent(nsp, draft.room, &draft.from.id, client_id));
-                }
+                let record = match draft.client_id {
+                    Some(client_id) => {
+                        function_keys.extend(keys.retry_records(nsp, draft.room));
+                        retry_field(&draft.from.id, client_id)
+                    }
+                    None => String::new(),
+                };
                 let mut args: Vec<RedisValue> = vec![
                     serde_json::to_string(draft)?.into(),
                     keep.to_string().into(),
                     ttl_secs.to_string().into(),
                     new_epoch().into(),
-                    RETRY_WINDOW.as_secs().to_string().into(),
+                    retry_window.as_secs().max(1).to_string().into(),
+                    record.into(),
+                    draft.ts.to_string().into(),
                     broadcast.publish_command().into(),
                     broadcast.channel().into(),
                     broadcast.holes().len().to_string().into(),
@@ -242,9 +290,13 @@ impl History {
                         .iter()
                         .map(|p| RedisValue::Bytes(p.clone().into())),
                 );
-                let (fresh, stored): (i64, String) = POST.call(client, script_keys, args).await?;
+                let placed: (i64, String, u64, Option<u64>) =
+                    POST.call(client, function_keys, args).await?;
+                let (fresh, epoch, seq, first_ts) = placed;
+                let mut message = draft.placed(&epoch, seq);
+                message.ts = first_ts.unwrap_or(message.ts);
                 Ok(Posted {
-                    message: serde_json::from_str(&stored)?,
+                    message,
                     fresh: fresh == 1,
                 })
             }
@@ -314,10 +366,13 @@ impl History {
                 ) = READ
                     .evalsha_with_reload(client, script_keys, Vec::<String>::new())
                     .await?;
-                let messages = stored
-                    .iter()
-                    .map(|m| serde_json::from_str(m))
-                    .collect::<Result<_, _>>()?;
+                let messages = match &epoch {
+                    Some(epoch) => stored
+                        .iter()
+                        .map(|m| Ok(serde_json::from_str::<Entry>(m)?.placed(room, epoch)))
+                        .collect::<Result<_, HistoryError>>()?,
+                    None => Vec::new(),
+                };
                 Kept {
                     epoch,
                     seq,
@@ -357,6 +412,12 @@ impl MemoryRooms {
                 .retain(|_, (_, last_post)| now.saturating_duration_since(*last_post) < ttl);
         }
     }
+}
+
+/// The field of a retry record in the room's hash of them: the sender's id and the clientId,
+/// the length first, so that user ids with `:` cannot reach another user's record.
+fn retry_field(user: &str, client_id: &str) -> String {
+    format!("{}:{user}:{client_id}", user.len())
 }
 
 /// A new epoch: random, so a room whose sequence was lost never reuses one.

@@ -270,3 +270,76 @@ async fn a_retry_returns_the_stored_message_and_a_lost_sequence_starts_a_new_epo
     );
     Ok(())
 }
+
+/// Retry records are kept in two generations of one retry window each, rotated by Redis's clock:
+/// a record is found for its whole window and forgotten once two newer generations have started.
+/// (The chat's window is 10 minutes; here 1 s, with the history in Redis as the chat keeps it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_records_last_their_window_and_go_two_generations_later() -> anyhow::Result<()> {
+    use chat_server::{
+        history::{Draft, History},
+        protocol::Member,
+    };
+    use socketio_cluster::{
+        Cluster, ClusterConfig, RedisDriver, RedisDriverConfig, keys::HistoryKeys,
+    };
+    let redis = TestRedis::start().await?;
+    let driver = RedisDriver::connect(RedisDriverConfig::new(redis.url())).await?;
+    let key = unique_key("records");
+    let history = History::redis(
+        driver.client().clone(),
+        HistoryKeys::new(&key),
+        100,
+        3600,
+        Duration::from_secs(1),
+    );
+    let cluster = Cluster::new(driver, ClusterConfig::default());
+    let from = Member {
+        id: "alice".into(),
+        name: "Alice".into(),
+    };
+    let post = |text: &'static str, client_id: &'static str| {
+        let (history, cluster, from) = (&history, &cluster, &from);
+        async move {
+            let draft = Draft {
+                room: "r",
+                from,
+                text,
+                ts: 1,
+                client_id: Some(client_id),
+            };
+            let template = cluster.broadcast_template("/", "r", "message", &draft.with_holes()?)?;
+            anyhow::Ok(history.post("/", &draft, &template).await?)
+        }
+    };
+    let first = post("first", "c-1").await?;
+    assert!(first.fresh);
+    // However the generations fall, a record is found for its whole window…
+    let mut retried = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(900) {
+        let retry = post("first", "c-1").await?;
+        assert!(
+            !retry.fresh,
+            "a retry {:?} after the first post",
+            started.elapsed()
+        );
+        assert_eq!(retry.message, first.message);
+        retried += 1;
+        // Other senders' posts rotate the generations meanwhile.
+        post("other", "c-other").await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // …and forgotten once two generations have passed.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    post("rotate", "c-2").await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    post("rotate again", "c-3").await?;
+    let late = post("first", "c-1").await?;
+    assert!(late.fresh, "a record outlived two windows");
+    println!(
+        "{retried} retries within the window found the record; 2.3 s later the same clientId posted seq {}",
+        late.message.seq
+    );
+    Ok(())
+}

@@ -1,5 +1,5 @@
 //! What a stored chat message costs Redis: the real chat server (one node) posts
-//! `STORAGE_MESSAGES` messages into each of `STORAGE_ROOMS` rooms, every one with a `clientId`
+//! 100 messages into each of 200 rooms, every one with a `clientId`
 //! (as the web client sends them) and a text that makes its JSON about 285 bytes, as a user's
 //! message with a name and a UUID is. Redis's memory grows by the rooms' history lists,
 //! sequences and retry records; what that is per message, next to the JSON a client receives,
@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// Rooms posted to, one sender each.
-const ROOMS: usize = 50;
+const ROOMS: usize = 200;
 /// Messages per room: no more than the chat server's default `HISTORY_LEN`, so all are kept.
 const MESSAGES: usize = 100;
 
