@@ -173,6 +173,10 @@ pub struct Args {
     /// Clients of the idle scenario.
     #[arg(long, default_value_t = 10_000)]
     pub idle_clients: usize,
+    /// Nodes of the chat scenario (1 with `--chat-rooms 1900` measures a full node: 19,000
+    /// clients, as many as this machine's 20,000 open files per process allow).
+    #[arg(long, default_value_t = 2)]
+    pub chat_nodes: usize,
     /// Rooms of the chat scenario.
     #[arg(long, default_value_t = 100)]
     pub chat_rooms: usize,
@@ -272,6 +276,7 @@ pub struct Plan {
     pub requests: usize,
     pub request_nodes: Vec<usize>,
     pub idle_clients: usize,
+    pub chat_nodes: usize,
     pub chat_rooms: usize,
     pub chat_room_size: usize,
     pub chat_rates: Vec<f64>,
@@ -312,6 +317,7 @@ impl Args {
             requests: self.requests,
             request_nodes: self.request_nodes.clone(),
             idle_clients: self.idle_clients,
+            chat_nodes: self.chat_nodes.max(1),
             chat_rooms: self.chat_rooms,
             chat_room_size: self.chat_room_size.max(1),
             chat_rates: self.chat_rates.clone(),
@@ -337,6 +343,7 @@ impl Args {
             request_clients: 20,
             requests: 20,
             idle_clients: 200,
+            chat_nodes: 2,
             chat_rooms: 4,
             chat_room_size: 3,
             chat_rates: vec![20.0],

@@ -23,7 +23,10 @@ pub async fn run(ctx: &mut Ctx, nodes: usize, run: &mut Run) -> anyhow::Result<(
     let auths = (0..rooms * size)
         .map(|i| json!({ "userId": format!("u{i}"), "name": format!("user {i}") }).to_string())
         .collect();
+    let baseline = deployment.snapshot(&ctx.env.redis)?;
+    let connecting = Instant::now();
     let mut traffic = Traffic::open(ctx, &deployment, auths, false).await?;
+    let connects_per_s = traffic.clients.len() as f64 / connecting.elapsed().as_secs_f64();
 
     let before = deployment.snapshot(&ctx.env.redis)?;
     let started = Instant::now();
@@ -43,20 +46,34 @@ pub async fn run(ctx: &mut Ctx, nodes: usize, run: &mut Run) -> anyhow::Result<(
     }
     let rtts: Vec<u64> = joins.iter().map(|r| r.rtt.as_micros() as u64).collect();
     let latency = Summary::of_values(&rtts);
+    // What each node holds per client once every client has joined: sessions, chat state,
+    // presence, room membership.
+    let per_node = joins.len() as f64 / nodes as f64;
+    let kib_per_client = deployment
+        .nodes
+        .iter()
+        .map(|n| {
+            let grew = after.rss_kib(&n.name).unwrap_or(0) as f64
+                - baseline.rss_kib(&n.name).unwrap_or(0) as f64;
+            grew / per_node
+        })
+        .sum::<f64>()
+        / nodes as f64;
     eprintln!(
-        "  {} joins: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms",
+        "  {} clients connected at {connects_per_s:.0}/s; {} joins: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms; {kib_per_client:.1} KiB per joined client",
+        traffic.clients.len(),
         joins.len(),
         joins.len() as f64 / secs,
         latency.p50_ms,
         latency.p99_ms
     );
-    run.steps.push(Step::requests(
-        "join",
-        joins.len(),
-        secs,
-        latency,
-        after.since(&before),
-    ));
+    let mut step = Step::requests("join", joins.len(), secs, latency, after.since(&before));
+    step.extra = [
+        ("connects_per_s".to_string(), connects_per_s),
+        ("kib_per_client".to_string(), kib_per_client),
+    ]
+    .into();
+    run.steps.push(step);
 
     let mut senders = Vec::new();
     for room in 0..rooms {

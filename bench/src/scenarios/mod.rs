@@ -50,6 +50,7 @@ pub fn node_counts(scenario: Scenario, plan: &Plan) -> Vec<usize> {
         Scenario::Requests => plan.request_nodes.clone(),
         Scenario::Scaling => plan.scaling_nodes.clone(),
         Scenario::Storage => vec![1],
+        Scenario::Chat => vec![plan.chat_nodes],
         _ => vec![2],
     }
 }
