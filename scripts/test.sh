@@ -19,7 +19,7 @@ cargo test --workspace --locked "$@"
 # MONITOR check of the classic request pipeline, CLIENT PAUSE (it pauses one master only), allRooms
 # with Node.js (its sharded adapter has none) and @socket.io/redis-emitter (classic PUBLISH only).
 TEST_REDIS=cluster cargo test --locked -p cluster-tests \
-    --test cluster --test chat --test presence --test recovery --test interop -- \
+    --test cluster --test chat --test presence --test recovery --test scrollback --test interop -- \
     --skip after_a_redis_restart \
     --skip on_redis_a_request_is_counted_and_published_in_one_pipeline \
     --skip an_overloaded_node_refuses_messages_joins_and_leaves_before_changing_anything \

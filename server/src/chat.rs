@@ -8,7 +8,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use socketio_cluster::{
     ANY_NAMESPACE, Cluster, ClusterAdapter, ClusterError, Target,
@@ -28,12 +27,13 @@ use crate::{
     connections::{Admission, Permit},
     fanout::{self, RoomSizes},
     history::{Draft, History},
+    history_pages,
     identity::{AuthError, Identity, identify},
     metrics::Metrics,
     namespaces::{self, Connecting},
     protocol::{
         ChatError, ErrorCode, JoinRequest, LeaveRequest, MAX_CLIENT_ID_LEN, Member, MessageRequest,
-        Notice, NoticeKind, PresenceUpdate, check_name, check_room, ok_ack, valid_namespace,
+        Notice, NoticeKind, PresenceUpdate, check_name, check_room, ok_ack, parse, valid_namespace,
     },
     rate_limit::RateLimiter,
 };
@@ -268,22 +268,22 @@ impl<B: Backend> Chat<B> {
             .online(&nsp, &req.room)
             .await
             .map_err(ChatError::internal)?;
-        let recovery = self
-            .history
-            .recover(
-                &nsp,
-                &req.room,
-                req.since.as_ref(),
-                self.config.history_ack_bytes,
-            )
-            .await
-            .map_err(ChatError::internal)?;
+        let recovery = history_pages::recover(
+            &self.history,
+            &nsp,
+            &req.room,
+            req.since.as_ref(),
+            self.config.history_ack_bytes,
+        )
+        .await
+        .map_err(ChatError::internal)?;
         let mut ack = json!({ "chatter": member, "online": online, "history": recovery.history });
         if let Some(epoch) = recovery.epoch {
             ack["epoch"] = json!(epoch);
         }
         if let Some(recovered) = recovery.recovered {
             ack["recovered"] = json!(recovered);
+            ack["more"] = json!(recovery.more);
             self.metrics.count_recovery(recovered);
         }
         Ok(ok_ack(ack))
@@ -342,7 +342,7 @@ impl<B: Backend> Chat<B> {
         room: &str,
     ) -> Result<(), ChatError> {
         if !session.rooms.lock().unwrap().remove(room) {
-            return Err(not_in_room(room));
+            return Err(ChatError::not_in_room(room));
         }
         let nsp = socket.ns().to_string();
         socket.leave(room.to_string());
@@ -464,7 +464,7 @@ impl<B: Backend> Chat<B> {
     ) -> Result<Value, ChatError> {
         let req: MessageRequest = parse(payload)?;
         if !session.rooms.lock().unwrap().contains(&req.room) {
-            return Err(not_in_room(&req.room));
+            return Err(ChatError::not_in_room(&req.room));
         }
         let length = req.text.chars().count();
         if length > self.config.max_message_len {
@@ -640,16 +640,18 @@ enum ChatEvent {
     Join,
     Leave,
     Message,
+    History,
 }
 
 impl ChatEvent {
-    const ALL: [Self; 3] = [Self::Join, Self::Leave, Self::Message];
+    const ALL: [Self; 4] = [Self::Join, Self::Leave, Self::Message, Self::History];
 
     fn name(self) -> &'static str {
         match self {
             Self::Join => "join",
             Self::Leave => "leave",
             Self::Message => "message",
+            Self::History => "history",
         }
     }
 }
@@ -726,6 +728,17 @@ async fn handle<B: Backend>(
                 ChatEvent::Join => chat.join(socket, session, payload).await,
                 ChatEvent::Leave => chat.leave(socket, session, payload).await,
                 ChatEvent::Message => chat.message(socket, session, payload).await,
+                ChatEvent::History => {
+                    let in_room = |room: &str| session.rooms.lock().unwrap().contains(room);
+                    history_pages::answer(
+                        &chat.history,
+                        &chat.config,
+                        socket.ns(),
+                        in_room,
+                        payload,
+                    )
+                    .await
+                }
             },
             Err(err) => Err(ChatError::bad_request(format!(
                 "payload is not valid JSON: {err}"
@@ -743,11 +756,6 @@ async fn handle<B: Backend>(
     let _ = ack.send(&reply);
 }
 
-fn parse<T: DeserializeOwned>(payload: Value) -> Result<T, ChatError> {
-    serde_json::from_value(payload)
-        .map_err(|e| ChatError::bad_request(format!("invalid payload: {e}")))
-}
-
 /// An overloaded cluster is the sender's cue to back off and retry, like a rate limit, and is
 /// logged as a refusal rather than as an internal error (it comes in floods).
 fn refused_by_cluster(err: &ClusterError) -> ChatError {
@@ -758,13 +766,6 @@ fn refused_by_cluster(err: &ClusterError) -> ChatError {
         ),
         err => ChatError::internal(err),
     }
-}
-
-fn not_in_room(room: &str) -> ChatError {
-    ChatError::new(
-        ErrorCode::NotInRoom,
-        format!("not in room {room}; join it first"),
-    )
 }
 
 pub fn now_ms() -> u64 {

@@ -111,6 +111,12 @@ pub struct Config {
     /// With `SOCKET_BUFFER`, it bounds what a client that never reads can make a node hold.
     #[arg(long, env = "HISTORY_ACK_BYTES", default_value_t = 65_536)]
     pub history_ack_bytes: usize,
+    /// Messages a `history` page carries when the request names no `limit`.
+    #[arg(long, env = "HISTORY_PAGE_LEN", default_value_t = 50)]
+    pub history_page_len: usize,
+    /// Most messages a `history` page carries, whatever `limit` asks for.
+    #[arg(long, env = "HISTORY_PAGE_MAX_LEN", default_value_t = 500)]
+    pub history_page_max_len: usize,
     /// A room's history expires this long after its last message.
     #[arg(long, env = "HISTORY_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub history_ttl_secs: u64,
@@ -299,7 +305,7 @@ impl Config {
 
     /// Refuses values the node cannot work with, naming the variable.
     pub fn check(&self) -> anyhow::Result<()> {
-        let ranges: [(&str, u64, u64, u64); 23] = [
+        let ranges: [(&str, u64, u64, u64); 25] = [
             (
                 "HTTP_HEADER_TIMEOUT_MS",
                 self.http_header_timeout_ms,
@@ -358,6 +364,13 @@ impl Config {
             ("NODE_TIMEOUT_MS", self.node_timeout_ms, 200, 600_000),
             ("REQUEST_TIMEOUT_MS", self.request_timeout_ms, 10, 600_000),
             ("HISTORY_LEN", self.history_len as u64, 0, 100_000),
+            ("HISTORY_PAGE_LEN", self.history_page_len as u64, 1, 100_000),
+            (
+                "HISTORY_PAGE_MAX_LEN",
+                self.history_page_max_len as u64,
+                1,
+                100_000,
+            ),
             ("MAX_MESSAGE_LEN", self.max_message_len as u64, 1, 1_000_000),
             ("SOCKET_BUFFER", self.socket_buffer as u64, 1, 1_000_000),
             (

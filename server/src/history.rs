@@ -24,7 +24,7 @@ use crate::{
 
 static POST: LazyLock<RedisFunction> =
     LazyLock::new(|| RedisFunction::new(include_str!("lua/post.lua"), "post"));
-static READ: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/read.lua")));
+static PAGE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/page.lua")));
 
 /// How long a sent message is remembered by its `clientId` (`shared/PROTOCOL.md`, "Messages").
 pub const RETRY_WINDOW: Duration = Duration::from_secs(600);
@@ -113,15 +113,28 @@ pub struct Posted {
     pub fresh: bool,
 }
 
-/// What a `join` ack carries of the room's messages.
-#[derive(Debug, PartialEq)]
-pub struct Recovery {
-    pub history: Vec<Message>,
-    /// Whether `history` is exactly what came after the client's `since`; absent without one.
-    pub recovered: Option<bool>,
-    /// The room's epoch now (none before its first message). A client recovered from `since`
-    /// in an earlier epoch continues in this one: a failover carried its messages over.
+/// Where a page of a room's messages starts (see [`History::select`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Position<'a> {
+    /// Back from the message before this seq; 0: from the newest.
+    Before(u64),
+    /// On from the message after this one.
+    After(&'a Since),
+}
+
+/// A page of a room's kept messages as the store selected it, oldest first.
+#[derive(Debug, Default, PartialEq)]
+pub struct Selected {
+    /// The room's epoch now (none before its first message).
     pub epoch: Option<String>,
+    /// The room's last seq.
+    pub seq: u64,
+    /// Whether an `After` position is one of the room's: its epoch, or the epoch before a
+    /// failover up to the seq carried from it. Always true for `Before`.
+    pub known: bool,
+    /// Whether the room keeps messages past the page in its direction.
+    pub more: bool,
+    pub messages: Vec<Message>,
 }
 
 /// A room's sequence and the messages kept of it, oldest first.
@@ -136,45 +149,46 @@ struct Kept {
 }
 
 impl Kept {
-    /// The messages after `since` if they are all kept and fit in `max_bytes`; else the newest
-    /// that fit, for the client to start over.
-    fn recover(self, since: Option<&Since>, max_bytes: usize) -> Recovery {
-        let Some(since) = since else {
-            return Recovery {
-                history: newest_within(self.messages, max_bytes),
-                recovered: None,
-                epoch: self.epoch,
-            };
+    /// What `lua/page.lua` selects from Redis, from the messages kept in memory: at most
+    /// `limit` messages from `position`, ending with the one that reaches `max_bytes` of JSON.
+    fn select(&self, position: Position<'_>, limit: usize, max_bytes: usize) -> Selected {
+        let mut selected = Selected {
+            epoch: self.epoch.clone(),
+            seq: self.seq,
+            known: true,
+            ..Selected::default()
         };
-        // A failover relabelled the messages this Redis kept: a client holding no more than
-        // those lost nothing and continues in the new epoch.
-        let carried_over =
-            self.prev_epoch.as_deref() == Some(since.epoch.as_str()) && since.seq <= self.carried;
-        if (carried_over || self.epoch.as_deref() == Some(since.epoch.as_str()))
-            && since.seq <= self.seq
-        {
-            let missed: Vec<Message> = self
-                .messages
-                .iter()
-                .filter(|m| m.seq > since.seq)
-                .cloned()
-                .collect();
-            let complete = missed.len() as u64 == self.seq - since.seq;
-            let count = missed.len();
-            let fitting = newest_within(missed, max_bytes);
-            if complete && fitting.len() == count {
-                return Recovery {
-                    history: fitting,
-                    recovered: Some(true),
-                    epoch: self.epoch,
-                };
+        // The kept messages are the room's last, without gaps: seq `first` is at index 0.
+        let first = self.seq + 1 - self.messages.len() as u64;
+        let (mut at, forward) = match position {
+            Position::After(since) => {
+                let is = |epoch: &Option<String>| epoch.as_deref() == Some(since.epoch.as_str());
+                selected.known = self.epoch.is_some()
+                    && ((is(&self.epoch) && since.seq <= self.seq)
+                        || (is(&self.prev_epoch) && since.seq <= self.carried));
+                if !selected.known {
+                    return selected;
+                }
+                ((since.seq + 1).max(first), true)
             }
+            Position::Before(before) => {
+                let before = if before == 0 { self.seq + 1 } else { before };
+                (before.min(self.seq + 1).saturating_sub(1), false)
+            }
+        };
+        let kept = |seq: u64| seq >= first && seq >= 1 && seq <= self.seq;
+        let mut bytes = 0;
+        while selected.messages.len() < limit && bytes < max_bytes && kept(at) {
+            let message = &self.messages[(at - first) as usize];
+            bytes += serde_json::to_vec(message).map_or(0, |json| json.len());
+            selected.messages.push(message.clone());
+            at = if forward { at + 1 } else { at - 1 };
         }
-        Recovery {
-            history: newest_within(self.messages, max_bytes),
-            recovered: Some(false),
-            epoch: self.epoch,
+        selected.more = kept(at);
+        if !forward {
+            selected.messages.reverse();
         }
+        selected
     }
 }
 
@@ -346,52 +360,64 @@ impl History {
         }
     }
 
-    /// What a client joining the room gets of its messages (see [`Recovery`]).
-    pub async fn recover(
+    /// At most `limit` of the room's kept messages from `position`, ending with the one that
+    /// reaches `max_bytes` of stored JSON; reads what it returns, whatever the room keeps.
+    pub async fn select(
         &self,
         nsp: &str,
         room: &str,
-        since: Option<&Since>,
+        position: Position<'_>,
+        limit: usize,
         max_bytes: usize,
-    ) -> Result<Recovery, HistoryError> {
-        let kept = match self {
+    ) -> Result<Selected, HistoryError> {
+        match self {
             Self::Redis { client, keys, .. } => {
-                let script_keys = vec![keys.sequence(nsp, room), keys.list(nsp, room)];
-                let (epoch, seq, stored, prev_epoch, carried): (
+                let (direction, seq, epoch) = match position {
+                    Position::Before(seq) => ("before", seq, ""),
+                    Position::After(since) => ("after", since.seq, since.epoch.as_str()),
+                };
+                let function_keys = vec![keys.sequence(nsp, room), keys.list(nsp, room)];
+                let args = vec![
+                    direction.to_string(),
+                    seq.to_string(),
+                    epoch.to_string(),
+                    limit.min(u32::MAX as usize).to_string(),
+                    max_bytes.min(u32::MAX as usize).to_string(),
+                ];
+                let (epoch, seq, known, more, entries): (
                     Option<String>,
                     u64,
+                    i64,
+                    i64,
                     Vec<String>,
-                    Option<String>,
-                    u64,
-                ) = READ
-                    .evalsha_with_reload(client, script_keys, Vec::<String>::new())
+                ) = PAGE
+                    .evalsha_with_reload(client, function_keys, args)
                     .await?;
                 let messages = match &epoch {
-                    Some(epoch) => stored
+                    Some(epoch) => entries
                         .iter()
                         .map(|m| Ok(serde_json::from_str::<Entry>(m)?.placed(room, epoch)))
                         .collect::<Result<_, HistoryError>>()?,
                     None => Vec::new(),
                 };
-                Kept {
+                Ok(Selected {
                     epoch,
                     seq,
+                    known: known == 1,
+                    more: more == 1,
                     messages,
-                    prev_epoch,
-                    carried,
-                }
+                })
             }
             Self::Memory { rooms, .. } => {
                 let mut rooms = rooms.lock().unwrap();
                 rooms.forget_expired(Instant::now());
-                rooms
+                Ok(rooms
                     .rooms
                     .get(&place(nsp, room))
-                    .map(|(kept, _)| kept.clone())
-                    .unwrap_or_default()
+                    .map(|(kept, _)| kept.select(position, limit, max_bytes))
+                    .unwrap_or_else(|| Kept::default().select(position, limit, max_bytes)))
             }
-        };
-        Ok(kept.recover(since, max_bytes))
+        }
     }
 }
 
@@ -425,30 +451,14 @@ fn new_epoch() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// The newest of `messages` (oldest first) whose JSON fits in `max_bytes`, oldest first: what a
-/// `join` ack carries, so that a client rejoining in a loop cannot make a node queue a room's
-/// whole history each time.
-fn newest_within(mut messages: Vec<Message>, max_bytes: usize) -> Vec<Message> {
-    let mut total = 0;
-    let kept = messages
-        .iter()
-        .rev()
-        .take_while(|m| {
-            total += serde_json::to_vec(m).map_or(usize::MAX, |json| json.len() + 1);
-            total <= max_bytes
-        })
-        .count();
-    messages.split_off(messages.len() - kept)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use futures_util::StreamExt;
     use socketio_cluster::{Cluster, ClusterConfig, Driver, Incoming, MemoryDriver};
 
     use super::*;
 
-    fn alice() -> Member {
+    pub(crate) fn alice() -> Member {
         Member {
             id: "a".into(),
             name: "Alice".into(),
@@ -456,7 +466,7 @@ mod tests {
     }
 
     /// A memory history, and a subscriber of what it publishes.
-    fn memory(keep: usize) -> (History, Cluster<MemoryDriver>, MemoryDriver) {
+    pub(crate) fn memory(keep: usize) -> (History, Cluster<MemoryDriver>, MemoryDriver) {
         let hub = MemoryHub::new();
         let cluster = Cluster::new(hub.driver(), ClusterConfig::default());
         let ttl = Duration::from_secs(3600);
@@ -467,7 +477,7 @@ mod tests {
         )
     }
 
-    async fn post(
+    pub(crate) async fn post(
         history: &History,
         cluster: &Cluster<MemoryDriver>,
         text: &str,
@@ -487,11 +497,11 @@ mod tests {
         history.post("/", &draft, &template).await.unwrap()
     }
 
-    fn texts(messages: &[Message]) -> Vec<&str> {
+    pub(crate) fn texts(messages: &[Message]) -> Vec<&str> {
         messages.iter().map(|m| m.text.as_str()).collect()
     }
 
-    fn since(m: &Message) -> Since {
+    pub(crate) fn since(m: &Message) -> Since {
         Since {
             epoch: m.epoch.clone(),
             seq: m.seq,
@@ -509,11 +519,14 @@ mod tests {
         for text in ["1", "2", "3"] {
             post(&history, &cluster, text, None).await;
         }
-        let kept = history.recover("/", "r", None, usize::MAX).await.unwrap();
-        assert_eq!(texts(&kept.history), ["2", "3"]);
-        assert_eq!(kept.history[0].seq, 2);
-        assert_eq!(kept.history[0].epoch, kept.history[1].epoch);
-        assert_eq!(kept.recovered, None);
+        let kept = history
+            .select("/", "r", Position::Before(0), usize::MAX, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(texts(&kept.messages), ["2", "3"]);
+        assert_eq!(kept.messages[0].seq, 2);
+        assert_eq!(kept.messages[0].epoch, kept.messages[1].epoch);
+        assert!(!kept.more, "seq 1 is no longer kept");
         for seq in 1..=3 {
             let Some(Incoming::Message { payload, .. }) = incoming.next().await else {
                 panic!("a broadcast per post");
@@ -551,7 +564,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failover_relabels_without_a_false_alarm_and_a_real_loss_still_shows() {
+    fn a_failover_carries_its_seqs_into_the_new_epoch() {
         let message = |seq: u64| Message {
             id: format!("new:{seq}"),
             room: "r".into(),
@@ -571,101 +584,79 @@ mod tests {
             prev_epoch: Some("old".into()),
             carried: 3,
         };
-        let since = |epoch: &str, seq| Since {
-            epoch: epoch.into(),
+        let after = |epoch: &str, seq| {
+            let since = Since {
+                epoch: epoch.into(),
+                seq,
+            };
+            kept.select(Position::After(&since), usize::MAX, usize::MAX)
+        };
+        let after_2 = after("old", 2);
+        assert!(after_2.known);
+        assert_eq!(texts(&after_2.messages), ["3", "4", "5"]);
+        assert_eq!(texts(&after("old", 3).messages), ["4", "5"]);
+        // Old 4 was never numbered here: that position is not the room's.
+        assert!(!after("old", 4).known);
+        assert!(!after("older", 1).known);
+        assert!(!after("new", 6).known, "a seq the room never gave");
+        assert!(after("new", 5).known);
+    }
+
+    #[test]
+    fn a_selection_pages_by_position_and_says_whether_more_is_kept() {
+        let message = |seq: u64| Message {
+            id: format!("e:{seq}"),
+            room: "r".into(),
+            seq,
+            epoch: "e".into(),
+            from: alice(),
+            text: seq.to_string(),
+            ts: 0,
+            client_id: None,
+        };
+        // Seqs 4 to 10 kept of 10.
+        let kept = Kept {
+            epoch: Some("e".into()),
+            seq: 10,
+            messages: (4..=10).map(message).collect(),
+            prev_epoch: None,
+            carried: 0,
+        };
+        let since = |seq| Since {
+            epoch: "e".into(),
             seq,
         };
-        let after_2 = kept.clone().recover(Some(&since("old", 2)), usize::MAX);
-        assert_eq!(after_2.recovered, Some(true));
-        assert_eq!(texts(&after_2.history), ["3", "4", "5"]);
-        let after_3 = kept.clone().recover(Some(&since("old", 3)), usize::MAX);
-        assert_eq!(after_3.recovered, Some(true));
-        assert_eq!(texts(&after_3.history), ["4", "5"]);
-        // Holding old 4, which the new epoch never had: a real loss, the client starts over.
-        let after_4 = kept.clone().recover(Some(&since("old", 4)), usize::MAX);
-        assert_eq!(after_4.recovered, Some(false));
-        assert_eq!(texts(&after_4.history), ["1", "2", "3", "4", "5"]);
-        let unknown = kept.recover(Some(&since("older", 1)), usize::MAX);
-        assert_eq!(unknown.recovered, Some(false));
-    }
-
-    #[tokio::test]
-    async fn a_client_recovers_exactly_what_it_missed_while_it_is_kept() {
-        let (history, cluster, _) = memory(3);
-        let mut posted = Vec::new();
-        for text in ["1", "2", "3", "4", "5"] {
-            posted.push(post(&history, &cluster, text, None).await.message);
-        }
-        let recover = |s: Since| {
-            let history = &history;
-            async move {
-                history
-                    .recover("/", "r", Some(&s), usize::MAX)
-                    .await
-                    .unwrap()
-            }
-        };
-        let caught_up = recover(since(&posted[4])).await;
-        assert_eq!(caught_up.recovered, Some(true));
-        assert!(caught_up.history.is_empty());
-        let missed_two = recover(since(&posted[2])).await;
-        assert_eq!(missed_two.recovered, Some(true));
-        assert_eq!(texts(&missed_two.history), ["4", "5"]);
-        let too_old = recover(since(&posted[0])).await;
-        assert_eq!(too_old.recovered, Some(false));
-        assert_eq!(texts(&too_old.history), ["3", "4", "5"]);
-        let other_epoch = recover(Since {
-            epoch: "lost".into(),
-            seq: 4,
-        })
-        .await;
-        assert_eq!(other_epoch.recovered, Some(false));
-        let ahead = recover(Since {
-            epoch: posted[0].epoch.clone(),
-            seq: 9,
-        })
-        .await;
-        assert_eq!(ahead.recovered, Some(false));
-    }
-
-    #[tokio::test]
-    async fn a_gap_beyond_the_ack_budget_is_not_recovered_and_the_newest_that_fit_come() {
-        let (history, cluster, _) = memory(10);
-        let mut posted = Vec::new();
-        for text in ["one", "two", "three"] {
-            posted.push(post(&history, &cluster, text, None).await.message);
-        }
-        let one = serde_json::to_vec(&posted[2]).unwrap().len() + 1;
-        let all = history.recover("/", "r", None, one * 2 + 1).await.unwrap();
-        assert_eq!(texts(&all.history), ["two", "three"]);
-        let fits = history
-            .recover("/", "r", Some(&since(&posted[0])), one * 2 + 1)
-            .await
-            .unwrap();
-        assert_eq!(fits.recovered, Some(true));
-        let too_big = history
-            .recover("/", "r", Some(&since(&posted[0])), one)
-            .await
-            .unwrap();
-        assert_eq!(too_big.recovered, Some(false));
-        assert_eq!(texts(&too_big.history), ["three"]);
-    }
-
-    #[tokio::test]
-    async fn without_history_seqs_still_count_and_only_a_caught_up_client_recovers() {
-        let (history, cluster, _) = memory(0);
-        let a = post(&history, &cluster, "x", None).await.message;
-        let b = post(&history, &cluster, "y", None).await.message;
-        assert_eq!((a.seq, b.seq), (1, 2));
-        let caught_up = history
-            .recover("/", "r", Some(&since(&b)), usize::MAX)
-            .await
-            .unwrap();
-        assert_eq!(caught_up.recovered, Some(true));
-        let behind = history
-            .recover("/", "r", Some(&since(&a)), usize::MAX)
-            .await
-            .unwrap();
-        assert_eq!(behind.recovered, Some(false));
+        let (since_1, since_4, since_7) = (since(1), since(4), since(7));
+        let page = |position, limit| kept.select(position, limit, usize::MAX);
+        let newest = page(Position::Before(0), 3);
+        assert_eq!(
+            (texts(&newest.messages), newest.more),
+            (vec!["8", "9", "10"], true)
+        );
+        let back = page(Position::Before(8), 3);
+        assert_eq!(
+            (texts(&back.messages), back.more),
+            (vec!["5", "6", "7"], true)
+        );
+        let oldest = page(Position::Before(5), 3);
+        assert_eq!((texts(&oldest.messages), oldest.more), (vec!["4"], false));
+        assert!(page(Position::Before(4), 3).messages.is_empty());
+        let on = page(Position::After(&since_4), 3);
+        assert_eq!((texts(&on.messages), on.more), (vec!["5", "6", "7"], true));
+        let last = page(Position::After(&since_7), 3);
+        assert_eq!(
+            (texts(&last.messages), last.more),
+            (vec!["8", "9", "10"], false)
+        );
+        // Seqs 2 and 3 are gone: the page starts at the oldest kept, and the gap shows.
+        let gap = page(Position::After(&since_1), 2);
+        assert_eq!(texts(&gap.messages), ["4", "5"]);
+        let one = serde_json::to_vec(&kept.messages[6]).unwrap().len();
+        let by_bytes = kept.select(Position::Before(0), usize::MAX, one + 1);
+        assert_eq!(
+            texts(&by_bytes.messages),
+            ["9", "10"],
+            "ends with the one that reaches it"
+        );
     }
 }

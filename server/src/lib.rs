@@ -13,6 +13,7 @@ pub mod config;
 pub mod connections;
 pub mod fanout;
 pub mod history;
+pub mod history_pages;
 pub mod identity;
 pub mod metrics;
 pub mod namespaces;

@@ -1,7 +1,7 @@
 //! Payloads of the public contract (`shared/PROTOCOL.md`): what clients send, what acks and
 //! events carry, and the error codes.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 pub use socketio_cluster::presence::Member;
 
@@ -40,6 +40,20 @@ pub struct JoinRequest {
     pub chatter_id: Option<String>,
     #[serde(default)]
     pub since: Option<Since>,
+}
+
+/// `history`: a page of the room's kept messages, back from `before` or on from `after` (the
+/// newest without either).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryRequest {
+    pub room: String,
+    #[serde(default)]
+    pub before: Option<u64>,
+    #[serde(default)]
+    pub after: Option<Since>,
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +150,13 @@ impl ChatError {
         Self::new(ErrorCode::BadRequest, message)
     }
 
+    pub fn not_in_room(room: &str) -> Self {
+        Self::new(
+            ErrorCode::NotInRoom,
+            format!("not in room {room}; join it first"),
+        )
+    }
+
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(%err, "internal error");
         Self::new(ErrorCode::Internal, "internal error")
@@ -145,6 +166,12 @@ impl ChatError {
     pub fn to_ack(&self) -> Value {
         json!({ "ok": false, "error": { "code": self.code, "message": self.message } })
     }
+}
+
+/// A request's payload as `T`, or a `bad_request` saying what is wrong with it.
+pub fn parse<T: DeserializeOwned>(payload: Value) -> Result<T, ChatError> {
+    serde_json::from_value(payload)
+        .map_err(|e| ChatError::bad_request(format!("invalid payload: {e}")))
 }
 
 /// `{ ok: true, ...fields }`

@@ -293,6 +293,19 @@ impl Chatter {
         for message in history {
             self.hold(message);
         }
+        // What it missed did not fit the ack: it pages on (`history { after }`).
+        let mut more = ack["more"] == json!(true);
+        while more {
+            let after = json!({ "epoch": self.epoch, "seq": self.contiguous() });
+            let page = self
+                .request("history", &json!({ "room": self.room, "after": after }))
+                .await?;
+            let messages = page["messages"].as_array().context("no messages")?;
+            for message in messages {
+                self.hold(message);
+            }
+            more = page["more"] == json!(true) && !messages.is_empty();
+        }
         self.last_live = self.contiguous();
         // Live messages that came with the ack.
         let received = match self.client.as_mut() {

@@ -148,7 +148,9 @@ async fn a_page_whose_node_is_killed_ends_with_every_message_once_in_order() -> 
     init_tracing();
     let web = web();
     let dist = prepared(&web)?;
-    let (_redis, env, mut nodes) = two_nodes("browser-kill", &dist, &[]).await?;
+    // Acks of about 4 messages: what a page missed while its node was down takes several pages.
+    let (_redis, env, mut nodes) =
+        two_nodes("browser-kill", &dist, &[("HISTORY_ACK_BYTES", "1024")]).await?;
     // Its own folder: the other browser test empties `browser-artifacts` when it starts.
     let artifacts = target_dir().join("browser-artifacts-recovery");
     if artifacts.exists() {

@@ -79,6 +79,12 @@ export function connect(name, handlers) {
      */
     join: (room, chatterId, since) =>
       request("join", { room, ...(chatterId ? { chatterId } : {}), ...(since ? { since } : {}) }),
+    /**
+     * A page of the room's history on from `after` (what a rejoin missed beyond its ack).
+     * @param {string} room
+     * @param {import("./timeline.js").Position} after
+     */
+    history: (room, after) => request("history", { room, after }),
     /** @param {string} room */
     leave: (room) => request("leave", { room }),
     /** @param {string} room @param {string} text @param {string} clientId the same on every retry */

@@ -120,12 +120,36 @@ function chat(name) {
     saveChatterId(ack.chatter.id);
     me = ack.chatter;
     view.setMe(me);
-    show(timeline.joined(ack.history, ack.recovered, ack.epoch));
+    const history = await missedBeyond(target, ack);
+    if (target !== room) return;
+    show(timeline.joined(history, ack.recovered, ack.epoch));
     view.showOnline(roster.reset(ack.online));
     joined = true;
     entered = true;
     refreshComposer();
     pump();
+  }
+
+  /**
+   * The join's history and, when what was missed did not fit the ack (`more`), the pages after it
+   * (`history { after }`), fetched before the timeline takes any: live messages arriving
+   * meanwhile wait in the timeline and are merged by seq. A page that fails leaves the rest to
+   * the timeline's gap detection, which rejoins.
+   * @param {string} target
+   * @param {{ history: import("./timeline.js").Message[], more?: boolean }} ack
+   */
+  async function missedBeyond(target, ack) {
+    const history = [...ack.history];
+    let more = ack.more === true;
+    while (more && target === room && connection.online) {
+      const last = history[history.length - 1];
+      if (last === undefined) break;
+      const page = await connection.history(target, { epoch: last.epoch, seq: last.seq });
+      if (!page.ok) break;
+      history.push(...page.messages);
+      more = page.more === true && page.messages.length > 0;
+    }
+    return history;
   }
 
   /**
