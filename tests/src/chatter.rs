@@ -27,6 +27,8 @@ pub struct ChatterStats {
     pub deduplicated: u64,
     /// Live messages after which a `seq` was missing, so the chatter rejoined with `since`.
     pub gaps: u64,
+    /// `history` pages fetched after a join whose ack held only part of what was missed.
+    pub pages: u64,
 }
 
 impl ChatterStats {
@@ -42,6 +44,7 @@ impl ChatterStats {
                 retried: t.retried + o.retried,
                 deduplicated: t.deduplicated + o.deduplicated,
                 gaps: t.gaps + o.gaps,
+                pages: t.pages + o.pages,
             }
         })
     }
@@ -52,13 +55,14 @@ impl std::fmt::Display for ChatterStats {
         write!(
             f,
             "reconnects {}, recovered joins {}, unrecovered joins {}, retried sends {}, \
-             deduplicated retries {}, gaps healed {}",
+             deduplicated retries {}, gaps healed {}, history pages {}",
             self.reconnects,
             self.recovered_joins,
             self.unrecovered_joins,
             self.retried,
             self.deduplicated,
-            self.gaps
+            self.gaps,
+            self.pages
         )
     }
 }
@@ -300,6 +304,7 @@ impl Chatter {
             let page = self
                 .request("history", &json!({ "room": self.room, "after": after }))
                 .await?;
+            self.stats.pages += 1;
             let messages = page["messages"].as_array().context("no messages")?;
             for message in messages {
                 self.hold(message);
