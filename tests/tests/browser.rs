@@ -2,7 +2,7 @@
 //! playwright-core from `web/node_modules`) against two `chat-server` binary nodes on one Redis,
 //! each serving the built client. `scripts/test.sh` installs Chromium, runs `npm ci` in `web/`,
 //! builds the client and the binary. Screenshots land in `target/browser-artifacts/` (and
-//! `target/browser-artifacts-recovery/`).
+//! `target/browser-artifacts-recovery/`, `target/browser-artifacts-scrollback/`).
 
 use std::{
     path::{Path, PathBuf},
@@ -105,22 +105,60 @@ fn borrowed(env: &[(String, String)]) -> Vec<(&str, &str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_chat_across_two_nodes() -> anyhow::Result<()> {
+    run_on_two_nodes(
+        "chat.e2e.mjs",
+        "browser-artifacts",
+        &[("MAX_MESSAGE_LEN", MAX_MESSAGE_LEN)],
+        &[
+            ("LEAVE_GRACE_MS", LEAVE_GRACE_MS),
+            ("MAX_MESSAGE_LEN", MAX_MESSAGE_LEN),
+        ],
+    )
+    .await
+}
+
+/// A room with more history than one join shows: scrolling to the top of the log loads the
+/// earlier pages until the room's first message, each message once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_scrolls_back_to_the_rooms_first_message() -> anyhow::Result<()> {
+    run_on_two_nodes(
+        "scrollback.e2e.mjs",
+        "browser-artifacts-scrollback",
+        // A join shows about 25 of the room's 150 messages, all of them kept; one socket posts
+        // them all at once.
+        &[
+            ("HISTORY_LEN", "500"),
+            ("HISTORY_ACK_BYTES", "4096"),
+            ("RATE_LIMIT_PER_SEC", "1000"),
+            ("RATE_LIMIT_BURST", "1000"),
+        ],
+        &[],
+    )
+    .await
+}
+
+/// Runs `web/e2e/{script}` against two nodes started with `settings`, with `env` for the script,
+/// its screenshots in `target/{artifacts}`; fails unless every check of it passed.
+async fn run_on_two_nodes(
+    script: &str,
+    artifacts: &str,
+    settings: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> anyhow::Result<()> {
     init_tracing();
     let web = web();
     let dist = prepared(&web)?;
-    let (_redis, _, nodes) =
-        two_nodes("browser", &dist, &[("MAX_MESSAGE_LEN", MAX_MESSAGE_LEN)]).await?;
-    let artifacts = target_dir().join("browser-artifacts");
+    let (_redis, _, nodes) = two_nodes(script, &dist, settings).await?;
+    let artifacts = target_dir().join(artifacts);
     // Screenshots of an earlier run must not pass for this one's.
     if artifacts.exists() {
         std::fs::remove_dir_all(&artifacts)?;
     }
     let run = Command::new("node")
-        .arg("e2e/chat.e2e.mjs")
+        .arg(format!("e2e/{script}"))
         .args(nodes.iter().map(NodeProcess::url))
         .arg(&artifacts)
-        .env("LEAVE_GRACE_MS", LEAVE_GRACE_MS)
-        .env("MAX_MESSAGE_LEN", MAX_MESSAGE_LEN)
+        .envs(env.iter().copied())
         .env("CHROMIUM", CHROMIUM)
         .current_dir(&web)
         .kill_on_drop(true)

@@ -85,6 +85,13 @@ export function connect(name, handlers) {
      * @param {import("./timeline.js").Position} after
      */
     history: (room, after) => request("history", { room, after }),
+    /**
+     * A page of the room's history back from the message before `before` (scrollback).
+     * @param {string} room
+     * @param {number} before
+     * @param {number} limit
+     */
+    older: (room, before, limit) => request("history", { room, before, limit }),
     /** @param {string} room */
     leave: (room) => request("leave", { room }),
     /** @param {string} room @param {string} text @param {string} clientId the same on every retry */

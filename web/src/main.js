@@ -7,6 +7,7 @@ import { loadChatterId, loadName, nameProblem, saveChatterId, saveName } from ".
 import { Outbox, retryable } from "./outbox.js";
 import { Roster } from "./roster.js";
 import { hashForRoom, roomFromHash, validRoom } from "./route.js";
+import { createScrollback } from "./scrollback.js";
 import { Timeline } from "./timeline.js";
 import { createView } from "./view.js";
 
@@ -83,13 +84,19 @@ function chat(name) {
     },
   });
 
+  const scrollback = createScrollback(view, connection.older);
+
   /**
    * Puts a timeline change on screen; a stored message of this page's settles its pending one.
    * @param {import("./timeline.js").Change} change
    */
   function show(change) {
-    if (change.reset) view.resetMessages(change.lost);
+    if (change.reset) {
+      view.resetMessages(change.lost);
+      scrollback.reset(room);
+    }
     view.addMessages(change.show);
+    scrollback.settle();
     for (const message of change.show) {
       if (message.clientId !== undefined && message.from.id === me.id) outbox.settle(message.clientId);
     }
@@ -218,6 +225,7 @@ function chat(name) {
       return;
     }
     view.showRoom(next, send);
+    scrollback.reset(next);
     serial(() => join(next));
   }
 

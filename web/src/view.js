@@ -12,6 +12,16 @@ import { describeError } from "./errors.js";
 /** Within this many pixels of the bottom, new lines keep the log scrolled to the end. */
 const STICK_PX = 48;
 
+/** Within this many pixels of the top, the log asks for earlier messages. */
+const EARLIER_PX = 40;
+
+/** What the top of the log says in each scrollback state (scrollback.js). */
+const EARLIER_TEXT = {
+  more: "Load earlier messages",
+  loading: "Loading earlier messages…",
+  beginning: "Beginning of the room",
+};
+
 /** @param {Document} doc */
 export function createView(doc) {
   /** @param {string} id */
@@ -27,6 +37,14 @@ export function createView(doc) {
   const online = $("online");
   const error = $("error");
   let myId = "";
+  // The first line of the log, always: what scrollback offers (scrollback.js).
+  const earlier = doc.createElement("li");
+  earlier.className = "earlier";
+  earlier.dataset.testid = "earlier";
+  const earlierButton = doc.createElement("button");
+  earlierButton.type = "button";
+  earlier.append(earlierButton);
+  log.prepend(earlier);
 
   $("error-dismiss").addEventListener("click", () => (error.hidden = true));
 
@@ -41,6 +59,15 @@ export function createView(doc) {
     const firstPending = beforePending ? log.querySelector(":scope > .pending") : null;
     log.insertBefore(item, firstPending);
     if (atEnd) log.scrollTop = log.scrollHeight;
+  }
+
+  /** A stored message's line. @param {Message} message */
+  function storedItem(message) {
+    const item = messageItem(message);
+    item.dataset.id = message.id;
+    item.dataset.seq = String(message.seq);
+    item.dataset.epoch = message.epoch;
+    return item;
   }
 
   /** @param {string} clientId */
@@ -117,7 +144,7 @@ export function createView(doc) {
       only($("chat"));
       $("room-title").textContent = `# ${room}`;
       doc.title = `${room} · Chat`;
-      log.replaceChildren();
+      log.replaceChildren(earlier);
       online.replaceChildren();
       $("online-count").textContent = "0";
       error.hidden = true;
@@ -163,16 +190,48 @@ export function createView(doc) {
      */
     addMessages(messages) {
       for (const message of messages) {
-        const item = messageItem(message);
-        item.dataset.id = message.id;
-        item.dataset.seq = String(message.seq);
-        item.dataset.epoch = message.epoch;
+        const item = storedItem(message);
         if (message.clientId !== undefined && message.from.id === myId) {
           item.dataset.clientId = message.clientId;
           pendingItem(message.clientId)?.remove();
         }
         append(item, true);
       }
+    },
+
+    /** @returns {{ seq: number, epoch: string } | null} the oldest stored message shown */
+    oldestShown() {
+      const first = /** @type {HTMLElement | null} */ (log.querySelector(":scope > [data-seq]"));
+      if (first === null) return null;
+      return { seq: Number(first.dataset.seq), epoch: first.dataset.epoch ?? "" };
+    },
+
+    /**
+     * Earlier stored messages, oldest first, above those shown; what the reader was looking at
+     * stays where it was.
+     * @param {Message[]} messages
+     */
+    prependMessages(messages) {
+      const height = log.scrollHeight;
+      const items = messages.map(storedItem);
+      const after = /** @type {HTMLElement} */ (earlier.nextSibling ?? null);
+      for (const item of items) log.insertBefore(item, after);
+      log.scrollTop += log.scrollHeight - height;
+    },
+
+    /** @param {import("./scrollback.js").Earlier} state */
+    setEarlier(state) {
+      earlier.dataset.state = state;
+      earlierButton.textContent = EARLIER_TEXT[state];
+      earlierButton.disabled = state !== "more";
+    },
+
+    /** Scrolling to the top of the log, or the button there, asks for earlier messages. @param {() => void} load */
+    onWantEarlier(load) {
+      earlierButton.addEventListener("click", load);
+      log.addEventListener("scroll", () => {
+        if (log.scrollTop < EARLIER_PX) load();
+      });
     },
 
     /**
@@ -200,7 +259,7 @@ export function createView(doc) {
      */
     resetMessages(lost) {
       const pending = [...log.querySelectorAll(":scope > .pending")];
-      log.replaceChildren();
+      log.replaceChildren(earlier);
       if (lost) {
         const item = doc.createElement("li");
         item.className = "notice lost";
