@@ -271,6 +271,10 @@ async fn a_dead_nodes_users_get_one_leave_timer_each<S: PresenceStore>(
         tokio::time::sleep(Duration::from_millis(50)).await;
         reaped.extend(b.reap(timeout, GRACE).await?.taken_over);
     }
+    // On Redis each presence shard keeps its own heartbeat of a node, written one after the
+    // other: a loaded machine may see some shards' expire a reap before the others', and take
+    // the node's users over in two reaps. Each user still leaves each room once (below).
+    reaped.dedup();
     assert_eq!(reaped, vec!["node-a".to_string()]);
     assert_eq!(
         b.online("/", "r").await?.len(),

@@ -104,6 +104,8 @@ const watchdog = setTimeout(() => {
 const hidden = new Set();
 /** @type {{ kind: "ack" | "event", text: string }[]} the frames kept from Ann's page */
 const dropped = [];
+/** `history` pages Ann's page asked for: its rejoins' acks hold a few messages, the rest is paged. */
+let historyPages = 0;
 /** @type {Map<string, number>} how often Ann's page sent each message (retries included) */
 const attempts = new Map();
 /** @type {("since" | "fresh")[]} Ann's page's joins, with `since` or without */
@@ -111,6 +113,7 @@ const joins = [];
 
 /** Counts a `message` request of Ann's page. @param {string | Buffer} frame */
 function countAttempt(frame) {
+  if (typeof frame === "string" && /^42\d*\["history",/.test(frame)) historyPages += 1;
   const message = chatMessage(frame);
   if (message !== null) attempts.set(message.text, (attempts.get(message.text) ?? 0) + 1);
   const join = typeof frame === "string" ? /^42\d*\["join",(.*)\]$/s.exec(frame) : null;
@@ -345,10 +348,14 @@ try {
     annFinal.stored.map((m) => m.text).join("|") === beaFinal.stored.map((m) => m.text).join("|"),
   );
   check("Ann's page reconnected", annFinal.onlineCount >= 2, annFinal.onlineCount);
+  check("Ann's catch-up took `history` pages", historyPages > 0, historyPages);
   check("no error shown to Ann", annFinal.error === null, annFinal.error);
   check("no error shown to Bea", beaFinal.error === null, beaFinal.error);
   check("no page error", pageErrors.length === 0, pageErrors);
-  log(`Ann's page sent ${JSON.stringify(Object.fromEntries(attempts))}; joined ${JSON.stringify(joins)}`);
+  log(
+    `Ann's page sent ${JSON.stringify(Object.fromEntries(attempts))}; joined ${JSON.stringify(joins)}; ` +
+      `asked for ${historyPages} history pages`,
+  );
   console.log(
     `counts: sent ${sent.length} (ann ${sent.filter((t) => t.startsWith("ann")).length}, bea ${BEA_MESSAGES}); ` +
       `Ann's page shows ${annFinal.stored.length} (seq ${annFinal.stored[0]?.seq}..${annFinal.stored.at(-1)?.seq}), ` +
