@@ -281,19 +281,30 @@ async fn retry_records_last_their_window_and_go_two_generations_later() -> anyho
         protocol::Member,
     };
     use socketio_cluster::{
-        Cluster, ClusterConfig, RedisDriver, RedisDriverConfig, keys::HistoryKeys,
+        Cluster, ClusterConfig, Driver, RedisDriver, RedisDriverConfig, SubscriptionMode,
+        keys::HistoryKeys,
     };
     let redis = TestRedis::start().await?;
     let driver = RedisDriver::connect(RedisDriverConfig::new(redis.url())).await?;
     let key = unique_key("records");
+    // As the chat places them: with sharded pub/sub, in the slot of the room's channel.
+    let keys = if driver.sharded() {
+        HistoryKeys::in_slot_of(&key, SubscriptionMode::default())
+    } else {
+        HistoryKeys::new(&key)
+    };
     let history = History::redis(
         driver.client().clone(),
-        HistoryKeys::new(&key),
+        keys,
         100,
         3600,
         Duration::from_secs(1),
     );
-    let cluster = Cluster::new(driver, ClusterConfig::default());
+    let config = ClusterConfig {
+        key: key.clone(),
+        ..ClusterConfig::default()
+    };
+    let cluster = Cluster::new(driver, config);
     let from = Member {
         id: "alice".into(),
         name: "Alice".into(),
