@@ -12,15 +12,16 @@ import {
   WAIT_MS,
   check,
   commandLine,
+  deadline,
   eventually,
+  failed,
   launch,
   pageErrors,
-  pages,
+  passed,
   say,
   screenshot,
   signIn,
   sleep,
-  tally,
   watch,
 } from "./harness.mjs";
 
@@ -57,10 +58,7 @@ function seen(page) {
 
 const browser = await launch();
 
-const watchdog = setTimeout(() => {
-  console.error(`FAIL the test did not finish within ${DEADLINE_MS} ms`);
-  process.exit(1);
-}, DEADLINE_MS);
+const watchdog = deadline(DEADLINE_MS);
 
 /** @type {string[]} */
 const offsite = [];
@@ -215,15 +213,6 @@ try {
   check("no request left this machine", offsite.length === 0, offsite);
   await screenshot(bea, "bea-final");
 } catch (err) {
-  console.log(`FAIL ${err instanceof Error ? err.message : err}`);
-  for (const [who, page] of pages) {
-    if (!page.isClosed()) await screenshot(page, `${who}-failure`).catch((e) => console.log(`     no screenshot: ${e}`));
-  }
-  await browser.close();
-  console.log(`browser: ${tally.passed} passed, 1 failed`);
-  process.exit(1);
+  await failed(browser, err);
 }
-clearTimeout(watchdog);
-await browser.close();
-console.log(`     took ${((Date.now() - started) / 1000).toFixed(1)} s`);
-console.log(`browser: ${tally.passed} passed, 0 failed`);
+await passed(browser, watchdog, started);

@@ -126,3 +126,44 @@ export function launch() {
     ],
   });
 }
+
+/**
+ * Fails the test if it runs longer than `ms`; `passed` stops the clock.
+ * @param {number} ms
+ */
+export function deadline(ms) {
+  return setTimeout(() => {
+    console.error(`FAIL the test did not finish within ${ms} ms`);
+    process.exit(1);
+  }, ms);
+}
+
+/**
+ * Reports `err`, saves a screenshot of every open page as `{prefix}{who}-failure.png`, closes the
+ * browser and exits non-zero.
+ * @param {import("playwright-core").Browser} browser
+ * @param {unknown} err
+ * @param {string} [prefix]
+ */
+export async function failed(browser, err, prefix = "") {
+  console.log(`FAIL ${err instanceof Error ? err.message : err}`);
+  for (const [who, page] of pages) {
+    if (!page.isClosed()) await screenshot(page, `${prefix}${who}-failure`).catch((e) => console.log(`     no screenshot: ${e}`));
+  }
+  await browser.close();
+  console.log(`browser: ${tally.passed} passed, 1 failed`);
+  process.exit(1);
+}
+
+/**
+ * Every check passed: stops the `deadline` clock, closes the browser and says how long it took.
+ * @param {import("playwright-core").Browser} browser
+ * @param {ReturnType<typeof deadline>} clock
+ * @param {number} started
+ */
+export async function passed(browser, clock, started) {
+  clearTimeout(clock);
+  await browser.close();
+  console.log(`     took ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  console.log(`browser: ${tally.passed} passed, 0 failed`);
+}

@@ -21,15 +21,17 @@ import { createInterface } from "node:readline";
 import {
   check,
   commandLine,
+  deadline,
   eventually,
+  failed,
   launch,
   pageErrors,
   pages,
+  passed,
   say,
   screenshot,
   signIn,
   sleep,
-  tally,
   watch,
 } from "./harness.mjs";
 
@@ -95,10 +97,7 @@ function seen(page) {
 
 const browser = await launch();
 
-const watchdog = setTimeout(() => {
-  console.error(`FAIL the test did not finish within ${DEADLINE_MS} ms`);
-  process.exit(1);
-}, DEADLINE_MS);
+const watchdog = deadline(DEADLINE_MS);
 
 /** Texts of messages whose ack and live echo Ann's page must not receive. */
 const hidden = new Set();
@@ -363,24 +362,16 @@ try {
   );
   await screenshot(ann, "recovery-ann-final");
 } catch (err) {
-  console.log(`FAIL ${err instanceof Error ? err.message : err}`);
   for (const [who, page] of pages) {
-    if (page.isClosed()) continue;
-    const view = await seen(page).catch(() => null);
+    const view = page.isClosed() ? null : await seen(page).catch(() => null);
     if (view) {
       console.log(`     ${who}'s page: ${view.state}, online ${view.onlineCount} times, lost ${JSON.stringify(view.lost)}`);
       console.log(`     ${who} shows: ${view.stored.map((m) => `${m.seq}:${m.text}`).join(", ")}`);
       console.log(`     ${who} pending: ${JSON.stringify(view.pending)}`);
     }
-    await screenshot(page, `recovery-${who}-failure`).catch((e) => console.log(`     no screenshot: ${e}`));
   }
   console.log(`     sent: ${sent.join(", ")}`);
-  await browser.close();
-  console.log(`browser: ${tally.passed} passed, 1 failed`);
-  process.exit(1);
+  await failed(browser, err, "recovery-");
 }
-clearTimeout(watchdog);
 answers.close();
-await browser.close();
-console.log(`     took ${((Date.now() - started) / 1000).toFixed(1)} s`);
-console.log(`browser: ${tally.passed} passed, 0 failed`);
+await passed(browser, watchdog, started);

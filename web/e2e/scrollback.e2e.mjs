@@ -13,13 +13,14 @@ import { io } from "socket.io-client";
 import {
   check,
   commandLine,
+  deadline,
   eventually,
+  failed,
   launch,
   pageErrors,
-  pages,
+  passed,
   screenshot,
   signIn,
-  tally,
   watch,
 } from "./harness.mjs";
 
@@ -29,10 +30,7 @@ const DEADLINE_MS = 90_000;
 const text = (/** @type {number} */ i) => `m${String(i).padStart(3, "0")}`;
 
 const browser = await launch();
-const watchdog = setTimeout(() => {
-  console.error(`FAIL the test did not finish within ${DEADLINE_MS} ms`);
-  process.exit(1);
-}, DEADLINE_MS);
+const watchdog = deadline(DEADLINE_MS);
 
 /** The log as the page shows it. @param {import("playwright-core").Page} page */
 function log(page) {
@@ -103,15 +101,6 @@ try {
   await ann.getByTestId("messages").evaluate((el) => (el.scrollTop = 0));
   await screenshot(ann, "scrollback-beginning");
 } catch (err) {
-  console.log(`FAIL ${err instanceof Error ? err.message : err}`);
-  for (const [who, page] of pages) {
-    if (!page.isClosed()) await screenshot(page, `${who}-failure`).catch((e) => console.log(`     no screenshot: ${e}`));
-  }
-  await browser.close();
-  console.log(`browser: ${tally.passed} passed, 1 failed`);
-  process.exit(1);
+  await failed(browser, err);
 }
-clearTimeout(watchdog);
-await browser.close();
-console.log(`     took ${((Date.now() - started) / 1000).toFixed(1)} s`);
-console.log(`browser: ${tally.passed} passed, 0 failed`);
+await passed(browser, watchdog, started);
