@@ -563,24 +563,28 @@ pub(crate) mod tests {
         assert_eq!(other.message.seq, 2);
     }
 
-    #[test]
-    fn a_failover_carries_its_seqs_into_the_new_epoch() {
-        let message = |seq: u64| Message {
-            id: format!("new:{seq}"),
+    /// Message `seq` of room `r` in `epoch`, its text the seq.
+    fn kept_message(epoch: &str, seq: u64) -> Message {
+        Message {
+            id: format!("{epoch}:{seq}"),
             room: "r".into(),
             seq,
-            epoch: "new".into(),
+            epoch: epoch.into(),
             from: alice(),
             text: seq.to_string(),
             ts: 0,
             client_id: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_failover_carries_its_seqs_into_the_new_epoch() {
         // The promoted replica had seqs 1-3 of epoch "old" (the old primary had acked 4), and
         // numbered 4 and 5 in epoch "new".
         let kept = Kept {
             epoch: Some("new".into()),
             seq: 5,
-            messages: (1..=5).map(message).collect(),
+            messages: (1..=5).map(|seq| kept_message("new", seq)).collect(),
             prev_epoch: Some("old".into()),
             carried: 3,
         };
@@ -604,21 +608,11 @@ pub(crate) mod tests {
 
     #[test]
     fn a_selection_pages_by_position_and_says_whether_more_is_kept() {
-        let message = |seq: u64| Message {
-            id: format!("e:{seq}"),
-            room: "r".into(),
-            seq,
-            epoch: "e".into(),
-            from: alice(),
-            text: seq.to_string(),
-            ts: 0,
-            client_id: None,
-        };
         // Seqs 4 to 10 kept of 10.
         let kept = Kept {
             epoch: Some("e".into()),
             seq: 10,
-            messages: (4..=10).map(message).collect(),
+            messages: (4..=10).map(|seq| kept_message("e", seq)).collect(),
             prev_epoch: None,
             carried: 0,
         };
