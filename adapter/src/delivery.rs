@@ -23,6 +23,8 @@ pub(crate) const EVICTION_RETRY: Duration = Duration::from_millis(10);
 /// What one delivery did, for the caller's counters and logs.
 #[derive(Default)]
 pub(crate) struct Delivered {
+    /// Sockets that took the packet.
+    pub delivered: usize,
     /// Sockets that did not take the packet: closing, being evicted, or evicted by this delivery.
     pub undelivered: usize,
     /// Sockets whose full buffer refused the packet: the caller must evict them.
@@ -61,7 +63,7 @@ impl Evictions {
         }
         for sid in targets {
             match local.broadcast(packet.clone(), BroadcastOptions::new(sid)) {
-                Ok(()) => {}
+                Ok(()) => delivered.delivered += 1,
                 Err(errors) => {
                     delivered.undelivered += 1;
                     if buffer_full(&errors) {

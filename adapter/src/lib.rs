@@ -129,7 +129,7 @@ pub use node::{
     membership::{NodeEvent, NodeInfo},
 };
 pub use opts::Target;
-pub use socket::{RemoteSocket, data, data_as, set_data, track};
+pub use socket::{RemoteSocket, data, data_as, handshake, set_data, track};
 pub use stats::ClusterStats;
 pub use template::{BroadcastTemplate, SCRIPT_UID, hole};
 pub use wire::Handshake;

@@ -125,6 +125,15 @@ pub fn data<A: Adapter>(socket: &Socket<A>) -> Value {
         .map_or(Value::Null, |d| d.data())
 }
 
+/// The handshake of a socket of this node, as other nodes see it (credential headers and the
+/// auth payload left out).
+pub fn handshake<A: Adapter>(socket: &Socket<A>) -> Handshake {
+    match socket.extensions.get::<Described>() {
+        Some(described) => described.0.handshake().decode().unwrap_or_default(),
+        None => handshake_of(socket, now_ms()),
+    }
+}
+
 /// The data of a socket of this node, deserialized.
 pub fn data_as<A: Adapter, T: DeserializeOwned>(socket: &Socket<A>) -> Option<T> {
     T::deserialize(socket.extensions.get::<Described>()?.data()).ok()

@@ -11,6 +11,7 @@ pub(crate) struct Stats {
     pub reconnects: AtomicU64,
     pub requests: AtomicU64,
     pub request_timeouts: AtomicU64,
+    pub delivered: AtomicU64,
     pub undelivered: AtomicU64,
     pub evicted: AtomicU64,
     pub rejected: AtomicU64,
@@ -35,6 +36,8 @@ pub struct ClusterStats {
     pub requests: u64,
     /// Cluster requests that timed out.
     pub request_timeouts: u64,
+    /// Broadcast packets handed to local clients (volatile ones are not counted).
+    pub delivered: u64,
     /// Packets that could not be handed to a local client: its buffer was full, it was closing,
     /// or it was being disconnected for not keeping up.
     pub undelivered: u64,
@@ -68,6 +71,7 @@ impl Stats {
             reconnects: self.reconnects.load(Relaxed),
             requests: self.requests.load(Relaxed),
             request_timeouts: self.request_timeouts.load(Relaxed),
+            delivered: self.delivered.load(Relaxed),
             undelivered: self.undelivered.load(Relaxed),
             evicted: self.evicted.load(Relaxed),
             rejected: self.rejected.load(Relaxed),

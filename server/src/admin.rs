@@ -17,10 +17,11 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     backend::Backend,
-    chat::{Adapter, Chat, ROOM_CHANGE_EVENT, RoomChange},
+    chat::{Adapter, Chat},
     connections::Refusal,
     metrics::{self, Snapshot},
-    protocol::{ChatError, ErrorCode, MAX_ROOM_LEN, check_name, check_room, valid_namespace},
+    operations::{self, Selection},
+    protocol::{ChatError, ErrorCode, check_room},
 };
 
 /// What the handlers reach: the chat, and the node's sockets (admin room changes apply the
@@ -108,12 +109,7 @@ impl From<ChatError> for ApiError {
 
 impl From<ClusterError> for ApiError {
     fn from(err: ClusterError) -> Self {
-        tracing::warn!(%err, "admin request failed");
-        let code = match err {
-            ClusterError::Timeout { .. } => ErrorCode::Timeout,
-            _ => ErrorCode::Internal,
-        };
-        Self(ChatError::new(code, err.to_string()))
+        Self(operations::failed(err))
     }
 }
 
@@ -180,55 +176,7 @@ fn root() -> String {
 }
 
 fn check_ns(ns: &str) -> Result<(), ApiError> {
-    if valid_namespace(ns) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!("invalid namespace {ns}")))
-    }
-}
-
-/// `{ room?, socketId?, userId?, except?: [room] }`: every given field must match.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TargetSpec {
-    room: Option<String>,
-    socket_id: Option<String>,
-    user_id: Option<String>,
-    #[serde(default)]
-    except: Vec<String>,
-}
-
-/// The sockets a target selects, as a selection the cluster understands; `None` when it selects
-/// nobody. Socket and user filters need a look at the sockets first: the selection then names
-/// the chosen sockets by their own rooms.
-async fn resolve<B: Backend>(
-    chat: &Chat<B>,
-    ns: &str,
-    spec: TargetSpec,
-    by_ids: bool,
-) -> Result<Option<Target>, ApiError> {
-    let base = Target {
-        rooms: spec.room.into_iter().collect(),
-        except: spec.except,
-    };
-    if !by_ids && spec.socket_id.is_none() && spec.user_id.is_none() {
-        return Ok(Some(base));
-    }
-    let sockets = chat
-        .metrics
-        .time("fetch_sockets", chat.cluster.fetch_sockets(ns, &base))
-        .await?;
-    let ids: Vec<String> = sockets
-        .into_iter()
-        .filter(|s| spec.socket_id.as_ref().is_none_or(|id| s.id() == id))
-        .filter(|s| {
-            spec.user_id
-                .as_ref()
-                .is_none_or(|u| s.data()["userId"].as_str() == Some(u))
-        })
-        .map(|s| s.id().to_owned())
-        .collect();
-    Ok((!ids.is_empty()).then(|| Target::rooms(ids)))
+    Ok(operations::check_namespace(ns)?)
 }
 
 fn describe(s: &RemoteSocket) -> Value {
@@ -304,7 +252,7 @@ async fn room_presence<B: Backend>(
 #[serde(deny_unknown_fields)]
 struct RoomsBody {
     #[serde(default)]
-    target: TargetSpec,
+    target: Selection,
     rooms: Vec<String>,
 }
 
@@ -315,7 +263,8 @@ async fn join<B: Backend>(
     Query(q): Query<NsQuery>,
     Body(body): Body<RoomsBody>,
 ) -> Result<Json<Value>, ApiError> {
-    change_rooms(&chat, &io, &q.ns, body, true).await
+    operations::change_rooms(&chat, &io, &q.ns, body.target, body.rooms, true).await?;
+    Ok(Json(json!({ "ok": true })))
 }
 
 async fn leave<B: Backend>(
@@ -325,53 +274,7 @@ async fn leave<B: Backend>(
     Query(q): Query<NsQuery>,
     Body(body): Body<RoomsBody>,
 ) -> Result<Json<Value>, ApiError> {
-    change_rooms(&chat, &io, &q.ns, body, false).await
-}
-
-/// `socketsJoin` / `socketsLeave` as the chat's `join` / `leave` of each matching socket: this
-/// node applies it to its own sockets, every other node of this crate to its own (the server-side
-/// event [`ROOM_CHANGE_EVENT`], acked once applied), and the adapter's room change reaches the
-/// sockets of Node.js nodes in a mixed cluster.
-async fn change_rooms<B: Backend>(
-    chat: &Chat<B>,
-    io: &SocketIo<Adapter<B>>,
-    ns: &str,
-    body: RoomsBody,
-    join: bool,
-) -> Result<Json<Value>, ApiError> {
-    check_ns(ns)?;
-    for room in &body.rooms {
-        check_room(room)?;
-    }
-    let Some(target) = resolve(chat, ns, body.target, true).await? else {
-        return Ok(Json(json!({ "ok": true })));
-    };
-    let change = RoomChange {
-        nsp: ns.to_string(),
-        sockets: target.rooms.clone(),
-        rooms: body.rooms,
-        join,
-    };
-    let (op, event) = if join {
-        ("sockets_join", "chat_join")
-    } else {
-        ("sockets_leave", "chat_leave")
-    };
-    chat.change_rooms(io, &change).await;
-    let others = chat.cluster.server_side_emit_with_ack_of_own_nodes(
-        ns,
-        ROOM_CHANGE_EVENT,
-        vec![serde_json::to_value(&change).map_err(ChatError::internal)?],
-    );
-    chat.metrics.time(event, others).await?;
-    let adapter = async {
-        if join {
-            chat.cluster.add_sockets(ns, &target, change.rooms).await
-        } else {
-            chat.cluster.del_sockets(ns, &target, change.rooms).await
-        }
-    };
-    chat.metrics.time(op, adapter).await?;
+    operations::change_rooms(&chat, &io, &q.ns, body.target, body.rooms, false).await?;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -379,7 +282,7 @@ async fn change_rooms<B: Backend>(
 #[serde(deny_unknown_fields)]
 struct DisconnectBody {
     #[serde(default)]
-    target: TargetSpec,
+    target: Selection,
     #[serde(default)]
     close: bool,
 }
@@ -390,11 +293,7 @@ async fn disconnect<B: Backend>(
     Query(q): Query<NsQuery>,
     Body(body): Body<DisconnectBody>,
 ) -> Result<Json<Value>, ApiError> {
-    check_ns(&q.ns)?;
-    if let Some(target) = resolve(&chat, &q.ns, body.target, false).await? {
-        let op = chat.cluster.disconnect_sockets(&q.ns, &target, body.close);
-        chat.metrics.time("disconnect_sockets", op).await?;
-    }
+    operations::disconnect(&chat, &q.ns, body.target, body.close).await?;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -408,7 +307,7 @@ struct AckSpec {
 #[serde(deny_unknown_fields)]
 struct EmitBody {
     #[serde(default)]
-    target: TargetSpec,
+    target: Selection,
     event: String,
     #[serde(default)]
     data: Value,
@@ -422,31 +321,15 @@ async fn emit<B: Backend>(
     Query(q): Query<NsQuery>,
     Body(body): Body<EmitBody>,
 ) -> Result<Json<Value>, ApiError> {
-    check_ns(&q.ns)?;
-    check_name("event", &body.event, MAX_ROOM_LEN)?;
-    let Some(target) = resolve(&chat, &q.ns, body.target, false).await? else {
-        return Ok(Json(match body.ack {
-            Some(_) => json!({ "ok": true, "acks": [] }),
-            None => json!({ "ok": true }),
-        }));
-    };
+    let timeout = body
+        .ack
+        .map(|ack| Duration::from_millis(ack.timeout_ms.clamp(1, 60_000)));
     let args = vec![body.data];
-    match body.ack {
-        Some(ack) => {
-            let timeout = Duration::from_millis(ack.timeout_ms.clamp(1, 60_000));
-            let op = chat
-                .cluster
-                .emit_with_ack(&q.ns, &target, &body.event, args, timeout);
-            let acks = chat.metrics.time("emit_with_ack", op).await?;
-            Ok(Json(json!({ "ok": true, "acks": acks })))
-        }
-        None => {
-            chat.metrics
-                .time("emit", chat.cluster.emit(&q.ns, &target, &body.event, args))
-                .await?;
-            Ok(Json(json!({ "ok": true })))
-        }
-    }
+    let acks = operations::emit(&chat, &q.ns, body.target, &body.event, args, timeout).await?;
+    Ok(Json(match acks {
+        Some(acks) => json!({ "ok": true, "acks": acks }),
+        None => json!({ "ok": true }),
+    }))
 }
 
 async fn nodes<B: Backend>(_: Admin, State(chat): State<Arc<Chat<B>>>) -> Json<Value> {

@@ -12,6 +12,7 @@ use socketio_cluster::{
 };
 
 use crate::{
+    admin_ui::Sessions,
     config::Config,
     history::{History, RETRY_WINDOW},
 };
@@ -37,6 +38,7 @@ pub struct Shared<B: Backend> {
     pub driver: B::Driver,
     pub presence: B::Presence,
     pub history: History,
+    pub admin_sessions: Sessions,
 }
 
 /// A cluster on Redis (`REDIS_URL`).
@@ -73,6 +75,7 @@ impl Backend for Redis {
         let presence_keys = PresenceKeys::sharded(key, config.presence_shards());
         Ok(Shared {
             presence: RedisPresence::with_keys(client.clone(), presence_keys, incarnation),
+            admin_sessions: Sessions::redis(client.clone(), key),
             history: History::redis(
                 client,
                 history_keys,
@@ -101,6 +104,7 @@ impl Backend for Memory {
         Ok(Shared {
             driver: hub.driver(),
             presence: MemoryPresence::new(incarnation),
+            admin_sessions: Sessions::memory(),
             history: History::memory(
                 config.history_len,
                 Duration::from_secs(config.history_ttl_secs),

@@ -22,6 +22,7 @@ use socketioxide::{
 use tokio::sync::Semaphore;
 
 use crate::{
+    admin_ui::Monitor,
     backend::Backend,
     config::Config,
     connections::{Admission, Permit},
@@ -59,6 +60,8 @@ pub struct Chat<B: Backend> {
     local_rooms: Mutex<HashMap<String, usize>>,
     /// Rooms' cluster-wide sizes, for the fan-out budget.
     room_sizes: RoomSizes,
+    /// What the Admin UI is told (nothing when it is off).
+    pub monitor: Monitor,
 }
 
 /// Per-socket state, kept in the socket's extensions.
@@ -85,6 +88,7 @@ impl<B: Backend> Chat<B> {
     ) -> Self {
         let metrics = Arc::new(Metrics::default());
         let admission = Admission::new(config.connection_limits(), metrics.clone());
+        let monitor = Monitor::new(&config.admin_ui);
         Self {
             config,
             cluster,
@@ -95,6 +99,7 @@ impl<B: Backend> Chat<B> {
             connecting: Connecting::default(),
             local_rooms: Mutex::default(),
             room_sizes: RoomSizes::default(),
+            monitor,
         }
     }
 
@@ -330,6 +335,9 @@ impl<B: Backend> Chat<B> {
             }
             return Err(err);
         }
+        if entered {
+            self.monitor.room(&nsp, room, &me, true);
+        }
         Ok(())
     }
 
@@ -347,6 +355,7 @@ impl<B: Backend> Chat<B> {
         let nsp = socket.ns().to_string();
         socket.leave(room.to_string());
         self.count_room(&nsp, room, -1);
+        self.monitor.room(&nsp, room, &socket.id.to_string(), false);
         let left = self
             .presence
             .leave(&nsp, room, &socket.id.to_string(), Some(Duration::ZERO))
@@ -615,6 +624,7 @@ async fn authenticate<B: Backend>(
         ))),
     });
     listen::<B>(&socket);
+    chat.monitor.connected(&socket);
     if let Some(permit) = socket.req_parts().extensions.get::<Arc<Permit>>() {
         permit.connected();
     }
@@ -680,6 +690,8 @@ fn listen<B: Backend>(socket: &SocketRef<Adapter<B>>) {
             let reason = reason_name(reason);
             chat.metrics.count_disconnect(reason);
             if let Some(session) = s.extensions.get::<Session>() {
+                let rooms: Vec<String> = session.rooms.lock().unwrap().iter().cloned().collect();
+                chat.monitor.disconnected(&s, reason, &rooms);
                 let user = session.identity.lock().unwrap().member().id;
                 tracing::info!(socket = %s.id, nsp = %s.ns(), %user, reason, "disconnected");
                 chat.disconnected(&s, &session).await;
@@ -689,7 +701,7 @@ fn listen<B: Backend>(socket: &SocketRef<Adapter<B>>) {
 }
 
 /// A disconnect reason as Node's socket.io names it, for logs and metrics.
-fn reason_name(reason: DisconnectReason) -> &'static str {
+pub(crate) fn reason_name(reason: DisconnectReason) -> &'static str {
     match reason {
         DisconnectReason::TransportClose => "transport close",
         DisconnectReason::TransportError | DisconnectReason::MultipleHttpPollingError => {
@@ -714,6 +726,8 @@ async fn handle<B: Backend>(
     let Some(session) = socket.extensions.get::<Session>() else {
         return;
     };
+    chat.monitor
+        .received(socket, event.name(), payload.as_ref().ok());
     // A request in flight holds what it read (a room's history, say) until answered: a client
     // may not have more than a few at once, whatever its rate.
     let in_flight = session.in_flight.clone().try_acquire_owned();

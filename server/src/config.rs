@@ -5,7 +5,10 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use socketio_cluster::SubscriptionMode;
 
-use crate::connections::{Limits, sizing};
+use crate::{
+    admin_ui::AdminUiSettings,
+    connections::{Limits, sizing},
+};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -140,6 +143,8 @@ pub struct Config {
     /// applies to `/api/*`.
     #[arg(long, env = "CORS_ORIGINS")]
     pub cors_origins: Option<String>,
+    #[command(flatten)]
+    pub admin_ui: AdminUiSettings,
     /// The Socket.IO endpoint path, as Node's `path` option.
     #[arg(long, env = "SOCKETIO_PATH", default_value = "/socket.io")]
     pub socketio_path: String,
@@ -420,6 +425,7 @@ impl Config {
         );
         self.cors()?;
         self.trusted_proxies()?;
+        self.admin_ui.check(&self.socketio_path)?;
         Ok(())
     }
 

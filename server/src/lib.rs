@@ -6,6 +6,7 @@
 //! client built from `web/` is served at `/`.
 
 pub mod admin;
+pub mod admin_ui;
 pub mod backend;
 pub mod chat;
 pub mod client_bundle;
@@ -17,6 +18,7 @@ pub mod history_pages;
 pub mod identity;
 pub mod metrics;
 pub mod namespaces;
+pub mod operations;
 pub mod protocol;
 pub mod rate_limit;
 mod redis_function;
@@ -43,6 +45,7 @@ pub use chat::{Adapter, Chat};
 pub use config::{Config, Cors};
 
 use crate::{
+    admin_ui::AdminUi,
     backend::{Backend, Shared},
     connections::gate::Gate,
 };
@@ -80,6 +83,7 @@ impl<B: Backend> Server<B> {
             driver,
             presence,
             history,
+            admin_sessions,
         } = B::connect(&config, incarnation)
             .await
             .context("cannot connect to Redis")?;
@@ -93,7 +97,9 @@ impl<B: Backend> Server<B> {
                 node_timeout: config.node_timeout(),
                 specific_response_channel: config.redis_specific_response_channel,
                 max_pending_broadcasts: config.max_pending_broadcasts,
-                max_namespaces: config.max_namespaces,
+                // The Admin UI's namespace is not the chat's to count.
+                max_namespaces: config.max_namespaces
+                    + usize::from(config.admin_ui.credentials().is_some()),
                 // A namespace joins the cluster only once a socket passed `authenticate`.
                 lazy_namespaces: true,
                 subscription_mode: config.subscription_mode,
@@ -101,7 +107,19 @@ impl<B: Backend> Server<B> {
             },
         );
         let chat = Arc::new(Chat::new(config, cluster.clone(), presence, history));
-        let (socketio, io) = SocketIo::builder()
+        let gate = Gate::new(
+            chat.admission.clone(),
+            chat.metrics.clone(),
+            chat.config.http_body_timeout(),
+            chat.config.trusted_proxies()?,
+        );
+        let admin_ui = AdminUi::new(
+            &chat.config.admin_ui,
+            admin_sessions,
+            gate.clone(),
+            &node_name,
+        );
+        let mut builder = SocketIo::builder()
             .req_path(chat.config.socketio_path.clone())
             .ping_interval(chat.config.ping_interval())
             .ping_timeout(chat.config.ping_timeout())
@@ -113,8 +131,11 @@ impl<B: Backend> Server<B> {
             .ws_max_message_size(chat.config.max_payload_bytes as usize)
             .ws_max_frame_size(chat.config.max_payload_bytes as usize)
             .with_adapter::<Adapter<B>>(cluster.clone())
-            .with_state(chat.clone())
-            .build_svc();
+            .with_state(chat.clone());
+        if let Some(admin_ui) = &admin_ui {
+            builder = builder.with_state(admin_ui.clone());
+        }
+        let (socketio, io) = builder.build_svc();
         cluster.bind(&io);
         chat.follow_room_changes(&io);
         Chat::<B>::serve_namespaces(&io).await?;
@@ -125,14 +146,17 @@ impl<B: Backend> Server<B> {
             .context("cannot join the cluster")?;
         let timers = timers::spawn(chat.clone(), io.clone());
         let sweeper = timers::spawn_sweeper(io.clone(), chat.clone());
+        let admin_ui_task = match &admin_ui {
+            Some(admin_ui) => Some(
+                admin_ui
+                    .start(&chat, &io)
+                    .await
+                    .context("cannot start the Admin UI")?,
+            ),
+            None => None,
+        };
 
         web::report(&chat.config.web_dir);
-        let gate = Gate::new(
-            chat.admission.clone(),
-            chat.metrics.clone(),
-            chat.config.http_body_timeout(),
-            chat.config.trusted_proxies()?,
-        );
         let limits = chat.admission.limits();
         tracing::info!(
             max_connections = limits.max,
@@ -144,6 +168,13 @@ impl<B: Backend> Server<B> {
         let mut app = admin::routes(chat.clone(), io.clone())
             .merge(socketio_routes(&chat.config, socketio, gate)?)
             .merge(web::routes(&chat.config.web_dir));
+        if admin_ui.is_some() {
+            let settings = &chat.config.admin_ui;
+            app = app.merge(admin_ui::files::routes(
+                &settings.admin_ui_path,
+                &settings.admin_ui_dir,
+            ));
+        }
         if chat.config.serve_client {
             app = app.merge(client_bundle::routes(
                 &chat.config.socketio_path,
@@ -175,6 +206,9 @@ impl<B: Backend> Server<B> {
             connections::serve::serve(listener, app, header_timeout, metrics, shutdown).await;
             timers.abort();
             sweeper.abort();
+            if let Some(task) = admin_ui_task {
+                task.abort();
+            }
             let grace = task_chat.config.leave_grace();
             if let Err(err) = task_chat.presence.retire(grace).await {
                 tracing::error!(%err, "could not hand over presence");

@@ -69,6 +69,9 @@ impl Phase {
 pub struct Metrics {
     pub messages_in: Counter,
     pub messages_out: Counter,
+    /// Bytes read from and written to the node's connections (see `connections::counted`).
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
     pub retries_deduplicated: Counter,
     joins_since: Family<RecoveredLabel, Counter>,
     disconnects: Family<ReasonLabel, Counter>,
@@ -86,6 +89,8 @@ impl Default for Metrics {
         Self {
             messages_in: Counter::default(),
             messages_out: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
             retries_deduplicated: Counter::default(),
             joins_since: Family::default(),
             disconnects: Family::default(),
@@ -188,6 +193,16 @@ impl Metrics {
             self.messages_out.clone(),
         );
         registry.register(
+            "http_received_bytes",
+            "Bytes read from client connections (HTTP, long-polling and WebSocket)",
+            self.bytes_in.clone(),
+        );
+        registry.register(
+            "http_sent_bytes",
+            "Bytes written to client connections (HTTP, long-polling and WebSocket)",
+            self.bytes_out.clone(),
+        );
+        registry.register(
             "chat_retries_deduplicated",
             "Messages sent again with a clientId already stored: answered with the stored message, not posted again",
             self.retries_deduplicated.clone(),
@@ -279,6 +294,11 @@ impl Metrics {
             "cluster_messages_received",
             "Messages received from other nodes",
             ConstCounter::new(c.received),
+        );
+        registry.register(
+            "packets_delivered",
+            "Broadcast packets handed to this node's clients",
+            ConstCounter::new(c.delivered),
         );
         registry.register(
             "cluster_malformed_messages",

@@ -33,6 +33,12 @@ impl RateLimiter {
         self.take_at(Instant::now(), amount)
     }
 
+    /// Whether the bucket has refilled to its burst: nothing recent is left to remember.
+    pub fn is_full(&self) -> bool {
+        let elapsed = self.last.elapsed().as_secs_f64();
+        self.tokens + elapsed * self.per_sec >= self.burst
+    }
+
     fn take_at(&mut self, now: Instant, amount: f64) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);

@@ -84,7 +84,11 @@ fn sweep<B: Backend>(
     let mut seen = HashMap::new();
     for ns in io.nsps() {
         let nsp = ns.ns_path().to_string();
-        if nsp == "/" || !ns.sockets().is_empty() || chat.connecting.any(&nsp) {
+        if nsp == "/"
+            || chat.config.admin_ui.serves(&nsp)
+            || !ns.sockets().is_empty()
+            || chat.connecting.any(&nsp)
+        {
             continue;
         }
         let since = *empty_since.get(&nsp).unwrap_or(&now);

@@ -26,6 +26,7 @@ pub fn chat_config(name: &str, redis_url: Option<&str>, key: &str) -> Config {
     config.admin_token = Some(ADMIN_TOKEN.to_string());
     // Tests run in tests/, not at the workspace root the default is relative to.
     config.socketio_client_dir = workspace().join("web/node_modules/socket.io-client/dist");
+    config.admin_ui.admin_ui_dir = workspace().join("web/node_modules/@socket.io/admin-ui/ui/dist");
     config
 }
 

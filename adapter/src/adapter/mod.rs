@@ -502,6 +502,7 @@ impl<D: Driver> ClusterAdapter<D> {
     /// those that cannot keep up.
     fn deliver_locally(&self, packet: Packet, opts: BroadcastOptions) {
         let delivered = self.evictions.deliver(&self.local, packet, opts);
+        Stats::add(&self.node.stats.delivered, delivered.delivered as u64);
         Stats::add(&self.node.stats.undelivered, delivered.undelivered as u64);
         for sid in &delivered.to_evict {
             tracing::warn!(nsp = %self.nsp, socket = %sid, "disconnecting a client that cannot keep up: its packet buffer is full");

@@ -15,7 +15,7 @@ use std::{
 use axum::{
     body::Body,
     extract::{ConnectInfo, Request},
-    http::{HeaderValue, Method, StatusCode, header},
+    http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
@@ -82,14 +82,18 @@ impl Gate {
     /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the last
     /// address of `X-Forwarded-For` that is not one (what the nearest untrusted hop said).
     pub fn client_ip(&self, req: &Request) -> IpAddr {
-        let peer = req
-            .extensions()
+        self.address_of(req.extensions(), req.headers())
+    }
+
+    /// [`Self::client_ip`] of a request's extensions and headers, e.g. a socket's `req_parts`.
+    pub fn address_of(&self, extensions: &Extensions, headers: &HeaderMap) -> IpAddr {
+        let peer = extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip());
         if !self.trusted_proxies.contains(&peer) {
             return peer;
         }
-        req.headers()
+        headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())

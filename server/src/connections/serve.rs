@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch};
 use tower::ServiceExt;
 
-use super::Phase;
+use super::{Phase, counted::Counted};
 use crate::metrics::Metrics;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open connections to
@@ -58,6 +58,7 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             app.clone().oneshot(req.map(axum::body::Body::new))
         });
+        let tcp = Counted::new(tcp, metrics.bytes_in.clone(), metrics.bytes_out.clone());
         let conn = http
             .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();
