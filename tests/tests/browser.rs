@@ -1,8 +1,9 @@
 //! The web client of `web/` in a real browser: headless Chromium (Debian's `chromium`, driven by
-//! playwright-core from `web/node_modules`) against two `chat-server` binary nodes on one Redis,
+//! playwright-core from `web/node_modules`) against two `chat-server` binary nodes on one Redis (three for the Admin UI),
 //! each serving the built client. `scripts/test.sh` installs Chromium, runs `npm ci` in `web/`,
 //! builds the client and the binary. Screenshots land in `target/browser-artifacts/` (and
-//! `target/browser-artifacts-recovery/`, `target/browser-artifacts-scrollback/`).
+//! `target/browser-artifacts-recovery/`, `target/browser-artifacts-scrollback/`,
+//! `target/browser-artifacts-admin-ui/`).
 
 use std::{
     path::{Path, PathBuf},
@@ -74,15 +75,15 @@ fn prepared(web: &Path) -> anyhow::Result<PathBuf> {
     Ok(dist)
 }
 
-const NODE_NAMES: [&str; 2] = ["web-node-1", "web-node-2"];
+const NODE_NAMES: [&str; 3] = ["web-node-1", "web-node-2", "web-node-3"];
 
-/// Redis, and two nodes on it serving the built client `dist`, with `extra` settings; also the
-/// environment they were started with, to start one again.
-async fn two_nodes(
+/// Redis, and `N` nodes (at most 3) on it serving the built client `dist`, with `extra`
+/// settings; also the environment they were started with, to start one again.
+async fn start_nodes<const N: usize>(
     test: &str,
     dist: &Path,
     extra: &[(&str, &str)],
-) -> anyhow::Result<(TestRedis, Vec<(String, String)>, [NodeProcess; 2])> {
+) -> anyhow::Result<(TestRedis, Vec<(String, String)>, [NodeProcess; N])> {
     let redis = TestRedis::start().await?;
     let dist = dist.to_str().context("web/dist is not a UTF-8 path")?;
     let mut env = vec![
@@ -92,10 +93,13 @@ async fn two_nodes(
         ("LEAVE_GRACE_MS".to_string(), LEAVE_GRACE_MS.to_string()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let nodes = [
-        NodeProcess::start(NODE_NAMES[0], free_port()?, &borrowed(&env)).await?,
-        NodeProcess::start(NODE_NAMES[1], free_port()?, &borrowed(&env)).await?,
-    ];
+    let mut nodes = Vec::with_capacity(N);
+    for name in &NODE_NAMES[..N] {
+        nodes.push(NodeProcess::start(name, free_port()?, &borrowed(&env)).await?);
+    }
+    let nodes = nodes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("started a different number of nodes"))?;
     Ok((redis, env, nodes))
 }
 
@@ -137,6 +141,38 @@ async fn a_page_scrolls_back_to_the_rooms_first_message() -> anyhow::Result<()> 
     .await
 }
 
+/// The operator's tour of the Admin UI (`web/e2e/admin-ui.e2e.mjs`): served by node 1, logged in,
+/// it lists the three nodes and the chat sockets of nodes 2 and 3, and disconnecting Carol's
+/// socket from it shows on her chat page. Screenshots in `target/browser-artifacts-admin-ui/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_ui_sees_the_cluster_and_disconnects_a_chat_socket() -> anyhow::Result<()> {
+    const USERNAME: &str = "ops";
+    const PASSWORD: &str = "a long admin passphrase";
+    init_tracing();
+    let web = web();
+    let dist = prepared(&web)?;
+    let hash = bcrypt::hash(PASSWORD, 4)?;
+    let settings = [
+        ("ADMIN_UI_USERNAME", USERNAME),
+        ("ADMIN_UI_PASSWORD_HASH", hash.as_str()),
+        ("ADMIN_UI_MODE", "development"),
+    ];
+    let (_redis, _, nodes) = start_nodes::<3>("browser-admin-ui", &dist, &settings).await?;
+    let third = nodes[2].url();
+    let env = [
+        ("THIRD_NODE_URL", third.as_str()),
+        ("ADMIN_UI_USERNAME", USERNAME),
+        ("ADMIN_UI_PASSWORD", PASSWORD),
+    ];
+    run_script(
+        "admin-ui.e2e.mjs",
+        "browser-artifacts-admin-ui",
+        &nodes[..2],
+        &env,
+    )
+    .await
+}
+
 /// Runs `web/e2e/{script}` against two nodes started with `settings`, with `env` for the script,
 /// its screenshots in `target/{artifacts}`; fails unless every check of it passed.
 async fn run_on_two_nodes(
@@ -148,7 +184,19 @@ async fn run_on_two_nodes(
     init_tracing();
     let web = web();
     let dist = prepared(&web)?;
-    let (_redis, _, nodes) = two_nodes(script, &dist, settings).await?;
+    let (_redis, _, nodes) = start_nodes::<2>(script, &dist, settings).await?;
+    run_script(script, artifacts, &nodes, env).await
+}
+
+/// Runs `web/e2e/{script}` with the URLs of `nodes`, with `env`, its screenshots in
+/// `target/{artifacts}`; fails unless every check of it passed.
+async fn run_script(
+    script: &str,
+    artifacts: &str,
+    nodes: &[NodeProcess],
+    env: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let web = web();
     let artifacts = target_dir().join(artifacts);
     // Screenshots of an earlier run must not pass for this one's.
     if artifacts.exists() {
@@ -188,7 +236,7 @@ async fn a_page_whose_node_is_killed_ends_with_every_message_once_in_order() -> 
     let dist = prepared(&web)?;
     // Acks of about 4 messages: what a page missed while its node was down takes several pages.
     let (_redis, env, mut nodes) =
-        two_nodes("browser-kill", &dist, &[("HISTORY_ACK_BYTES", "1024")]).await?;
+        start_nodes::<2>("browser-kill", &dist, &[("HISTORY_ACK_BYTES", "1024")]).await?;
     // Its own folder: the other browser test empties `browser-artifacts` when it starts.
     let artifacts = target_dir().join("browser-artifacts-recovery");
     if artifacts.exists() {
