@@ -23,7 +23,7 @@ RUN cargo build --profile dist --locked -p chat-server
 
 FROM ${BASE_IMAGE} AS runtime-base
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin chat
-ENV PORT=3000 WEB_DIR=/app/web SOCKETIO_CLIENT_DIR=/app/socket.io-client RUST_LOG=info
+ENV PORT=3000 WEB_DIR=/app/web SOCKETIO_CLIENT_DIR=/app/socket.io-client ADMIN_UI_DIR=/app/admin-ui RUST_LOG=info
 # The binary allocates with jemalloc (its background threads return a connection storm's memory
 # to the system; BENCHMARKS.md, "Memory that comes back"), so glibc's malloc settings do not apply.
 EXPOSE 3000
@@ -38,8 +38,10 @@ ARG BINARY=target/dist/chat-server
 COPY ${BINARY} /usr/local/bin/chat-server
 COPY web/dist /app/web
 COPY web/node_modules/socket.io-client/dist /app/socket.io-client
+COPY web/node_modules/@socket.io/admin-ui/ui/dist /app/admin-ui
 
 FROM runtime-base AS runtime
 COPY --from=build /src/target/dist/chat-server /usr/local/bin/chat-server
 COPY --from=web /web/dist /app/web
 COPY --from=web /web/node_modules/socket.io-client/dist /app/socket.io-client
+COPY --from=web /web/node_modules/@socket.io/admin-ui/ui/dist /app/admin-ui

@@ -55,6 +55,18 @@ pub enum RedisKind {
     Cluster,
 }
 
+/// The chat nodes' Socket.IO Admin UI, in the chat scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminUi {
+    /// Not configured.
+    Off,
+    /// Configured (production mode), nobody logged in: what instrumentation alone costs.
+    On,
+    /// Configured, and an admin logged in to the first node for the whole run.
+    Watched,
+}
+
 /// How `bench-app` on our adapter uses pub/sub, in the scaling scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -190,6 +202,10 @@ pub struct Args {
         default_value = "200,500,1000,2000,3000,5000,8000,10000,12000,16000"
     )]
     pub chat_rates: Vec<f64>,
+    /// The chat nodes' Admin UI: `off`, `on` (configured, nobody logged in) or `watched` (an
+    /// admin logged in to the first node).
+    #[arg(long, value_enum, default_value_t = AdminUi::Off)]
+    pub chat_admin_ui: AdminUi,
     /// Node counts of the scaling scenario.
     #[arg(long, value_delimiter = ',', default_value = "2,4,6")]
     pub scaling_nodes: Vec<usize>,
@@ -280,6 +296,7 @@ pub struct Plan {
     pub chat_rooms: usize,
     pub chat_room_size: usize,
     pub chat_rates: Vec<f64>,
+    pub chat_admin_ui: AdminUi,
     pub scaling_nodes: Vec<usize>,
     pub scaling_rooms: usize,
     pub scaling_rate: f64,
@@ -321,6 +338,7 @@ impl Args {
             chat_rooms: self.chat_rooms,
             chat_room_size: self.chat_room_size.max(1),
             chat_rates: self.chat_rates.clone(),
+            chat_admin_ui: self.chat_admin_ui,
             scaling_nodes: self.scaling_nodes.clone(),
             scaling_rooms: self.scaling_rooms.max(1),
             scaling_rate: self.scaling_rate,

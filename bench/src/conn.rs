@@ -50,7 +50,8 @@ impl Shared {
 #[derive(Clone)]
 pub struct Spec {
     pub addr: SocketAddr,
-    /// The handshake `auth` object, as JSON.
+    /// What follows `40` in the connect packet: the handshake `auth` object as JSON, after
+    /// `/name,` for a namespace other than `/`.
     pub auth: String,
     /// The client's number, its sender id in tags.
     pub index: u32,

@@ -18,6 +18,11 @@ use crate::{
     redis::Redis,
 };
 
+/// The Admin UI login of chat nodes started with it: `{username, password}`.
+pub const ADMIN_UI_LOGIN: &str = r#"{"username":"bench","password":"bench"}"#;
+/// bcrypt of `bench` at the lowest cost: logins are not what is measured.
+const ADMIN_UI_PASSWORD_HASH: &str = "$2a$04$fGCOJQEVdqFkFj8JTVR77u9k5VrLfoP3vijAQ6rfW7fbEmAOflpwO";
+
 /// What every deployment of the run shares.
 pub struct Env {
     /// Where `bench-app` and `chat-server` are: next to this binary.
@@ -169,8 +174,9 @@ impl Deployment {
         Ok(deployment)
     }
 
-    /// `nodes` nodes of the real `chat-server`, with history on and the rate limit out of the way.
-    pub async fn chat(env: &mut Env, nodes: usize) -> anyhow::Result<Self> {
+    /// `nodes` nodes of the real `chat-server`, with history on and the rate limit out of the way;
+    /// with `admin_ui`, the Admin UI on in production mode (login [`ADMIN_UI_LOGIN`]).
+    pub async fn chat(env: &mut Env, nodes: usize, admin_ui: bool) -> anyhow::Result<Self> {
         env.deployments += 1;
         let key = format!("bench-{}-{}", std::process::id(), env.deployments);
         let binary = env.binary("chat-server")?;
@@ -187,6 +193,11 @@ impl Deployment {
                 .env("RATE_LIMIT_PER_SEC", "1000000")
                 .env("RATE_LIMIT_BURST", "1000000")
                 .env("RUST_LOG", "warn");
+            if admin_ui {
+                command
+                    .env("ADMIN_UI_USERNAME", "bench")
+                    .env("ADMIN_UI_PASSWORD_HASH", ADMIN_UI_PASSWORD_HASH);
+            }
             let log = env.logs.join(format!("{name}-{}.log", env.deployments));
             started.push(Node {
                 name: name.clone(),

@@ -372,6 +372,7 @@ async fn metrics<B: Backend>(State(chat): State<Arc<Chat<B>>>) -> Response {
         sockets: me.map_or(0, |n| n.sockets),
         rooms: chat.local_room_count(),
         cluster: chat.cluster.stats(),
+        admin_ui_dropped: chat.monitor.dropped(),
         connections: {
             let a = &chat.admission;
             metrics::Connections {

@@ -114,6 +114,7 @@ pub struct Snapshot<'a> {
     pub rooms: usize,
     pub cluster: ClusterStats,
     pub connections: Connections,
+    pub admin_ui_dropped: u64,
 }
 
 /// The admission of sessions, read at scrape (see [`crate::connections`]).
@@ -344,6 +345,11 @@ impl Metrics {
             "cluster_rooms_reconciled",
             "Rooms found with sockets but no subscription of their channel (sharded dynamic modes): joined without Cluster::join, their sockets may have missed broadcasts",
             ConstCounter::new(c.rooms_reconciled),
+        );
+        registry.register(
+            "admin_ui_notifications_dropped",
+            "Admin UI development-mode notifications beyond ADMIN_UI_EVENTS_PER_SEC, not sent",
+            ConstCounter::new(snap.admin_ui_dropped),
         );
         let mut out = String::new();
         let _ = encode(&mut out, &registry);

@@ -10,14 +10,17 @@ use serde_json::json;
 
 use super::{Ctx, traffic::Traffic};
 use crate::{
-    deploy::Deployment,
+    cli::AdminUi,
+    conn::{self, Conn, Spec},
+    deploy::{ADMIN_UI_LOGIN, Deployment},
     report::{Run, Step},
     sio::Emit,
     stats::Summary,
 };
 
 pub async fn run(ctx: &mut Ctx, nodes: usize, run: &mut Run) -> anyhow::Result<()> {
-    let mut deployment = Deployment::chat(&mut ctx.env, nodes).await?;
+    let admin_ui = ctx.plan.chat_admin_ui;
+    let mut deployment = Deployment::chat(&mut ctx.env, nodes, admin_ui != AdminUi::Off).await?;
     let (rooms, size) = (ctx.plan.chat_rooms, ctx.plan.chat_room_size);
     let room_of = |client: usize| format!("c{}", client / size);
     let auths = (0..rooms * size)
@@ -27,6 +30,22 @@ pub async fn run(ctx: &mut Ctx, nodes: usize, run: &mut Run) -> anyhow::Result<(
     let connecting = Instant::now();
     let mut traffic = Traffic::open(ctx, &deployment, auths, false).await?;
     let connects_per_s = traffic.clients.len() as f64 / connecting.elapsed().as_secs_f64();
+
+    // An operator watching the first node: every node's statistics reach it every 2 s.
+    let _watching = match admin_ui {
+        AdminUi::Watched => Some(
+            Conn::open(
+                Spec {
+                    addr: deployment.addr_for(0),
+                    auth: format!("/admin,{ADMIN_UI_LOGIN}"),
+                    index: u32::MAX,
+                },
+                conn::Shared::new(1),
+            )
+            .await?,
+        ),
+        _ => None,
+    };
 
     let before = deployment.snapshot(&ctx.env.redis)?;
     let started = Instant::now();

@@ -30,7 +30,7 @@ const ROOMS: usize = 200;
 const MESSAGES: usize = 100;
 
 pub async fn run(ctx: &mut Ctx, run: &mut Run) -> anyhow::Result<()> {
-    let deployment = Deployment::chat(&mut ctx.env, 1).await?;
+    let deployment = Deployment::chat(&mut ctx.env, 1, false).await?;
     let redis = RedisClient::new(RedisConfig::from_url(&ctx.env.redis.url)?, None, None, None);
     redis.init().await?;
     let (rooms, messages) = if ctx.plan.smoke {

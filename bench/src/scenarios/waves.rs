@@ -22,7 +22,7 @@ pub const MAX_GROWTH: f64 = 1.5;
 const SETTLE: Duration = Duration::from_secs(2);
 
 pub async fn run(ctx: &mut Ctx, nodes: usize, run: &mut Run) -> anyhow::Result<()> {
-    let deployment = Deployment::chat(&mut ctx.env, nodes).await?;
+    let deployment = Deployment::chat(&mut ctx.env, nodes, false).await?;
     let clients = ctx.plan.idle_clients;
     // The smoke run checks that the scenario works, not a debug build's memory.
     let patience = if ctx.plan.smoke {

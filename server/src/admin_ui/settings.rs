@@ -144,3 +144,64 @@ impl AdminUiSettings {
         self.admin_ui_mode == Mode::Development
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        admin_ui: AdminUiSettings,
+    }
+
+    fn checked(args: &[&str]) -> anyhow::Result<AdminUiSettings> {
+        let settings = Cli::parse_from(std::iter::once("t").chain(args.iter().copied())).admin_ui;
+        settings.check("/socket.io").map(|()| settings)
+    }
+
+    const HASH: &str = "$2y$12$L6Bc/AlTQHyd9liGgGEZyOFLPHNgyxeEPfgYfBCVxJ7JIlwxyVU3u";
+
+    #[test]
+    fn off_unless_both_halves_of_the_login_are_set() {
+        assert!(checked(&[]).unwrap().credentials().is_none());
+        let empty = checked(&["--admin-ui-username", "", "--admin-ui-password-hash", ""]);
+        assert!(empty.unwrap().credentials().is_none());
+        assert!(checked(&["--admin-ui-username", "ops"]).is_err());
+        assert!(checked(&["--admin-ui-password-hash", HASH]).is_err());
+        let on = checked(&[
+            "--admin-ui-username",
+            "ops",
+            "--admin-ui-password-hash",
+            HASH,
+        ]);
+        assert!(on.unwrap().serves("/admin"));
+    }
+
+    #[test]
+    fn refuses_a_password_instead_of_a_hash_and_paths_that_clash() {
+        let login = ["--admin-ui-username", "ops", "--admin-ui-password-hash"];
+        let with = |extra: &[&str]| {
+            let mut args = login.to_vec();
+            args.push(HASH);
+            args.extend_from_slice(extra);
+            checked(&args)
+        };
+        let mut plain = login.to_vec();
+        plain.push("hunter2");
+        assert!(checked(&plain).is_err());
+        for bad in [
+            ["--admin-ui-path", "/admin-ui"],
+            ["--admin-ui-path", "/socket.io/ui/"],
+            ["--admin-ui-path", "/api/ui/"],
+            ["--admin-ui-namespace", "admin"],
+            ["--admin-ui-namespace", "/a/b"],
+            ["--admin-ui-events-per-sec", "0"],
+        ] {
+            assert!(with(&bad).is_err(), "{bad:?}");
+        }
+        assert!(with(&["--admin-ui-path", "/ops/ui/"]).is_ok());
+    }
+}
