@@ -24,13 +24,23 @@ pub async fn compact_request_parts(req: Request) -> Request {
         }
     }
     parts.headers = headers;
+    // Outside a nested router the original URI is the URI: one copy then serves both.
+    let original_is_uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .is_some_and(|OriginalUri(original)| *original == parts.uri);
     if let Some(uri) = copied(&parts.uri) {
         parts.uri = uri;
     }
-    if let Some(OriginalUri(original)) = parts.extensions.get_mut::<OriginalUri>()
-        && let Some(uri) = copied(original)
-    {
-        *original = uri;
+    if let Some(OriginalUri(original)) = parts.extensions.get_mut::<OriginalUri>() {
+        let uri = if original_is_uri {
+            Some(parts.uri.clone())
+        } else {
+            copied(original)
+        };
+        if let Some(uri) = uri {
+            *original = uri;
+        }
     }
     Request::from_parts(parts, body)
 }
@@ -61,5 +71,21 @@ mod tests {
         assert_eq!(req.headers()["host"], "example.test");
         let OriginalUri(original) = req.extensions().get::<OriginalUri>().unwrap();
         assert_eq!(original, "/base/socket.io/");
+    }
+
+    #[tokio::test]
+    async fn an_original_uri_equal_to_the_uri_shares_its_copy() {
+        let uri = "/socket.io/?EIO=4&transport=websocket";
+        let mut req = Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(OriginalUri(Uri::from_static(uri)));
+        let req = compact_request_parts(req).await;
+        let OriginalUri(original) = req.extensions().get::<OriginalUri>().unwrap();
+        assert_eq!(original, uri);
+        let text = |uri: &Uri| uri.path_and_query().unwrap().as_str().as_ptr();
+        assert_eq!(text(original), text(req.uri()));
     }
 }
