@@ -71,11 +71,7 @@ pub fn print(base: &Run, loaded: &Run, idle_secs: u64, top: usize) {
         sites.len().saturating_sub(top)
     );
     println!("\nEvery site of ours:\n");
-    print_sites(
-        sites
-            .iter()
-            .filter(|(site, per)| site.category.is_ours() && per.bytes.abs() >= 0.5),
-    );
+    print_sites(sites.iter().filter(|(site, _)| site.category.is_ours()));
 }
 
 fn heap_stats(heap: &Heap) -> Live {
@@ -130,7 +126,8 @@ fn print_sites<'a>(sites: impl Iterator<Item = &'a (Site, PerConnection)>) {
     }
 }
 
-/// Every site whose heap differs between the runs, the largest per connection first.
+/// Every site whose heap differs between the runs (by half a byte or a twentieth of a block per
+/// connection at least), the largest first.
 fn per_site(base: &Run, loaded: &Run, clients: usize) -> Vec<(Site, PerConnection)> {
     let keys: std::collections::HashSet<&Site> =
         base.sites.keys().chain(loaded.sites.keys()).collect();
@@ -143,7 +140,7 @@ fn per_site(base: &Run, loaded: &Run, clients: usize) -> Vec<(Site, PerConnectio
                 PerConnection::between(of(base), of(loaded), clients),
             )
         })
-        .filter(|(_, per)| per.bytes != 0.0 || per.blocks != 0.0)
+        .filter(|(_, per)| per.bytes.abs() >= 0.5 || per.blocks.abs() >= 0.05)
         .collect();
     sites.sort_by(|a, b| b.1.bytes.total_cmp(&a.1.bytes));
     sites

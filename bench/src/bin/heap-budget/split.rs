@@ -4,9 +4,9 @@
 //! The frames are walked from the allocation site outward, and the first one of a crate that
 //! owns a piece of a connection decides. Helper crates (`alloc`, `hashbrown`, `bytes`, `serde`,
 //! …) own nothing: a `HashMap` grows for whoever inserted into it. tokio is a special case: a
-//! spawned task's future, and a channel or a semaphore, belong to whoever spawned or created
-//! them, so past a spawn or a `tokio::sync` frame the walk goes on to the first crate outside
-//! tokio. What stays tokio's is its own per-connection state (I/O registrations).
+//! spawned task's future, a channel, a lock, a cancellation token and a timer belong to whoever
+//! spawned or created them, so past a spawn or such a constructor the walk goes on to the first
+//! crate outside tokio. What stays tokio's is its own per-connection state (I/O registrations).
 
 use std::{collections::HashMap, path::Path};
 
@@ -213,10 +213,15 @@ impl Frame {
     }
 
     /// A tokio frame past which the heap is the caller's: spawning a task, or creating a
-    /// synchronisation primitive.
+    /// channel, a lock, a cancellation token or a timer.
     fn hands_over(&self) -> bool {
+        const MADE_FOR_THE_CALLER: [&str; 3] =
+            ["tokio::sync::", "tokio::time::", "tokio_util::sync::"];
         self.is_tokio()
-            && (self.function.contains("spawn") || self.function.starts_with("tokio::sync::"))
+            && (self.function.contains("spawn")
+                || MADE_FOR_THE_CALLER
+                    .iter()
+                    .any(|module| self.function.starts_with(module)))
     }
 
     fn describe(&self) -> String {
@@ -256,7 +261,7 @@ fn attribute(stack: &[&Frame]) -> Site {
 }
 
 /// The index of the frame that decides: the first of a crate that is no helper, or past a
-/// spawn or a `tokio::sync` constructor the first outside tokio.
+/// spawn or a constructor of tokio's made for the caller the first outside tokio.
 fn owner(stack: &[&Frame]) -> Option<usize> {
     let first = stack.iter().position(|f| f.category().is_some())?;
     let tokio_run = stack[first..]
@@ -415,6 +420,18 @@ mod tests {
             site.via.as_deref(),
             Some("chat_server::chat::listen (lib.rs:7)")
         );
+    }
+
+    #[test]
+    fn a_timer_is_its_creators() {
+        let site = site(&[
+            "alloc::boxed::Box<T>::pin",
+            "tokio::time::interval::internal_interval_at",
+            "tokio::time::interval::interval",
+            "engineioxide::socket::Socket<D>::heartbeat_job_v4::{{closure}}",
+        ]);
+        assert_eq!(site.category, Category::Engineioxide);
+        assert_eq!(site.what, "tokio::time::interval::interval");
     }
 
     #[test]
