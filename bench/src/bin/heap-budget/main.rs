@@ -98,6 +98,10 @@ fn main() -> anyhow::Result<()> {
 
 /// Profiles no client, then `--clients`, and prints the budget.
 fn drive(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.clients > 0,
+        "--clients must be at least 1: figures are per client"
+    );
     let idle_secs = args.idle_secs.unwrap_or_else(|| {
         chat_server::Config::defaults()
             .ping_interval()
