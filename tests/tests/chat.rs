@@ -904,6 +904,27 @@ async fn a_single_node_without_redis_is_a_complete_chat() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// One fallback handler answers the chat's events; an event of another name, however close,
+/// does nothing, and the socket's chat events are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_chat_does_not_know_do_nothing() -> anyhow::Result<()> {
+    init_tracing();
+    let node = ChatNode::solo(chat_config("other-events", None, "other-events")).await?;
+    let mut alice = user(&node, "/", "alice").await;
+    alice.emit("Join", &[json!({ "room": "lobby" })]);
+    alice.emit("join ", &[json!({ "room": "lobby" })]);
+    let history = alice
+        .emit_with_ack("history", &[json!({ "room": "lobby" })])
+        .await?;
+    assert_eq!(history[0]["error"]["code"], json!("not_in_room"));
+    join(&mut alice, "lobby").await;
+    let history = alice
+        .emit_with_ack("history", &[json!({ "room": "lobby" })])
+        .await?;
+    assert_eq!(history[0]["ok"], json!(true));
+    Ok(())
+}
+
 /// The chat server is generic over its backend, so on Redis a cluster request reaches the Redis
 /// driver's own count-then-publish: `PUBSUB NUMSUB` and `PUBLISH` in one transaction, which Redis
 /// runs back to back, so no node subscribes or leaves between the count and the request. (An enum
