@@ -12,7 +12,7 @@ use socketio_cluster::{
 };
 
 use crate::{
-    admin_ui::Sessions,
+    admin_ui::sessions::Sessions,
     config::Config,
     history::{History, RETRY_WINDOW},
 };

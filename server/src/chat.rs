@@ -22,7 +22,7 @@ use socketioxide::{
 use tokio::sync::Semaphore;
 
 use crate::{
-    admin_ui::Monitor,
+    admin_ui::monitor::Monitor,
     backend::Backend,
     config::Config,
     connections::{Admission, Permit},

@@ -6,7 +6,7 @@ use clap::Parser;
 use socketio_cluster::SubscriptionMode;
 
 use crate::{
-    admin_ui::AdminUiSettings,
+    admin_ui::settings::AdminUiSettings,
     connections::{Limits, sizing},
 };
 

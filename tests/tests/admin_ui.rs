@@ -25,8 +25,8 @@ fn admin_ui_on(config: &mut chat_server::Config, mode: &str, readonly: bool) {
     config.admin_ui.admin_ui_username = Some(USERNAME.into());
     config.admin_ui.admin_ui_password_hash = Some(password_hash().into());
     config.admin_ui.admin_ui_mode = match mode {
-        "development" => chat_server::admin_ui::Mode::Development,
-        _ => chat_server::admin_ui::Mode::Production,
+        "development" => chat_server::admin_ui::settings::Mode::Development,
+        _ => chat_server::admin_ui::settings::Mode::Production,
     };
     config.admin_ui.admin_ui_readonly = readonly;
 }

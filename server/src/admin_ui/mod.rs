@@ -25,10 +25,7 @@ use socketio_cluster::Target;
 use socketioxide::SocketIo;
 use tokio::task::JoinHandle;
 
-pub use monitor::Monitor;
-pub use sessions::Sessions;
-pub use settings::{AdminUiSettings, Mode};
-
+use self::{sessions::Sessions, settings::AdminUiSettings};
 use crate::{
     backend::Backend,
     chat::{Adapter, Chat},
