@@ -422,3 +422,25 @@ async fn the_hosted_ui_may_poll_with_credentials_from_an_allowed_origin() {
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("Socket.IO Admin UI"));
 }
+
+#[tokio::test]
+async fn an_admin_socket_gets_no_more_actions_than_its_allowance() {
+    let (_redis, nodes) = cluster("admin_flood", "production", false).await;
+    let ui = login(&nodes[0]).await;
+    let mut alice = user(&nodes[1], "alice").await;
+    for i in 0..100 {
+        ui.emit(
+            "emit",
+            &[json!("/"), json!(alice.id), json!("ping"), json!(i)],
+        );
+    }
+    let got = alice
+        .events_within("ping", Duration::from_millis(1500))
+        .await;
+    // A burst of 20, and 10 a second after it.
+    assert!(
+        (20..=25).contains(&got.len()),
+        "{} actions carried out",
+        got.len()
+    );
+}

@@ -2,7 +2,10 @@
 //! and in development mode `all_sockets`), and the actions it sends, carried out cluster-wide
 //! through [`crate::operations`]. None of the chat's events, presence or history apply here.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
 
 use serde::{
     Deserialize, Deserializer,
@@ -25,6 +28,7 @@ use crate::{
     backend::Backend,
     chat::{Adapter, Chat},
     operations::{self, Selection},
+    rate_limit::RateLimiter,
 };
 
 /// The UI's features, in the order it lists them; readonly drops the first seven.
@@ -245,9 +249,17 @@ impl Action {
     }
 }
 
+/// Actions one admin socket may send per second, and at once: each may fetch every node's
+/// sockets, so even a logged-in tab (or a stolen session) cannot make the cluster do that
+/// without bound.
+const ACTIONS_PER_SEC: f64 = 10.0;
+const ACTIONS_BURST: f64 = 20.0;
+
 /// The actions; registered only when not readonly, so a readonly node ignores them all.
 fn listen<B: Backend>(socket: &SocketRef<Adapter<B>>) {
+    let allowance = Arc::new(Mutex::new(RateLimiter::new(ACTIONS_PER_SEC, ACTIONS_BURST)));
     for name in ["join", "leave", "_disconnect", "emit"] {
+        let allowance = allowance.clone();
         socket.on(
             name,
             async move |s: SocketRef<Adapter<B>>,
@@ -256,6 +268,14 @@ fn listen<B: Backend>(socket: &SocketRef<Adapter<B>>) {
                         State(ui): State<Arc<AdminUi>>,
                         io: SocketIo<Adapter<B>>| {
                 let operator = s.extensions.get::<Operator>().map(|Operator(ip)| ip);
+                if !allowance.lock().unwrap().try_take() {
+                    tracing::warn!(
+                        ?operator,
+                        action = name,
+                        "Admin UI: ignoring an action beyond the rate limit"
+                    );
+                    return;
+                }
                 let Some(action) = args.ok().and_then(|Args(args)| Action::read(name, args)) else {
                     tracing::info!(
                         ?operator,
