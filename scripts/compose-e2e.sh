@@ -46,6 +46,8 @@ export REDIS_PASSWORD="e2e-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 # HISTORY_LEN holds every message of the recovery phase, so each chatter's view can be compared
 # with the whole history.
 export LEAVE_GRACE_MS=3000 NODE_TIMEOUT_MS=3000 HISTORY_LEN=5000 RUST_LOG=info
+# The Admin UI's login: `e2e-admin-ui`, hashed by bcrypt at its lowest cost.
+export ADMIN_UI_USERNAME=e2e ADMIN_UI_PASSWORD_HASH='$2a$04$3WofNFeChZiOhYoqzBtz1.Ph00QnbLGKreM/nYUdo1NzBDTFd4.kO'
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 LB_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
@@ -72,6 +74,7 @@ run() {
   log "starting $label on port $LB_PORT"
   "${compose[@]}" up -d --no-build
   E2E_LB_PORT=$LB_PORT E2E_ADMIN_PORT=$ADMIN_PORT E2E_ADMIN_TOKEN=$ADMIN_TOKEN E2E_COMPOSE="${compose[*]}" \
+    E2E_ADMIN_UI_LOGIN="$ADMIN_UI_USERNAME:e2e-admin-ui" \
     E2E_GRACE_MS=$LEAVE_GRACE_MS E2E_NODE_TIMEOUT_MS=$NODE_TIMEOUT_MS \
     cargo run --locked --quiet -p cluster-tests --bin compose_e2e
   "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1

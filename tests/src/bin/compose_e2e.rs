@@ -13,8 +13,11 @@
 //!    retry-until-acked and rejoin with `since`: at the end each holds exactly its room's
 //!    messages 1..n, every send once, and the history agrees.
 //!
+//! Before those, the image serves the Admin UI's page, and an Admin UI login through the load
+//! balancer hears every node's statistics.
+//!
 //! Environment: `E2E_LB_PORT`, `E2E_ADMIN_PORT` (the admin API through the load balancer),
-//! `E2E_ADMIN_TOKEN`, `E2E_COMPOSE` (the compose command with its
+//! `E2E_ADMIN_TOKEN`, `E2E_ADMIN_UI_LOGIN` (`user:password`), `E2E_COMPOSE` (the compose command with its
 //! project option, e.g. `docker-compose -p chat-e2e`), `E2E_GRACE_MS`, `E2E_NODE_TIMEOUT_MS` (as
 //! given to the nodes).
 
@@ -34,6 +37,8 @@ struct Deployment {
     lb_port: u16,
     admin_port: u16,
     admin_token: String,
+    /// `user:password` of the Admin UI.
+    admin_ui_login: String,
     compose: Vec<String>,
     grace: Duration,
     node_timeout: Duration,
@@ -50,6 +55,7 @@ impl Deployment {
             lb_port: var("E2E_LB_PORT")?.parse()?,
             admin_port: var("E2E_ADMIN_PORT")?.parse()?,
             admin_token: var("E2E_ADMIN_TOKEN")?,
+            admin_ui_login: var("E2E_ADMIN_UI_LOGIN")?,
             compose: var("E2E_COMPOSE")?
                 .split_whitespace()
                 .map(String::from)
@@ -178,6 +184,8 @@ async fn main() -> anyhow::Result<()> {
     eprintln!(
         "[e2e] 0/4 the public port serves no admin API and no metrics, and the Socket.IO client: ok"
     );
+    admin_ui_through_the_balancer(&deployment).await?;
+    eprintln!("[e2e] 0/4 the Admin UI's page, a login and every node's statistics: ok");
     messages_cross_nodes(&deployment).await?;
     eprintln!("[e2e] 1/4 a message crosses nodes through the load balancer: ok");
     let (stop, until) = tokio::sync::watch::channel(false);
@@ -273,6 +281,46 @@ async fn operator_paths_are_private(deployment: &Deployment) -> anyhow::Result<(
         bundle.text().await?.contains("Socket.IO"),
         "/socket.io/socket.io.min.js is not the client"
     );
+    Ok(())
+}
+
+/// The image serves the Admin UI's page, and a login through the balancer hears from all three
+/// nodes.
+async fn admin_ui_through_the_balancer(deployment: &Deployment) -> anyhow::Result<()> {
+    let page = deployment
+        .http
+        .get(format!("http://127.0.0.1:{}/admin-ui/", deployment.lb_port))
+        .send()
+        .await?;
+    ensure!(page.status().is_success(), "/admin-ui/: {}", page.status());
+    ensure!(
+        page.text().await?.contains("Socket.IO Admin UI"),
+        "/admin-ui/ is not the Admin UI"
+    );
+    let (username, password) = deployment
+        .admin_ui_login
+        .split_once(':')
+        .context("E2E_ADMIN_UI_LOGIN is user:password")?;
+    let auth = json!({ "username": username, "password": password });
+    let mut admin = Client::connect(deployment.lb_port, "/admin", auth, Value::Null).await?;
+    admin.event("session").await?;
+    let mut servers = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while servers.len() < 3 && Instant::now() < deadline {
+        if let Ok(stats) = admin
+            .event_within("server_stats", Duration::from_secs(3))
+            .await
+        {
+            servers.insert(
+                stats[0]["serverId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+    }
+    ensure!(servers.len() == 3, "statistics from {servers:?} only");
+    admin.close();
     Ok(())
 }
 
