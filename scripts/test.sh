@@ -2,8 +2,8 @@
 # The project's test command: prepares Docker and the redis:7 image, the Node.js interop peers,
 # the Python smoke-test venv, Chromium and the web client (scripts/test-env.sh), builds the server
 # binary, then runs every test of the workspace (unit, cluster, chat, Node.js interop, smoke,
-# browser, doc tests), then the cluster, chat, presence, recovery and interop suites again on a
-# 3-master Redis Cluster in sharded mode (TEST_REDIS=cluster).
+# browser, doc tests), then the cluster, chat, presence, recovery, scrollback, interop and Admin UI
+# suites again on a 3-master Redis Cluster in sharded mode (TEST_REDIS=cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/test-env.sh
@@ -19,7 +19,8 @@ cargo test --workspace --locked "$@"
 # MONITOR check of the classic request pipeline, CLIENT PAUSE (it pauses one master only), allRooms
 # with Node.js (its sharded adapter has none) and @socket.io/redis-emitter (classic PUBLISH only).
 TEST_REDIS=cluster cargo test --locked -p cluster-tests \
-    --test cluster --test chat --test presence --test recovery --test scrollback --test interop -- \
+    --test cluster --test chat --test presence --test recovery --test scrollback --test interop \
+    --test admin_ui -- \
     --skip after_a_redis_restart \
     --skip on_redis_a_request_is_counted_and_published_in_one_pipeline \
     --skip an_overloaded_node_refuses_messages_joins_and_leaves_before_changing_anything \
