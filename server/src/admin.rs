@@ -175,10 +175,6 @@ fn root() -> String {
     "/".into()
 }
 
-fn check_ns(ns: &str) -> Result<(), ApiError> {
-    Ok(operations::check_namespace(ns)?)
-}
-
 fn describe(s: &RemoteSocket) -> Value {
     let rooms: Vec<&String> = s.rooms().iter().filter(|r| *r != s.id()).collect();
     let handshake = s.handshake();
@@ -197,7 +193,7 @@ async fn list_sockets<B: Backend>(
     State(chat): State<Arc<Chat<B>>>,
     Query(q): Query<NsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    check_ns(&q.ns)?;
+    operations::check_namespace(&q.ns)?;
     let target = Target {
         rooms: q.room.into_iter().collect(),
         except: Vec::new(),
@@ -214,7 +210,7 @@ async fn list_rooms<B: Backend>(
     State(chat): State<Arc<Chat<B>>>,
     Query(q): Query<NsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    check_ns(&q.ns)?;
+    operations::check_namespace(&q.ns)?;
     let everyone = Target::all();
     let (rooms, sockets) = tokio::try_join!(
         chat.metrics.time("rooms", chat.cluster.rooms(&q.ns)),
@@ -238,7 +234,7 @@ async fn room_presence<B: Backend>(
     Path(room): Path<String>,
     Query(q): Query<NsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    check_ns(&q.ns)?;
+    operations::check_namespace(&q.ns)?;
     check_room(&room)?;
     let online = chat
         .presence

@@ -699,8 +699,8 @@ fn listen<B: Backend>(socket: &SocketRef<Adapter<B>>) {
             let reason = reason_name(reason);
             chat.metrics.count_disconnect(reason);
             if let Some(session) = s.extensions.get::<Session>() {
-                let rooms: Vec<String> = session.rooms.lock().unwrap().iter().cloned().collect();
-                chat.monitor.disconnected(&s, reason, &rooms);
+                chat.monitor
+                    .disconnected(&s, reason, session.rooms.lock().unwrap().iter());
                 let user = session.identity.lock().unwrap().member().id;
                 tracing::info!(socket = %s.id, nsp = %s.ns(), %user, reason, "disconnected");
                 chat.disconnected(&s, &session).await;

@@ -13,14 +13,14 @@ use std::{
         Mutex,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::SystemTime,
 };
 
 use serde_json::{Value, json};
 use socketioxide::{TransportType, adapter::Adapter, extract::SocketRef};
 use tokio::sync::mpsc;
 
-use super::settings::{AdminUiSettings, Mode};
+use super::settings::AdminUiSettings;
 use crate::rate_limit::RateLimiter;
 
 /// The notifications the UI's development mode shows.
@@ -108,7 +108,7 @@ pub struct Counts {
 }
 
 pub struct Monitor {
-    mode: Option<Mode>,
+    on: bool,
     pub counts: Counts,
     notices: Option<Notices>,
 }
@@ -124,7 +124,7 @@ impl Monitor {
     pub fn new(settings: &AdminUiSettings) -> Self {
         if settings.credentials().is_none() {
             return Self {
-                mode: None,
+                on: false,
                 counts: Counts::default(),
                 notices: None,
             };
@@ -140,14 +140,14 @@ impl Monitor {
             }
         });
         Self {
-            mode: Some(settings.admin_ui_mode),
+            on: true,
             counts: Counts::default(),
             notices,
         }
     }
 
     pub fn is_on(&self) -> bool {
-        self.mode.is_some()
+        self.on
     }
 
     /// Development-mode notifications dropped beyond the allowance.
@@ -173,11 +173,11 @@ impl Monitor {
     }
 
     /// A socket left `rooms` (its own room is added) by disconnecting.
-    pub fn disconnected<A: Adapter>(
+    pub fn disconnected<'a, A: Adapter>(
         &self,
         socket: &SocketRef<A>,
         reason: &'static str,
-        rooms: &[String],
+        rooms: impl IntoIterator<Item = &'a String>,
     ) {
         if !self.is_on() {
             return;
@@ -191,7 +191,7 @@ impl Monitor {
             .or_default() += 1;
         self.notify(|| {
             let id = socket.id.to_string();
-            let mut rooms = rooms.to_vec();
+            let mut rooms: Vec<String> = rooms.into_iter().cloned().collect();
             rooms.push(id.clone());
             Notice::Disconnected {
                 nsp: socket.ns().to_string(),
@@ -305,13 +305,6 @@ pub fn serialize(
 /// Now, as the UI's timestamps are written (JSON of a JavaScript `Date`).
 pub fn now_iso() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

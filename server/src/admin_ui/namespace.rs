@@ -119,7 +119,7 @@ async fn connected<B: Backend>(
                reason: socketioxide::socket::DisconnectReason,
                State(chat): State<Arc<Chat<B>>>| {
             chat.monitor
-                .disconnected(&s, crate::chat::reason_name(reason), &[]);
+                .disconnected(&s, crate::chat::reason_name(reason), std::iter::empty());
         },
     );
     if ui.development {

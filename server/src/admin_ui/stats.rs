@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use socketio_cluster::ClusterStats;
 use socketioxide::{SocketIo, TransportType, adapter::Adapter};
 
-use super::monitor::{Counts, now_ms};
+use super::monitor::Counts;
+use crate::chat::now_ms;
 
 /// One `aggregatedEvents` entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]

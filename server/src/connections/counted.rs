@@ -57,11 +57,7 @@ impl<S: AsyncWrite> AsyncWrite for Counted<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let polled = this.inner.poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            this.written.inc_by(n as u64);
-        }
-        polled
+        wrote(this.written, this.inner.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -70,11 +66,7 @@ impl<S: AsyncWrite> AsyncWrite for Counted<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let polled = this.inner.poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = polled {
-            this.written.inc_by(n as u64);
-        }
-        polled
+        wrote(this.written, this.inner.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -88,6 +80,14 @@ impl<S: AsyncWrite> AsyncWrite for Counted<S> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
     }
+}
+
+/// Adds what a write wrote to `written`.
+fn wrote(written: &Counter, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    if let Poll::Ready(Ok(n)) = &polled {
+        written.inc_by(*n as u64);
+    }
+    polled
 }
 
 #[cfg(test)]
