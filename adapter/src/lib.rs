@@ -28,7 +28,9 @@
 //!   the order Redis published it.
 //! * **Liveness** — each node publishes a heartbeat every `heartbeat_interval` (and a goodbye on
 //!   [`Cluster::close`]). A request waits for the live nodes of this crate serving the namespace
-//!   plus the Node.js nodes counted by `PUBSUB NUMSUB`, so a crashed node never stalls it; a node
+//!   plus the Node.js nodes counted by `PUBSUB NUMSUB`, so a crashed node never stalls it (a
+//!   node that cannot hear its own heartbeat declares nobody dead, so a Redis outage is no false
+//!   death); a node
 //!   that dies while a request waits is dropped from it; a request that still times out fails
 //!   with [`ClusterError::Timeout`] naming the silent nodes instead of returning partial data.
 //! * **Resilience** — the Redis driver reconnects forever and restores subscriptions; messages

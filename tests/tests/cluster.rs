@@ -552,6 +552,7 @@ async fn after_a_redis_restart_clients_are_told_to_resync_and_broadcasts_resume_
     let mut member = client(&nodes[1], "/", "m", &["r"]).await;
     nodes[0].io.to("r").emit("before", &0).await.check()?;
     member.event("before").await?;
+    let mut node_events: Vec<_> = nodes.iter().map(|n| n.cluster.node_events()).collect();
     redis.restart().await?;
     let back = Instant::now();
     // Whatever was published while the subscriber was away is lost to its node: its clients are
@@ -587,7 +588,8 @@ async fn after_a_redis_restart_clients_are_told_to_resync_and_broadcasts_resume_
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Cluster requests work again too.
+    // Cluster requests work again too, and reach every node: the outage, longer than the node
+    // timeout, made no node declare another dead.
     assert_eq!(
         nodes[0]
             .cluster
@@ -596,6 +598,14 @@ async fn after_a_redis_restart_clients_are_told_to_resync_and_broadcasts_resume_
             .len(),
         1
     );
+    for events in &mut node_events {
+        while let Ok(event) = events.try_recv() {
+            anyhow::ensure!(
+                !matches!(event, socketio_cluster::NodeEvent::Left { .. }),
+                "a Redis restart passed for a node's death: {event:?}"
+            );
+        }
+    }
     Ok(())
 }
 

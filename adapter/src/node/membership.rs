@@ -6,6 +6,13 @@
 //! node that leaves on purpose says goodbye and is gone at once. Dead nodes are kept (as
 //! `crashed`) until their Redis connection is also gone, because a frozen process can keep its
 //! subscriptions alive and still be counted by `PUBSUB NUMSUB`.
+//!
+//! Silence only counts while this node could have heard: its own heartbeat, which comes back to
+//! it like everyone else's, proves it. A node that has not heard itself for `node_timeout` (Redis
+//! restarted, failed over, or this process was frozen) declares nobody dead, and once it hears
+//! again — or its subscriber reconnects — every peer gets a fresh `node_timeout` to be heard. A
+//! blip of Redis is then no death of the whole cluster, which would leave every node out of
+//! every other's requests until heartbeats crossed again.
 
 use std::{
     collections::HashMap,
@@ -47,8 +54,15 @@ struct Peer {
     alive: bool,
 }
 
+/// When this node last heard its own heartbeat, and whether it has given up judging others.
+struct Hearing {
+    own_heartbeat: Instant,
+    deaf: bool,
+}
+
 pub(crate) struct Membership {
     peers: Mutex<HashMap<String, Peer>>,
+    hearing: Mutex<Hearing>,
     node_timeout: Duration,
     events: broadcast::Sender<NodeEvent>,
 }
@@ -57,6 +71,10 @@ impl Membership {
     pub fn new(node_timeout: Duration) -> Self {
         Self {
             peers: Mutex::new(HashMap::new()),
+            hearing: Mutex::new(Hearing {
+                own_heartbeat: Instant::now(),
+                deaf: false,
+            }),
             node_timeout,
             events: broadcast::channel(1024).0,
         }
@@ -103,11 +121,54 @@ impl Membership {
         is_new
     }
 
-    /// Declares silent nodes dead and announces them.
+    /// Records this node's own heartbeat coming back. After a silence that made it deaf, every
+    /// peer's silence is forgiven: it fell in a time this node could not have heard it.
+    pub fn on_own_heartbeat(&self) {
+        let was_deaf = {
+            let mut hearing = self.hearing.lock().unwrap();
+            hearing.own_heartbeat = Instant::now();
+            std::mem::take(&mut hearing.deaf)
+        };
+        if was_deaf {
+            tracing::warn!("this node hears the cluster again: peers get a fresh node timeout");
+            self.forgive_silence();
+        }
+    }
+
+    /// This node's subscriber reconnected: whatever peers said meanwhile never reached it.
+    pub fn on_reconnected(&self) {
+        self.hearing.lock().unwrap().own_heartbeat = Instant::now();
+        self.forgive_silence();
+    }
+
+    fn forgive_silence(&self) {
+        let now = Instant::now();
+        for peer in self.peers.lock().unwrap().values_mut() {
+            peer.seen = peer.seen.max(now);
+        }
+    }
+
+    /// Declares dead, and announces, the nodes silent for `node_timeout` before this node last
+    /// heard its own heartbeat: silence it could have heard. A deaf node declares nobody dead.
     pub fn sweep(&self) {
+        let heard_at = {
+            let mut hearing = self.hearing.lock().unwrap();
+            let silence = hearing.own_heartbeat.elapsed();
+            if silence > self.node_timeout {
+                if !hearing.deaf {
+                    hearing.deaf = true;
+                    tracing::warn!(
+                        ?silence,
+                        "this node does not hear its own heartbeat: it declares no other node dead until it does"
+                    );
+                }
+                return;
+            }
+            hearing.own_heartbeat
+        };
         let mut peers = self.peers.lock().unwrap();
         for peer in peers.values_mut() {
-            if peer.alive && peer.seen.elapsed() > self.node_timeout {
+            if peer.alive && heard_at.saturating_duration_since(peer.seen) > self.node_timeout {
                 peer.alive = false;
                 tracing::warn!(node = %peer.info.name, uid = %peer.info.uid, "node stopped sending heartbeats: declared dead");
                 let _ = self.events.send(NodeEvent::Left {
@@ -185,11 +246,14 @@ mod tests {
 
     #[test]
     fn silent_node_is_declared_dead_once_and_kept_until_forgotten() {
-        let m = Membership::new(Duration::from_millis(0));
+        let m = Membership::new(Duration::from_millis(20));
         let mut events = m.events();
         assert!(m.on_heartbeat(hb("a", false)));
         assert!(matches!(events.try_recv(), Ok(NodeEvent::Joined(_))));
-        std::thread::sleep(Duration::from_millis(2));
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(12));
+            m.on_own_heartbeat();
+        }
         m.sweep();
         m.sweep();
         assert!(matches!(
@@ -215,5 +279,43 @@ mod tests {
             Ok(NodeEvent::Left { crashed: false, .. })
         ));
         assert!(m.alive_in("/").is_empty() && m.dead_in("/").is_empty());
+    }
+
+    #[test]
+    fn a_node_that_cannot_hear_itself_declares_nobody_dead_and_forgives_once_it_hears() {
+        let m = Membership::new(Duration::from_millis(20));
+        let mut events = m.events();
+        m.on_heartbeat(hb("a", false));
+        let _ = events.try_recv();
+        // Redis is gone: neither a's heartbeats nor this node's own come back.
+        std::thread::sleep(Duration::from_millis(30));
+        m.sweep();
+        assert_eq!(m.alive_in("/"), vec!["a".to_string()]);
+        // Back: a has a fresh timeout from now, not from before the outage.
+        m.on_own_heartbeat();
+        m.sweep();
+        assert!(events.try_recv().is_err());
+        std::thread::sleep(Duration::from_millis(30));
+        m.on_own_heartbeat();
+        m.sweep();
+        assert!(matches!(
+            events.try_recv(),
+            Ok(NodeEvent::Left { crashed: true, .. })
+        ));
+    }
+
+    #[test]
+    fn a_reconnect_gives_every_peer_a_fresh_timeout() {
+        let m = Membership::new(Duration::from_millis(20));
+        m.on_heartbeat(hb("a", false));
+        std::thread::sleep(Duration::from_millis(15));
+        m.on_own_heartbeat();
+        // The subscriber was away for a while, shorter than the timeout, then reconnected: a's
+        // heartbeats of that while were lost, and it reconnects a little later than this node.
+        m.on_reconnected();
+        std::thread::sleep(Duration::from_millis(10));
+        m.on_own_heartbeat();
+        m.sweep();
+        assert_eq!(m.alive_in("/"), vec!["a".to_string()]);
     }
 }

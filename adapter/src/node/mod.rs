@@ -480,7 +480,7 @@ impl<D: Driver, N: Namespace> Node<D, N> {
 
     fn on_heartbeat(self: &Arc<Self>, payload: &[u8]) {
         match wire::decode::<Heartbeat>(payload) {
-            Ok(hb) if hb.uid == self.uid() => {}
+            Ok(hb) if hb.uid == self.uid() => self.membership.on_own_heartbeat(),
             Ok(hb) => {
                 if self.membership.on_heartbeat(hb) {
                     let this = self.clone();
@@ -539,6 +539,7 @@ async fn receive_loop<D: Driver, N: Namespace>(
             Incoming::Reconnected => {
                 Stats::add(&node.stats.reconnects, 1);
                 tracing::warn!("reconnected to the pub/sub server; subscriptions restored");
+                node.membership.on_reconnected();
                 // Whatever was published while the subscriber was away never reached this node.
                 node.evict_everyone();
                 node.send_heartbeat(false).await;
