@@ -141,9 +141,10 @@ impl<D: Driver> Cluster<D> {
             }
         };
         let actions: Arc<dyn SocketActions> = Arc::new(self.clone());
+        let nsp = Arc::<str>::from(nsp);
         Ok(sockets
             .into_iter()
-            .map(|s| s.bind(nsp, actions.clone()))
+            .map(|s| s.bind(nsp.clone(), actions.clone()))
             .collect())
     }
 

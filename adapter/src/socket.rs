@@ -191,8 +191,8 @@ pub(crate) trait SocketActions: Send + Sync {
 }
 
 impl RemoteSocket {
-    pub(crate) fn bind(mut self, nsp: &str, actions: Arc<dyn SocketActions>) -> Self {
-        self.actions = Some((nsp.into(), actions));
+    pub(crate) fn bind(mut self, nsp: Arc<str>, actions: Arc<dyn SocketActions>) -> Self {
+        self.actions = Some((nsp, actions));
         self
     }
 

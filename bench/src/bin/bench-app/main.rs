@@ -13,6 +13,12 @@
 //! - `stats` (ack): this node's counters of what it dropped or failed to send, and the adapter's
 //!   own (`adapter.received`: every pub/sub message it read from Redis, heartbeats included).
 
+// The allocator `chat-server` ships. A fetchSockets of 1000 sockets allocates and frees a few
+// thousand small blocks and some large buffers; glibc's malloc spent half of it consolidating and
+// faulting pages back in (count p50 3.4 → 1.5 ms on 3 nodes; see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod app;
 mod backends;
 mod warnings;
