@@ -132,20 +132,18 @@ impl<D: Driver> Cluster<D> {
         nsp: &str,
         target: &Target,
     ) -> Result<Vec<RemoteSocket>, ClusterError> {
-        let sockets = match self.0.namespace(nsp) {
-            Some(adapter) => adapter.fetch_remote_sockets(&target.to_wire()).await?,
-            None => {
-                self.0
-                    .fetch_from_others(nsp, &self.0.channels_for(nsp).await?, &target.to_wire())
-                    .await?
-            }
-        };
         let actions: Arc<dyn SocketActions> = Arc::new(self.clone());
-        let nsp = Arc::<str>::from(nsp);
-        Ok(sockets
-            .into_iter()
-            .map(|s| s.bind(nsp.clone(), actions.clone()))
-            .collect())
+        let binding = Some((Arc::<str>::from(nsp), actions));
+        let wire = target.to_wire();
+        match self.0.namespace(nsp) {
+            Some(adapter) => adapter.fetch_remote_sockets(&wire, &binding).await,
+            None => {
+                let channels = self.0.channels_for(nsp).await?;
+                self.0
+                    .fetch_from_others(nsp, &channels, &wire, &binding)
+                    .await
+            }
+        }
     }
 
     /// How many nodes serve the namespace, this one included (`serverCount`).

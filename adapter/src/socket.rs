@@ -73,8 +73,8 @@ impl Described {
         &self,
         id: String,
         rooms: Vec<String>,
-        node: &Arc<str>,
-        uid: &Arc<str>,
+        (node, uid): (&Arc<str>, &Arc<str>),
+        actions: &Binding,
     ) -> RemoteSocket {
         RemoteSocket {
             id,
@@ -83,7 +83,7 @@ impl Described {
             rooms: Arc::new(rooms).into(),
             data: self.0.data().into(),
             handshake: self.0.handshake().into(),
-            actions: None,
+            actions: actions.clone(),
         }
     }
 }
@@ -150,8 +150,12 @@ pub struct RemoteSocket {
     pub(crate) data: Part<Value>,
     pub(crate) handshake: Part<Handshake>,
     /// Set by [`crate::Cluster::fetch_sockets`], which hands out every `RemoteSocket`.
-    pub(crate) actions: Option<(Arc<str>, Arc<dyn SocketActions>)>,
+    pub(crate) actions: Binding,
 }
+
+/// What a fetched socket acts through: its namespace and the cluster. The sockets of one fetch
+/// share it, and get it as they are built (a fetch of 1000 sockets moved each again to bind it).
+pub(crate) type Binding = Option<(Arc<str>, Arc<dyn SocketActions>)>;
 
 impl std::fmt::Debug for RemoteSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -191,11 +195,6 @@ pub(crate) trait SocketActions: Send + Sync {
 }
 
 impl RemoteSocket {
-    pub(crate) fn bind(mut self, nsp: Arc<str>, actions: Arc<dyn SocketActions>) -> Self {
-        self.actions = Some((nsp, actions));
-        self
-    }
-
     fn actions(&self) -> Result<(&str, &dyn SocketActions), ClusterError> {
         self.actions
             .as_ref()

@@ -40,7 +40,7 @@ use crate::{
     keys::Channels,
     node::{Description, Node},
     opts,
-    socket::RemoteSocket,
+    socket::{Binding, RemoteSocket},
     stats::Stats,
     value::Codec,
     wire::{EVENT, RequestType, WireOpts, WirePacket},
@@ -282,7 +282,7 @@ impl<D: Driver> CoreAdapter<Emitter> for ClusterAdapter<D> {
             return Ok(self.local.fetch_sockets(opts));
         }
         let sockets = self
-            .fetch_remote_sockets(&opts::to_wire(&opts, None))
+            .fetch_remote_sockets(&opts::to_wire(&opts, None), &None)
             .await?;
         Ok(sockets
             .into_iter()
@@ -401,23 +401,24 @@ impl<D: Driver> ClusterAdapter<D> {
         self.codec
     }
 
-    /// Every matching socket of the cluster, this node's first.
+    /// Every matching socket of the cluster, this node's first, bound to `actions`.
     pub(crate) async fn fetch_remote_sockets(
         &self,
         wire_opts: &WireOpts,
+        actions: &Binding,
     ) -> Result<Vec<RemoteSocket>, ClusterError> {
         // The request is polled first, so it is on its way and the other nodes describe their
         // sockets while this one describes its own.
         let remote = self
             .node
-            .fetch_from_others(&self.nsp, &self.channels, wire_opts);
+            .fetch_from_others(&self.nsp, &self.channels, wire_opts, actions);
         let local = async {
             let node = Arc::<str>::from(self.node.config.node_name.as_str());
             let uid = Arc::<str>::from(self.node.uid());
             self.describe_local(wire_opts)
                 .into_iter()
                 .map(|(sid, described, rooms)| {
-                    described.to_remote(sid.to_string(), rooms, &node, &uid)
+                    described.to_remote(sid.to_string(), rooms, (&node, &uid), actions)
                 })
                 .collect::<Vec<RemoteSocket>>()
         };

@@ -25,7 +25,7 @@ use crate::{
     error::ClusterError,
     keys::{self, Channels},
     opts,
-    socket::RemoteSocket,
+    socket::{Binding, RemoteSocket},
     stats::Stats,
     value::Codec,
     wire::{RequestType, SocketEntry, WireOpts, WirePacket, WireRequest, WireResponse, WireSocket},
@@ -378,6 +378,7 @@ impl<D: Driver, N: Namespace> Node<D, N> {
         nsp: &str,
         channels: &Channels,
         opts: &WireOpts,
+        actions: &Binding,
     ) -> Result<Vec<RemoteSocket>, ClusterError> {
         let req = WireRequest {
             kind: Some(RequestType::RemoteFetch),
@@ -398,9 +399,13 @@ impl<D: Driver, N: Namespace> Node<D, N> {
                     .as_deref()
                     .and_then(|uid| self.membership.name_of(uid))
                     .map(Arc::<str>::from);
-                for entry in res.sockets.unwrap_or_default() {
+                let entries = res.sockets.unwrap_or_default();
+                sockets.reserve(entries.len());
+                for entry in entries {
                     match entry {
-                        SocketEntry::Socket(s) => sockets.push(from_wire_socket(*s, &node, &uid)),
+                        SocketEntry::Socket(s) => {
+                            sockets.push(from_wire_socket(*s, (&node, &uid), actions));
+                        }
                         SocketEntry::Id(id) => {
                             self.malformed(
                                 "fetch response",
@@ -446,8 +451,8 @@ impl<D: Driver, N: Namespace> Node<D, N> {
 
 fn from_wire_socket(
     s: WireSocket,
-    node: &Option<Arc<str>>,
-    uid: &Option<Arc<str>>,
+    (node, uid): (&Option<Arc<str>>, &Option<Arc<str>>),
+    actions: &Binding,
 ) -> RemoteSocket {
     RemoteSocket {
         id: s.id,
@@ -456,6 +461,6 @@ fn from_wire_socket(
         rooms: s.rooms.into(),
         data: s.data.into(),
         handshake: s.handshake.into(),
-        actions: None,
+        actions: actions.clone(),
     }
 }
