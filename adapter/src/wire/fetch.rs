@@ -79,14 +79,23 @@ impl SocketFields {
 }
 
 /// A REMOTE_FETCH response, `{requestId, uid, sockets: [{id, handshake, data, rooms, node}]}`,
-/// framed around each socket's [`SocketFields`].
+/// framed around each socket's [`SocketFields`]. Its buffer is sized first: a response of
+/// hundreds of sockets that outgrew a guess was copied once per doubling.
 pub(crate) fn fetch_response<'a>(
     request_id: &str,
     uid: &str,
     node: &str,
-    sockets: impl ExactSizeIterator<Item = (&'a [u8], &'a [String])>,
+    sockets: impl ExactSizeIterator<Item = (&'a [u8], &'a [String])> + Clone,
 ) -> Result<Vec<u8>, WireError> {
-    let mut out = Writer(Vec::with_capacity(64 + sockets.len() * 320));
+    // Each value carries at most 5 bytes of MessagePack header; the keys take 24 per socket.
+    let size: usize = sockets
+        .clone()
+        .map(|(fields, rooms)| {
+            let rooms: usize = rooms.iter().map(|room| room.len() + 5).sum();
+            fields.len() + rooms + node.len() + 40
+        })
+        .sum();
+    let mut out = Writer(Vec::with_capacity(64 + request_id.len() + uid.len() + size));
     out.map(3)?;
     out.value(&"requestId")?;
     out.value(&request_id)?;
