@@ -69,7 +69,9 @@ impl<D: Driver> Cluster<D> {
     /// receives a room's broadcasts only while it hosts a socket of the room, and socketioxide's
     /// `SocketRef::join` does not tell the adapter: join with this instead, or the socket may
     /// miss the room's broadcasts until the node notices the room (within a second, counted in
-    /// [`ClusterStats::rooms_reconciled`]). In the other modes it is `SocketRef::join`.
+    /// [`ClusterStats::rooms_reconciled`]). In the other modes it is `SocketRef::join`, once the
+    /// namespace's channels are subscribed: socketioxide connects the first socket of a dynamic
+    /// namespace before they are.
     pub async fn join(
         &self,
         socket: &socketioxide::extract::SocketRef<ClusterAdapter<D>>,
@@ -78,6 +80,12 @@ impl<D: Driver> Cluster<D> {
         let rooms: Vec<String> = rooms.into_room_iter().map(|r| r.to_string()).collect();
         match self.0.namespace(socket.ns()) {
             Some(adapter) => {
+                // socketioxide connects a dynamic namespace's first socket while the namespace is
+                // still subscribing its channels: wait for that, or a broadcast sent right after
+                // the connect could pass this node by. (A lazy namespace joins on `admit`.)
+                if !self.0.config.lazy_namespaces {
+                    adapter.join_cluster().await?;
+                }
                 let _entering = adapter.enter_rooms(&rooms).await?;
                 socket.join(rooms);
             }
