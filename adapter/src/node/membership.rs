@@ -54,7 +54,7 @@ struct Peer {
     alive: bool,
 }
 
-/// When this node last heard its own heartbeat, and whether it has given up judging others.
+/// When this node last heard its own heartbeat, and whether it said it stopped judging others.
 struct Hearing {
     own_heartbeat: Instant,
     deaf: bool,
@@ -126,8 +126,10 @@ impl Membership {
     pub fn on_own_heartbeat(&self) {
         let was_deaf = {
             let mut hearing = self.hearing.lock().unwrap();
+            let silence = hearing.own_heartbeat.elapsed();
             hearing.own_heartbeat = Instant::now();
-            std::mem::take(&mut hearing.deaf)
+            hearing.deaf = false;
+            silence > self.node_timeout
         };
         if was_deaf {
             tracing::warn!("this node hears the cluster again: peers get a fresh node timeout");
@@ -144,7 +146,7 @@ impl Membership {
     fn forgive_silence(&self) {
         let now = Instant::now();
         for peer in self.peers.lock().unwrap().values_mut() {
-            peer.seen = peer.seen.max(now);
+            peer.seen = now;
         }
     }
 
@@ -283,20 +285,28 @@ mod tests {
 
     #[test]
     fn a_node_that_cannot_hear_itself_declares_nobody_dead_and_forgives_once_it_hears() {
-        let m = Membership::new(Duration::from_millis(20));
+        let m = Membership::new(Duration::from_millis(200));
         let mut events = m.events();
         m.on_heartbeat(hb("a", false));
         let _ = events.try_recv();
         // Redis is gone: neither a's heartbeats nor this node's own come back.
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(250));
         m.sweep();
         assert_eq!(m.alive_in("/"), vec!["a".to_string()]);
         // Back: a has a fresh timeout from now, not from before the outage.
         m.on_own_heartbeat();
         m.sweep();
         assert!(events.try_recv().is_err());
-        std::thread::sleep(Duration::from_millis(30));
+        // The same when no sweep ran while this node was deaf.
+        std::thread::sleep(Duration::from_millis(250));
         m.on_own_heartbeat();
+        m.sweep();
+        assert!(events.try_recv().is_err());
+        // Hearing itself all along (every 120 ms, within the timeout), it hears a no more.
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(120));
+            m.on_own_heartbeat();
+        }
         m.sweep();
         assert!(matches!(
             events.try_recv(),
