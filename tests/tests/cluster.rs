@@ -546,6 +546,24 @@ async fn fetch_sockets_answers_promptly_after_a_node_crash<D: Driver>(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_socket_of_a_dynamic_namespace_is_connected_only_once_the_node_hears_it()
+-> anyhow::Result<()> {
+    // Subscriptions that take a while to land, as on a remote Redis: socketioxide connects a
+    // dynamic namespace's first socket before its node has subscribed the namespace.
+    let hub = MemoryHub::with_subscribe_delay(Duration::from_millis(300));
+    let (_hub, nodes) = memory_nodes("first_dyn", 2, hub).await?;
+    let _sender = client(&nodes[0], "/dyn-first", "s", &[]).await;
+    let mut first = client(&nodes[1], "/dyn-first", "f", &["r"]).await;
+    let ns = nodes[0]
+        .io
+        .of("/dyn-first")
+        .expect("namespace exists on node 0");
+    ns.to("r").emit("msg", &1).await.check()?;
+    assert_eq!(first.event("msg").await?, vec![json!(1)]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_redis_restart_clients_are_told_to_resync_and_broadcasts_resume_within_two_seconds()
 -> anyhow::Result<()> {
     let (redis, nodes) = redis_nodes("redis_restart", 2).await?;

@@ -20,6 +20,8 @@ pub struct MemoryHub(Arc<Mutex<HubState>>);
 #[derive(Default)]
 struct HubState {
     sharded: bool,
+    /// How long a subscription takes to land; see [`MemoryHub::with_subscribe_delay`].
+    subscribe_delay: std::time::Duration,
     next_id: u64,
     subscribers: HashMap<u64, Subscriber>,
 }
@@ -73,6 +75,14 @@ impl MemoryHub {
     pub fn sharded() -> Self {
         let hub = Self::default();
         hub.0.lock().unwrap().sharded = true;
+        hub
+    }
+
+    /// A hub whose subscriptions land only after `delay`, as a remote server's do after a round
+    /// trip: what is published meanwhile misses the subscriber.
+    pub fn with_subscribe_delay(delay: std::time::Duration) -> Self {
+        let hub = Self::default();
+        hub.0.lock().unwrap().subscribe_delay = delay;
         hub
     }
 
@@ -140,6 +150,10 @@ impl Driver for MemoryDriver {
         channels: Vec<String>,
         patterns: Vec<String>,
     ) -> Result<(), DriverError> {
+        let delay = self.hub.0.lock().unwrap().subscribe_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.with_subscriber(|sub| {
             sub.channels.extend(channels);
             sub.patterns.extend(patterns);
