@@ -64,16 +64,26 @@ pub struct Chat<B: Backend> {
     pub monitor: Monitor,
 }
 
-/// Per-socket state, kept in the socket's extensions.
+/// Per-socket state, kept in the socket's extensions: one allocation, which every connection
+/// pays, shared by the handlers of the socket's requests.
 #[derive(Clone)]
-struct Session {
-    identity: Arc<Mutex<Identity>>,
-    rooms: Arc<Mutex<BTreeSet<String>>>,
-    limiter: Arc<Mutex<RateLimiter>>,
+struct Session(Arc<SessionState>);
+
+struct SessionState {
+    identity: Mutex<Identity>,
+    rooms: Mutex<BTreeSet<String>>,
+    limiter: Mutex<RateLimiter>,
     /// Bytes × recipients its messages may still cost (see [`crate::fanout`]).
-    fanout: Arc<Mutex<RateLimiter>>,
+    fanout: Mutex<RateLimiter>,
     /// One permit per request being handled (`MAX_IN_FLIGHT`).
-    in_flight: Arc<Semaphore>,
+    in_flight: Semaphore,
+}
+
+impl std::ops::Deref for Session {
+    type Target = SessionState;
+    fn deref(&self) -> &SessionState {
+        &self.0
+    }
 }
 
 /// Requests of one socket handled at once; more are refused as `rate_limited`.
@@ -610,19 +620,19 @@ async fn authenticate<B: Backend>(
             AuthError::Unavailable(err.to_string())
         }
     })?;
-    socket.extensions.insert(Session {
-        identity: Arc::new(Mutex::new(identity)),
-        rooms: Arc::default(),
-        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-        limiter: Arc::new(Mutex::new(RateLimiter::new(
+    socket.extensions.insert(Session(Arc::new(SessionState {
+        identity: Mutex::new(identity),
+        rooms: Mutex::default(),
+        in_flight: Semaphore::new(MAX_IN_FLIGHT),
+        limiter: Mutex::new(RateLimiter::new(
             chat.config.rate_limit_per_sec,
             chat.config.rate_limit_burst,
-        ))),
-        fanout: Arc::new(Mutex::new(RateLimiter::new(
+        )),
+        fanout: Mutex::new(RateLimiter::new(
             chat.config.fanout_bytes_per_sec,
             chat.config.fanout_burst_bytes,
-        ))),
-    });
+        )),
+    })));
     listen::<B>(&socket);
     chat.monitor.connected(&socket);
     if let Some(permit) = socket.req_parts().extensions.get::<Arc<Permit>>() {
@@ -738,8 +748,10 @@ async fn handle<B: Backend>(
     chat.monitor
         .received(socket, event.name(), payload.as_ref().ok());
     // A request in flight holds what it read (a room's history, say) until answered: a client
-    // may not have more than a few at once, whatever its rate.
-    let in_flight = session.in_flight.clone().try_acquire_owned();
+    // may not have more than a few at once, whatever its rate. The permit borrows a clone of the
+    // session: the handlers below take the session itself.
+    let permits = session.clone();
+    let in_flight = permits.in_flight.try_acquire();
     let result = if in_flight.is_err() || !session.limiter.lock().unwrap().try_take() {
         Err(ChatError::new(
             ErrorCode::RateLimited,
