@@ -9,5 +9,5 @@ LOG_PREFIX=bench-smoke
 . scripts/lib.sh
 ensure_node
 npm_ci bench/node
-cargo build --locked -p cluster-bench -p chat-server
+build_debug_binaries
 exec "${CARGO_TARGET_DIR:-target}/debug/bench" --smoke "$@"

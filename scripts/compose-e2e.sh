@@ -14,10 +14,10 @@ LOG_PREFIX=compose-e2e
 . scripts/lib.sh
 
 bash scripts/test-env.sh
+ensure_compose
 if docker compose version >/dev/null 2>&1; then
   compose=(docker compose)
 else
-  command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
   compose=(docker-compose)
 fi
 base=("${compose[@]}")
@@ -37,7 +37,9 @@ case $profile in
   dev) binary=target/debug/chat-server ;;
   *) binary=target/$profile/chat-server ;;
 esac
-cargo build --locked --profile "$profile" -p chat-server
+# The harness (tests/src/bin/compose_e2e.rs) runs from the debug build.
+build_debug_binaries
+[ "$profile" = dev ] || cargo build --locked --profile "$profile" -p chat-server
 log "building image chat-server:e2e (target prebuilt, $binary)"
 build_image --quiet --target prebuilt --build-arg "BINARY=$binary" -t chat-server:e2e . >/dev/null
 
@@ -76,7 +78,7 @@ run() {
   E2E_LB_PORT=$LB_PORT E2E_ADMIN_PORT=$ADMIN_PORT E2E_ADMIN_TOKEN=$ADMIN_TOKEN E2E_COMPOSE="${compose[*]}" \
     E2E_ADMIN_UI_LOGIN="$ADMIN_UI_USERNAME:e2e-admin-ui" \
     E2E_GRACE_MS=$LEAVE_GRACE_MS E2E_NODE_TIMEOUT_MS=$NODE_TIMEOUT_MS \
-    cargo run --locked --quiet -p cluster-tests --bin compose_e2e
+    "${CARGO_TARGET_DIR:-target}/debug/compose_e2e"
   "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1
   log "$label passed"
 }

@@ -31,6 +31,18 @@ npm_ci() {
   fi
 }
 
+# The debug build of every binary and example of the workspace, which the tests, the benchmark's
+# smoke run and the compose check use. One command for all of them: cargo resolves features per
+# command, and `-p chat-server` alone, or a build without the examples (which bring the
+# dev-dependencies in), would compile a few dozen dependencies again with other features.
+build_debug_binaries() { cargo build --workspace --locked --bins --examples; }
+
+# docker-compose.yml's CLI: the `docker compose` plugin, else Debian's docker-compose.
+ensure_compose() {
+  docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 ||
+    apt_install docker-compose
+}
+
 # web/dist: the browser client chat-server serves at /. The build takes a second, so it always
 # runs: the bundle never lags behind web/src.
 build_web_client() {

@@ -87,4 +87,6 @@ ensure_image haproxy:2.6 '["haproxy","-f","/usr/local/etc/haproxy/haproxy.cfg"]'
 ensure_node_peers
 ensure_smoke_venv
 ensure_web_client
-log "docker engine, images, Node.js peers, the Python venv and the web client ready"
+# The compose check of CI (scripts/compose-e2e.sh), so a clean machine installs it with the rest.
+ensure_compose
+log "docker engine, images, Node.js peers, the Python venv, the web client and compose ready"
