@@ -248,7 +248,7 @@ impl<B: Backend> Chat<B> {
     async fn join(
         &self,
         socket: &SocketRef<Adapter<B>>,
-        session: Session,
+        session: &Session,
         payload: Value,
     ) -> Result<Value, ChatError> {
         let req: JoinRequest = parse(payload)?;
@@ -276,7 +276,7 @@ impl<B: Backend> Chat<B> {
         let nsp = socket.ns().to_string();
         let member = identity.member();
         let me = socket.id.to_string();
-        self.join_room(socket, &session, &req.room, Some(&me))
+        self.join_room(socket, session, &req.room, Some(&me))
             .await?;
         let online = self
             .presence
@@ -307,12 +307,12 @@ impl<B: Backend> Chat<B> {
     async fn leave(
         &self,
         socket: &SocketRef<Adapter<B>>,
-        session: Session,
+        session: &Session,
         payload: Value,
     ) -> Result<Value, ChatError> {
         let req: LeaveRequest = parse(payload)?;
         self.ensure_capacity()?;
-        self.leave_room(socket, &session, &req.room).await?;
+        self.leave_room(socket, session, &req.room).await?;
         Ok(ok_ack(json!({})))
     }
 
@@ -478,7 +478,7 @@ impl<B: Backend> Chat<B> {
     async fn message(
         &self,
         socket: &SocketRef<Adapter<B>>,
-        session: Session,
+        session: &Session,
         payload: Value,
     ) -> Result<Value, ChatError> {
         let req: MessageRequest = parse(payload)?;
@@ -748,10 +748,8 @@ async fn handle<B: Backend>(
     chat.monitor
         .received(socket, event.name(), payload.as_ref().ok());
     // A request in flight holds what it read (a room's history, say) until answered: a client
-    // may not have more than a few at once, whatever its rate. The permit borrows a clone of the
-    // session: the handlers below take the session itself.
-    let permits = session.clone();
-    let in_flight = permits.in_flight.try_acquire();
+    // may not have more than a few at once, whatever its rate.
+    let in_flight = session.in_flight.try_acquire();
     let result = if in_flight.is_err() || !session.limiter.lock().unwrap().try_take() {
         Err(ChatError::new(
             ErrorCode::RateLimited,
@@ -760,9 +758,9 @@ async fn handle<B: Backend>(
     } else {
         match payload {
             Ok(payload) => match event {
-                ChatEvent::Join => chat.join(socket, session, payload).await,
-                ChatEvent::Leave => chat.leave(socket, session, payload).await,
-                ChatEvent::Message => chat.message(socket, session, payload).await,
+                ChatEvent::Join => chat.join(socket, &session, payload).await,
+                ChatEvent::Leave => chat.leave(socket, &session, payload).await,
+                ChatEvent::Message => chat.message(socket, &session, payload).await,
                 ChatEvent::History => {
                     let in_room = |room: &str| session.rooms.lock().unwrap().contains(room);
                     history_pages::answer(
