@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 LOG_PREFIX=compose-e2e
 . scripts/lib.sh
 
+# test-env.sh installs the compose CLI too.
 bash scripts/test-env.sh
-ensure_compose
 if docker compose version >/dev/null 2>&1; then
   compose=(docker compose)
 else

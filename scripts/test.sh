@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: prepares Docker and the redis:7 image, the Node.js interop peers,
 # the Python smoke-test venv, Chromium and the web client (scripts/test-env.sh), builds the
-# workspace's binaries and examples, then runs every test of the workspace (unit, cluster, chat, Node.js interop, smoke,
-# browser, doc tests), then the cluster, chat, presence, recovery, scrollback, interop and Admin UI
+# workspace's binaries and examples, then runs every test of the workspace (unit, cluster, chat,
+# Node.js interop, smoke, browser, doc tests), then the cluster, chat, presence, recovery, scrollback, interop and Admin UI
 # suites again on a 3-master Redis Cluster in sharded mode (TEST_REDIS=cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
